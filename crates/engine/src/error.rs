@@ -1,0 +1,37 @@
+//! The error type of `chorus-engine`.
+
+/// Errors raised by engine use cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Loading or running a model failed.
+    #[error(transparent)]
+    Models(#[from] chorus_models::Error),
+    /// Invalid options (sampling, configuration).
+    #[error(transparent)]
+    Core(#[from] chorus_core::Error),
+    /// The requested backend is unavailable.
+    #[error("backend '{backend}' is unavailable: {reason}")]
+    Backend {
+        /// Backend name.
+        backend: String,
+        /// Why.
+        reason: String,
+    },
+    /// The prompt does not fit in the model's context.
+    #[error("prompt of {prompt_tokens} tokens does not fit the context of {context} tokens of {model}")]
+    Context {
+        /// Model path.
+        model: String,
+        /// Prompt length in tokens.
+        prompt_tokens: usize,
+        /// The model's context length.
+        context: usize,
+    },
+    /// Invalid request (empty prompt, empty batch).
+    #[error("invalid request: {0}")]
+    Request(String),
+}
+
+/// Result alias for the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,154 @@
+//! The GPU context: device, queue and a pipeline cache keyed by [`ShaderId`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::shaders::ShaderId;
+
+/// A wgpu device and queue with compiled pipelines.
+#[derive(Clone)]
+pub struct GpuContext {
+    /// The device.
+    pub device: wgpu::Device,
+    /// Its queue.
+    pub queue: wgpu::Queue,
+    /// Adapter description ("llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan").
+    pub adapter: String,
+    pipelines: Arc<Mutex<HashMap<ShaderId, wgpu::ComputePipeline>>>,
+}
+
+impl GpuContext {
+    /// Opens the default adapter (honours `WGPU_BACKEND` and friends).
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions::default())
+            .await
+            .map_err(|e| Error::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("chorus"),
+                required_limits: adapter.limits(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Device(e.to_string()))?;
+        let mut ctx = Self::from_device(device, queue);
+        ctx.adapter = format!("{} / {:?}", info.name, info.backend);
+        Ok(ctx)
+    }
+
+    /// Wraps a device and queue opened elsewhere (burn's wgpu runtime), so kernels share that GPU.
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        Self { device, queue, adapter: "shared device".into(), pipelines: Arc::default() }
+    }
+
+    /// The compute pipeline of a shader, compiled on first use.
+    pub fn pipeline(&self, id: ShaderId) -> wgpu::ComputePipeline {
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .entry(id)
+            .or_insert_with(|| {
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(id.file_name()),
+                    source: wgpu::ShaderSource::Wgsl(id.source().into()),
+                });
+                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(id.file_name()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(id.entry_point()),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+
+    /// A storage buffer initialised from `data`.
+    pub fn storage<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (bytes.len().max(4) as u64).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytes);
+        buf
+    }
+
+    /// A uniform buffer holding `value`.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: std::mem::size_of::<T>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytemuck::bytes_of(value));
+        buf
+    }
+
+    /// An uninitialised storage buffer of `bytes` bytes that kernels write.
+    pub fn output(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Records one dispatch of `id` over `groups` workgroups with `buffers` bound at 0, 1, 2, … and
+    /// submits it.
+    pub fn dispatch(&self, id: ShaderId, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
+        let pipeline = self.pipeline(id);
+        let layout = pipeline.get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(id.file_name()), layout: &layout, entries: &entries });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(id.file_name()) });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(id.file_name()), timestamp_writes: None });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+        }
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Copies a buffer back to the host and reinterprets it as `T`s.
+    pub async fn read<T: bytemuck::Pod>(&self, src: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
+        let bytes = (count * std::mem::size_of::<T>()) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let slice = staging.slice(..bytes);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        // Natively this drives the map callback; in the browser it is a no-op and the event loop does.
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| Error::Readback(e.to_string()))?;
+        rx.await
+            .map_err(|_| Error::Readback("map callback dropped".into()))?
+            .map_err(|e| Error::Readback(e.to_string()))?;
+        let view = slice.get_mapped_range().map_err(|e| Error::Readback(e.to_string()))?;
+        let out = bytemuck::cast_slice::<u8, T>(&view[..]).to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}

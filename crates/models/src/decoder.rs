@@ -1,0 +1,317 @@
+//! The decoder-only transformer (Qwen2 and Llama families) in burn, with a KV cache and batched,
+//! left-padded inputs.
+//!
+//! Conventions: projection weights are held transposed (`[in, out]`) so every projection is one
+//! `x · W` matmul on a `[B·T, in]` matrix; q/k/v and gate/up are fused into one matmul each. RoPE is the
+//! HF half-split form (loaders convert GGUF Llama rows). Attention groups query heads by their KV head
+//! (`[B, kv, rep·T, d]`) so GQA never copies the cache. Masked scores use a large finite negative
+//! rather than −∞ so a fully masked (padding) query row stays finite instead of turning into NaN.
+
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use chorus_core::ModelConfig;
+
+use crate::error::{Error, Result};
+use crate::source::ModelFiles;
+
+/// Additive score for masked (future or padding) keys.
+const MASKED: f32 = -1.0e30;
+
+struct Linear {
+    w: Tensor<2>,
+    b: Option<Tensor<1>>,
+}
+
+impl Linear {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = x.matmul(self.w.clone());
+        match &self.b {
+            Some(b) => y + b.clone().unsqueeze_dim(0),
+            None => y,
+        }
+    }
+}
+
+struct Layer {
+    attn_norm: Tensor<1>,
+    qkv: Linear,
+    o: Linear,
+    mlp_norm: Tensor<1>,
+    gate_up: Linear,
+    down: Linear,
+}
+
+/// A loaded decoder on one burn device.
+pub struct Decoder {
+    /// Hyper-parameters.
+    pub config: ModelConfig,
+    embed: Tensor<2>,
+    layers: Vec<Layer>,
+    norm: Tensor<1>,
+    lm_head: Tensor<2>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
+    device: Device,
+}
+
+/// Keys and values of every layer for the rows of one batch, plus which key positions are real tokens.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Per row, per cached position: true for a real token, false for left padding.
+    valid: Vec<Vec<bool>>,
+}
+
+impl KvCache {
+    /// Cached positions (the same for every row, padding included).
+    pub fn len(&self) -> usize {
+        self.valid.first().map_or(0, Vec::len)
+    }
+
+    /// True before the first forward pass.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rows in the batch.
+    pub fn batch(&self) -> usize {
+        self.valid.len()
+    }
+}
+
+fn tensor2(v: Vec<f32>, shape: [usize; 2], dev: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(v, shape), dev)
+}
+
+fn tensor1(v: Vec<f32>, dev: &Device) -> Tensor<1> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]), dev)
+}
+
+/// Transposes a row-major `rows × cols` matrix.
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    out[c * rows + r] = v[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Decoder {
+    /// Decodes every weight of `files` and uploads it to `device`. `progress(done, total)` is called
+    /// after each tensor.
+    pub fn load(files: &ModelFiles, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let c = files.config.clone();
+        let (h, q, kv, f) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
+        let total = files.expected_tensors().len();
+        let mut done = 0usize;
+        let mut tick = |n: usize| {
+            done += n;
+            progress(done, total);
+        };
+
+        // [out_i, in] blocks stacked along `out`, then transposed to [in, Σ out_i].
+        let mut fused = |names: &[(String, usize)], inp: usize| -> Result<Tensor<2>> {
+            let mut rows = Vec::new();
+            let mut n_out = 0;
+            for (name, out) in names {
+                rows.extend(files.require(name, &[*out, inp])?);
+                n_out += out;
+            }
+            tick(names.len());
+            Ok(tensor2(transpose(&rows, n_out, inp), [inp, n_out], device))
+        };
+
+        let mut layers = Vec::with_capacity(c.num_layers);
+        for i in 0..c.num_layers {
+            let p = format!("model.layers.{i}");
+            let qkv_w = fused(
+                &[(format!("{p}.self_attn.q_proj.weight"), q), (format!("{p}.self_attn.k_proj.weight"), kv), (format!("{p}.self_attn.v_proj.weight"), kv)],
+                h,
+            )?;
+            let qkv_b = if c.attention_bias {
+                let mut b = files.require(&format!("{p}.self_attn.q_proj.bias"), &[q])?;
+                b.extend(files.require(&format!("{p}.self_attn.k_proj.bias"), &[kv])?);
+                b.extend(files.require(&format!("{p}.self_attn.v_proj.bias"), &[kv])?);
+                Some(tensor1(b, device))
+            } else {
+                None
+            };
+            let o = fused(&[(format!("{p}.self_attn.o_proj.weight"), h)], q)?;
+            let gate_up = fused(&[(format!("{p}.mlp.gate_proj.weight"), f), (format!("{p}.mlp.up_proj.weight"), f)], h)?;
+            let down = fused(&[(format!("{p}.mlp.down_proj.weight"), h)], f)?;
+            let attn_norm = tensor1(files.require(&format!("{p}.input_layernorm.weight"), &[h])?, device);
+            let mlp_norm = tensor1(files.require(&format!("{p}.post_attention_layernorm.weight"), &[h])?, device);
+            layers.push(Layer {
+                attn_norm,
+                qkv: Linear { w: qkv_w, b: qkv_b },
+                o: Linear { w: o, b: None },
+                mlp_norm,
+                gate_up: Linear { w: gate_up, b: None },
+                down: Linear { w: down, b: None },
+            });
+        }
+        let embed_v = files.require("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let lm_head = if c.tie_word_embeddings {
+            tensor2(transpose(&embed_v, c.vocab_size, h), [h, c.vocab_size], device)
+        } else {
+            fused(&[("lm_head.weight".to_string(), c.vocab_size)], h)?
+        };
+        let embed = tensor2(embed_v, [c.vocab_size, h], device);
+        let norm = tensor1(files.require("model.norm.weight", &[h])?, device);
+        let (cos, sin) = rope_tables(&c, device);
+        Ok(Self { config: c, embed, layers, norm, lm_head, cos, sin, device: device.clone() })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty cache for `batch` rows.
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        KvCache { layers: (0..self.config.num_layers).map(|_| None).collect(), valid: vec![Vec::new(); batch] }
+    }
+
+    /// Runs `tokens` (`[B][T]`, same T for every row; `valid[b][t]` false marks left padding) through
+    /// the model after whatever `cache` holds, appends to the cache, and returns the logits of the last
+    /// position of each row (`[B, vocab]`), or of every position (`[B·T, vocab]`) when `all` is set.
+    pub fn forward(&self, tokens: &[Vec<u32>], valid: &[Vec<bool>], cache: &mut KvCache, all: bool) -> Result<Tensor<2>> {
+        let c = &self.config;
+        let b = tokens.len();
+        let t = tokens.first().map_or(0, Vec::len);
+        if b == 0 || t == 0 || b != cache.batch() || valid.len() != b {
+            return Err(Error::Device(format!("forward: batch {b} x {t} does not match a cache of {} rows", cache.batch())));
+        }
+        let past = cache.len();
+        let s = past + t;
+        if s > c.max_position_embeddings {
+            return Err(Error::Device(format!("sequence of {s} tokens exceeds the context of {}", c.max_position_embeddings)));
+        }
+        let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
+        let rep = nh / nkv;
+
+        // Positions count real tokens only, as HF does for left-padded batches (cumsum(mask) − 1).
+        let mut ids = Vec::with_capacity(b * t);
+        let mut pos = Vec::with_capacity(b * t);
+        let mut mask = vec![MASKED; b * t * s];
+        for r in 0..b {
+            if tokens[r].len() != t || valid[r].len() != t {
+                return Err(Error::Device(format!("forward: row {r} has {} tokens, expected {t}", tokens[r].len())));
+            }
+            cache.valid[r].extend_from_slice(&valid[r]);
+            let mut p = cache.valid[r][..past].iter().filter(|&&v| v).count() as i64;
+            for (j, &id) in tokens[r].iter().enumerate() {
+                if id as usize >= c.vocab_size {
+                    return Err(Error::Device(format!("token id {id} is outside the vocabulary of {}", c.vocab_size)));
+                }
+                ids.push(id as i64);
+                pos.push(if valid[r][j] { p } else { 0 });
+                if valid[r][j] {
+                    p += 1;
+                }
+                let qpos = past + j;
+                for k in 0..=qpos {
+                    if cache.valid[r][k] {
+                        mask[(r * t + j) * s + k] = 0.0;
+                    }
+                }
+            }
+        }
+        let dev = &self.device;
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b * t]), dev);
+        let pos = Tensor::<1, Int>::from_data(TensorData::new(pos, [b * t]), dev);
+        let mask: Tensor<5> = Tensor::from_data(TensorData::new(mask, [b, 1, 1, t, s]), dev);
+        let cos = self.cos.clone().select(0, pos.clone()).reshape([b, 1, t, hd / 2]);
+        let sin = self.sin.clone().select(0, pos).reshape([b, 1, t, hd / 2]);
+        let scale = 1.0 / (hd as f64).sqrt();
+
+        let mut x = self.embed.clone().select(0, ids); // [B·T, H]
+        for (li, layer) in self.layers.iter().enumerate() {
+            let hn = rms_norm(x.clone(), &layer.attn_norm, c.rms_norm_eps);
+            let qkv = layer.qkv.forward(hn).reshape([b, t, (nh + 2 * nkv) * hd]);
+            let q = qkv.clone().narrow(2, 0, nh * hd).reshape([b, t, nh, hd]).swap_dims(1, 2);
+            let k = qkv.clone().narrow(2, nh * hd, nkv * hd).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+            let v = qkv.narrow(2, (nh + nkv) * hd, nkv * hd).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+            let q = rope(q, &cos, &sin);
+            let k = rope(k, &cos, &sin);
+            let (k, v) = match cache.layers[li].take() {
+                Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+                None => (k, v),
+            };
+            cache.layers[li] = Some((k.clone(), v.clone()));
+            let qg = q.reshape([b, nkv, rep * t, hd]);
+            let scores = qg.matmul(k.swap_dims(2, 3)).mul_scalar(scale).reshape([b, nkv, rep, t, s]) + mask.clone();
+            let probs = activation::softmax(scores, 4).reshape([b, nkv, rep * t, s]);
+            let attn = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b * t, nh * hd]);
+            x = x + layer.o.forward(attn);
+
+            let hn = rms_norm(x.clone(), &layer.mlp_norm, c.rms_norm_eps);
+            let gu = layer.gate_up.forward(hn);
+            let f = c.intermediate_size;
+            let g = gu.clone().narrow(1, 0, f);
+            let u = gu.narrow(1, f, f);
+            x = x + layer.down.forward(activation::silu(g) * u);
+        }
+        let x = if all {
+            x
+        } else {
+            x.reshape([b, t, c.hidden_size]).narrow(1, t - 1, 1).reshape([b, c.hidden_size])
+        };
+        let x = rms_norm(x, &self.norm, c.rms_norm_eps);
+        Ok(x.matmul(self.lm_head.clone()))
+    }
+}
+
+fn rms_norm(x: Tensor<2>, w: &Tensor<1>, eps: f32) -> Tensor<2> {
+    let ms = x.clone().square().mean_dim(1);
+    x * ms.add_scalar(eps).sqrt().recip() * w.clone().unsqueeze_dim(0)
+}
+
+/// HF half-split RoPE on `[B, heads, T, d]` with per-row `cos`/`sin` of shape `[B, 1, T, d/2]`.
+fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let d = x.dims()[3];
+    let x1 = x.clone().narrow(3, 0, d / 2);
+    let x2 = x.narrow(3, d / 2, d / 2);
+    let a = x1.clone() * cos.clone() - x2.clone() * sin.clone();
+    let b = x2 * cos.clone() + x1 * sin.clone();
+    Tensor::cat(vec![a, b], 3)
+}
+
+/// cos/sin of position · θ^(−2i/d), computed like transformers (f32 inverse frequencies).
+fn rope_tables(c: &ModelConfig, dev: &Device) -> (Tensor<2>, Tensor<2>) {
+    let half = c.head_dim / 2;
+    let n = c.max_position_embeddings;
+    let inv: Vec<f32> =
+        (0..half).map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.head_dim as f32)).collect();
+    let mut cos = Vec::with_capacity(n * half);
+    let mut sin = Vec::with_capacity(n * half);
+    for p in 0..n {
+        for &f in &inv {
+            let a = p as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    (tensor2(cos, [n, half], dev), tensor2(sin, [n, half], dev))
+}
+
+/// Reads a `[rows, cols]` tensor back to the host (native: blocking).
+pub fn to_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+    let [_, cols] = x.dims();
+    let v = x.into_data().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+    Ok(v.chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
+}
+
+/// Reads a `[rows, cols]` tensor back to the host without blocking (required in the browser).
+pub async fn to_rows_async(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+    let [_, cols] = x.dims();
+    let data = x.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
+    let v = data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+    Ok(v.chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
+}

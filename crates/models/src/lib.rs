@@ -1,0 +1,19 @@
+//! Chorus models: loaders for real model files (GGUF v2/v3 and HF safetensors folders), tokenizers with
+//! chat templates, and the burn implementation of the decoder families (Qwen2, Llama).
+//!
+//! Weights are decoded to f32 on load and uploaded to whichever burn device the caller picked (Flex CPU
+//! or wgpu); the same code runs natively and in wasm.
+
+pub mod bytes;
+pub mod decoder;
+pub mod error;
+pub mod gguf;
+pub mod source;
+pub mod tokenizer;
+
+pub use bytes::FileBytes;
+pub use decoder::{Decoder, KvCache};
+pub use error::{Error, Result};
+pub use gguf::GgufFile;
+pub use source::ModelFiles;
+pub use tokenizer::{ChatMessage, TextTokenizer};

@@ -1,0 +1,16 @@
+//! Chorus integration tests: one test binary, one module per area.
+
+// Model paths, the shared wgpu device, golden-file loading.
+mod common;
+// Golden tests of the decoder runtime against transformers (CPU and wgpu), batching, sampling.
+mod decoder;
+// GGUF reader: corrupt, truncated and unsupported inputs give errors that name the problem.
+mod gguf;
+// GPU kernels against their chorus-core references (lavapipe in CI).
+mod parity;
+// Dequantization of every supported GGML type against the `gguf` Python package.
+mod quant;
+// Every WGSL file under shaders/ parses, validates with naga and is registered.
+mod shaders;
+// Tokenizers built from GGUF metadata against transformers' ids; chat templates.
+mod tokenizer;
