@@ -16,14 +16,37 @@ use crate::source::ModelFiles;
 /// Additive score for masked (future or padding) keys.
 const MASKED: f32 = -1.0e30;
 
+/// Largest weight block, in elements, held in one device buffer (64 MiB of f32). WebGPU guarantees only
+/// 128 MiB per storage binding and lavapipe refuses a 545 MB buffer (Qwen's 151,936 × 896 LM head), so
+/// wider matrices are split along their output columns.
+pub const MAX_BLOCK_ELEMS: usize = 1 << 24;
+
+/// `y = x · W (+ b)` with `W` held as column blocks of `[in, out_i]`.
 struct Linear {
-    w: Tensor<2>,
+    w: Vec<Tensor<2>>,
     b: Option<Tensor<1>>,
 }
 
 impl Linear {
+    /// From row-major `[out, in]` weights (PyTorch layout).
+    fn new(rows: &[f32], out: usize, inp: usize, b: Option<Tensor<1>>, dev: &Device) -> Self {
+        let per = (MAX_BLOCK_ELEMS / inp.max(1)).clamp(1, out.max(1));
+        let w = (0..out)
+            .step_by(per)
+            .map(|r0| {
+                let n = per.min(out - r0);
+                tensor2(transpose(&rows[r0 * inp..(r0 + n) * inp], n, inp), [inp, n], dev)
+            })
+            .collect();
+        Self { w, b }
+    }
+
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = x.matmul(self.w.clone());
+        let y = if self.w.len() == 1 {
+            x.matmul(self.w[0].clone())
+        } else {
+            Tensor::cat(self.w.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
+        };
         match &self.b {
             Some(b) => y + b.clone().unsqueeze_dim(0),
             None => y,
@@ -44,10 +67,12 @@ struct Layer {
 pub struct Decoder {
     /// Hyper-parameters.
     pub config: ModelConfig,
-    embed: Tensor<2>,
+    /// Token embeddings stay on the host: a lookup uploads B·T rows instead of keeping a
+    /// vocab × hidden table (545 MB for Qwen) in device memory.
+    embed: Vec<f32>,
     layers: Vec<Layer>,
     norm: Tensor<1>,
-    lm_head: Tensor<2>,
+    lm_head: Linear,
     cos: Tensor<2>,
     sin: Tensor<2>,
     device: Device,
@@ -115,8 +140,8 @@ impl Decoder {
             progress(done, total);
         };
 
-        // [out_i, in] blocks stacked along `out`, then transposed to [in, Σ out_i].
-        let mut fused = |names: &[(String, usize)], inp: usize| -> Result<Tensor<2>> {
+        // [out_i, in] blocks stacked along `out` into one projection.
+        let mut fused = |names: &[(String, usize)], inp: usize| -> Result<(Vec<f32>, usize)> {
             let mut rows = Vec::new();
             let mut n_out = 0;
             for (name, out) in names {
@@ -124,14 +149,18 @@ impl Decoder {
                 n_out += out;
             }
             tick(names.len());
-            Ok(tensor2(transpose(&rows, n_out, inp), [inp, n_out], device))
+            Ok((rows, n_out))
         };
 
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}");
-            let qkv_w = fused(
-                &[(format!("{p}.self_attn.q_proj.weight"), q), (format!("{p}.self_attn.k_proj.weight"), kv), (format!("{p}.self_attn.v_proj.weight"), kv)],
+            let (qkv_w, _) = fused(
+                &[
+                    (format!("{p}.self_attn.q_proj.weight"), q),
+                    (format!("{p}.self_attn.k_proj.weight"), kv),
+                    (format!("{p}.self_attn.v_proj.weight"), kv),
+                ],
                 h,
             )?;
             let qkv_b = if c.attention_bias {
@@ -142,27 +171,27 @@ impl Decoder {
             } else {
                 None
             };
-            let o = fused(&[(format!("{p}.self_attn.o_proj.weight"), h)], q)?;
-            let gate_up = fused(&[(format!("{p}.mlp.gate_proj.weight"), f), (format!("{p}.mlp.up_proj.weight"), f)], h)?;
-            let down = fused(&[(format!("{p}.mlp.down_proj.weight"), h)], f)?;
+            let (o, _) = fused(&[(format!("{p}.self_attn.o_proj.weight"), h)], q)?;
+            let (gate_up, _) = fused(&[(format!("{p}.mlp.gate_proj.weight"), f), (format!("{p}.mlp.up_proj.weight"), f)], h)?;
+            let (down, _) = fused(&[(format!("{p}.mlp.down_proj.weight"), h)], f)?;
             let attn_norm = tensor1(files.require(&format!("{p}.input_layernorm.weight"), &[h])?, device);
             let mlp_norm = tensor1(files.require(&format!("{p}.post_attention_layernorm.weight"), &[h])?, device);
             layers.push(Layer {
                 attn_norm,
-                qkv: Linear { w: qkv_w, b: qkv_b },
-                o: Linear { w: o, b: None },
+                qkv: Linear::new(&qkv_w, q + 2 * kv, h, qkv_b, device),
+                o: Linear::new(&o, h, q, None, device),
                 mlp_norm,
-                gate_up: Linear { w: gate_up, b: None },
-                down: Linear { w: down, b: None },
+                gate_up: Linear::new(&gate_up, 2 * f, h, None, device),
+                down: Linear::new(&down, h, f, None, device),
             });
         }
-        let embed_v = files.require("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let embed = files.require("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let lm_head = if c.tie_word_embeddings {
-            tensor2(transpose(&embed_v, c.vocab_size, h), [h, c.vocab_size], device)
+            Linear::new(&embed, c.vocab_size, h, None, device)
         } else {
-            fused(&[("lm_head.weight".to_string(), c.vocab_size)], h)?
+            let (w, _) = fused(&[("lm_head.weight".to_string(), c.vocab_size)], h)?;
+            Linear::new(&w, c.vocab_size, h, None, device)
         };
-        let embed = tensor2(embed_v, [c.vocab_size, h], device);
         let norm = tensor1(files.require("model.norm.weight", &[h])?, device);
         let (cos, sin) = rope_tables(&c, device);
         Ok(Self { config: c, embed, layers, norm, lm_head, cos, sin, device: device.clone() })
@@ -224,14 +253,18 @@ impl Decoder {
             }
         }
         let dev = &self.device;
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [b * t]), dev);
+        let hsz = c.hidden_size;
+        let mut rows = Vec::with_capacity(b * t * hsz);
+        for &id in &ids {
+            rows.extend_from_slice(&self.embed[id as usize * hsz..(id as usize + 1) * hsz]);
+        }
         let pos = Tensor::<1, Int>::from_data(TensorData::new(pos, [b * t]), dev);
         let mask: Tensor<5> = Tensor::from_data(TensorData::new(mask, [b, 1, 1, t, s]), dev);
         let cos = self.cos.clone().select(0, pos.clone()).reshape([b, 1, t, hd / 2]);
         let sin = self.sin.clone().select(0, pos).reshape([b, 1, t, hd / 2]);
         let scale = 1.0 / (hd as f64).sqrt();
 
-        let mut x = self.embed.clone().select(0, ids); // [B·T, H]
+        let mut x = tensor2(rows, [b * t, hsz], dev); // [B·T, H]
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = rms_norm(x.clone(), &layer.attn_norm, c.rms_norm_eps);
             let qkv = layer.qkv.forward(hn).reshape([b, t, (nh + 2 * nkv) * hd]);
@@ -264,7 +297,7 @@ impl Decoder {
             x.reshape([b, t, c.hidden_size]).narrow(1, t - 1, 1).reshape([b, c.hidden_size])
         };
         let x = rms_norm(x, &self.norm, c.rms_norm_eps);
-        Ok(x.matmul(self.lm_head.clone()))
+        Ok(self.lm_head.forward(x))
     }
 }
 
@@ -304,7 +337,7 @@ fn rope_tables(c: &ModelConfig, dev: &Device) -> (Tensor<2>, Tensor<2>) {
 /// Reads a `[rows, cols]` tensor back to the host (native: blocking).
 pub fn to_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     let [_, cols] = x.dims();
-    let v = x.into_data().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+    let v = x.try_into_data().map_err(|e| Error::Device(format!("{e:?}")))?.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
     Ok(v.chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
 }
 
