@@ -23,7 +23,12 @@ pub fn model_path(key: &str) -> PathBuf {
         other => panic!("unknown model key {other}"),
     };
     let p = models_dir().join(file);
-    assert!(p.exists(), "model file {} is missing: run `scripts/fetch-models {key}` (CHORUS_HOME={:?})", p.display(), std::env::var("CHORUS_HOME").ok());
+    assert!(
+        p.exists(),
+        "model file {} is missing: run `scripts/fetch-models {key}` (CHORUS_HOME={:?})",
+        p.display(),
+        std::env::var("CHORUS_HOME").ok()
+    );
     p
 }
 

@@ -18,8 +18,16 @@ fn check_goldens(key: &str, backend: Backend, max_cases: usize) {
             for (j, &(id, logit)) in want.top.iter().enumerate() {
                 let (gid, glogit) = got.top[j];
                 // Near-equal logits may swap places; then compare by id.
-                let ours = if gid == id { glogit } else { got.top.iter().find(|t| t.0 == id).map(|t| t.1).unwrap_or(f32::NAN) };
-                assert!((ours - logit).abs() <= TOL, "{key}/{backend:?} {:?} step {i} top{j} id {id}: {ours} vs {logit}", c.prompt);
+                let ours = if gid == id {
+                    glogit
+                } else {
+                    got.top.iter().find(|t| t.0 == id).map(|t| t.1).unwrap_or(f32::NAN)
+                };
+                assert!(
+                    (ours - logit).abs() <= TOL,
+                    "{key}/{backend:?} {:?} step {i} top{j} id {id}: {ours} vs {logit}",
+                    c.prompt
+                );
             }
         }
     }
@@ -49,10 +57,11 @@ fn qwen_wgpu_matches_transformers() {
 #[test]
 fn batched_left_padded_generation_equals_one_by_one() {
     let m = crate::common::loaded("smollm2", Backend::Cpu).expect("cpu");
-    let prompts: Vec<Vec<u32>> = ["The capital of France is", "Once upon a time, in a land far away, there lived a", "1, 2, 3,"]
-        .iter()
-        .map(|p| m.encode(&Prompt::Text(p.to_string())).unwrap())
-        .collect();
+    let prompts: Vec<Vec<u32>> =
+        ["The capital of France is", "Once upon a time, in a land far away, there lived a", "1, 2, 3,"]
+            .iter()
+            .map(|p| m.encode(&Prompt::Text(p.to_string())).unwrap())
+            .collect();
     let opts = GenerateOptions { max_new_tokens: 12, stop_at_eos: false, ..Default::default() };
     let batched = m.generate_batch(&prompts, &opts).expect("batch");
     for (p, b) in prompts.iter().zip(&batched) {
@@ -65,7 +74,15 @@ fn batched_left_padded_generation_equals_one_by_one() {
 fn seeded_sampling_is_reproducible_and_stop_strings_cut() {
     let m = crate::common::loaded("smollm2", Backend::Cpu).expect("cpu");
     let ids = m.encode(&Prompt::Text("Once upon a time".into())).unwrap();
-    let opts = GenerateOptions { max_new_tokens: 16, temperature: 0.9, top_k: 40, top_p: 0.95, seed: 11, stop_at_eos: false, ..Default::default() };
+    let opts = GenerateOptions {
+        max_new_tokens: 16,
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        seed: 11,
+        stop_at_eos: false,
+        ..Default::default()
+    };
     let a = m.generate(&ids, &opts, &mut |_, _| {}).unwrap();
     let b = m.generate(&ids, &opts, &mut |_, _| {}).unwrap();
     assert_eq!(a.tokens, b.tokens);
@@ -76,7 +93,11 @@ fn seeded_sampling_is_reproducible_and_stop_strings_cut() {
     let ids = m.encode(&Prompt::Text("The capital of France is".into())).unwrap();
     let mut streamed = String::new();
     let out = m
-        .generate(&ids, &GenerateOptions { max_new_tokens: 16, stop: vec![".".into()], ..Default::default() }, &mut |_, d| streamed.push_str(d))
+        .generate(
+            &ids,
+            &GenerateOptions { max_new_tokens: 16, stop: vec![".".into()], ..Default::default() },
+            &mut |_, d| streamed.push_str(d),
+        )
         .unwrap();
     assert_eq!(out.stop_reason, StopReason::StopString);
     assert_eq!(out.text, " Paris");

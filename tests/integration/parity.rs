@@ -27,7 +27,12 @@ fn row_stats_gpu_matches_reference() {
             assert_eq!(g.argmax, w.argmax, "{rows}x{cols} row {r}");
             assert_eq!(g.max, w.max, "{rows}x{cols} row {r}");
             // exp/log accuracy is implementation-defined in WGSL: relative 1e-5 on the sum.
-            assert!((g.logsumexp - w.logsumexp).abs() <= 1e-4 * w.logsumexp.abs().max(1.0), "{rows}x{cols} row {r}: {} vs {}", g.logsumexp, w.logsumexp);
+            assert!(
+                (g.logsumexp - w.logsumexp).abs() <= 1e-4 * w.logsumexp.abs().max(1.0),
+                "{rows}x{cols} row {r}: {} vs {}",
+                g.logsumexp,
+                w.logsumexp
+            );
         }
     }
 }

@@ -16,11 +16,15 @@ fn every_shader_validates_and_is_registered() {
     assert!(!files.is_empty(), "no shaders found in {}", dir.display());
     for name in &files {
         let src = std::fs::read_to_string(dir.join(name)).expect("read shader");
-        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
+        let module =
+            naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(&src)));
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let id = ShaderId::ALL.iter().find(|id| id.file_name() == name).unwrap_or_else(|| panic!("{name} is not registered in ShaderId"));
+        let id = ShaderId::ALL
+            .iter()
+            .find(|id| id.file_name() == name)
+            .unwrap_or_else(|| panic!("{name} is not registered in ShaderId"));
         assert_eq!(id.source(), src, "{name}: registry source differs from the file");
     }
     assert_eq!(ShaderId::ALL.len(), files.len(), "a registered shader has no file");

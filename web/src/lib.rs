@@ -49,7 +49,13 @@ impl ChorusModel {
     /// Generates text. `options` is a `GenerateOptions` object (`max_new_tokens`, `temperature`,
     /// `top_k`, `top_p`, `seed`, `stop`, `stop_at_eos`; unknown keys are an error); `on_token(id, text)`
     /// is called for each token. Resolves to the `GenerateOutput` object.
-    pub fn generate(&self, prompt: String, chat: bool, options: JsValue, on_token: Option<js_sys::Function>) -> js_sys::Promise {
+    pub fn generate(
+        &self,
+        prompt: String,
+        chat: bool,
+        options: JsValue,
+        on_token: Option<js_sys::Function>,
+    ) -> js_sys::Promise {
         let model = Rc::clone(&self.model);
         wasm_bindgen_futures::future_to_promise(async move {
             let opts: GenerateOptions = if options.is_undefined() || options.is_null() {

@@ -57,7 +57,12 @@ fn generate(a: BenchGenerateArgs) -> Result<()> {
         let o = &out[0];
         prefill.push(o.prompt_tokens as f64 * batch.len() as f64 / (o.prefill_ms / 1000.0));
         decode.push(o.decode_tokens_per_s * batch.len() as f64);
-        eprintln!("run {}: prefill {:.1} ms, decode {:.2} tok/s", i + 1, o.prefill_ms, o.decode_tokens_per_s * batch.len() as f64);
+        eprintln!(
+            "run {}: prefill {:.1} ms, decode {:.2} tok/s",
+            i + 1,
+            o.prefill_ms,
+            o.decode_tokens_per_s * batch.len() as f64
+        );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);

@@ -103,7 +103,11 @@ pub fn load(path: &Path, backend: &str) -> Result<LoadedModel> {
 /// `chorus generate`.
 pub fn generate(a: GenerateArgs) -> Result<()> {
     let model = load(&a.model, &a.backend)?;
-    let prompt = if a.chat { Prompt::Chat { system: a.system.clone(), user: a.prompt.clone() } } else { Prompt::Text(a.prompt.clone()) };
+    let prompt = if a.chat {
+        Prompt::Chat { system: a.system.clone(), user: a.prompt.clone() }
+    } else {
+        Prompt::Text(a.prompt.clone())
+    };
     let ids = model.encode(&prompt)?;
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,

@@ -81,9 +81,9 @@ impl GgmlType {
     /// ggml's name for any type id, supported or not (for error messages and `chorus inspect`).
     pub fn name_of(id: u32) -> &'static str {
         const NAMES: [&str; 31] = [
-            "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
-            "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
-            "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16",
+            "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K",
+            "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+            "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16",
         ];
         NAMES.get(id as usize).copied().unwrap_or("unknown")
     }
@@ -121,7 +121,7 @@ impl GgmlType {
     /// Bytes needed for `elements` values, or `None` when `elements` is not a whole number of blocks.
     pub fn bytes_for(self, elements: usize) -> Option<usize> {
         let be = self.block_elems();
-        (elements % be == 0).then(|| elements / be * self.block_bytes())
+        elements.is_multiple_of(be).then(|| elements / be * self.block_bytes())
     }
 }
 
@@ -141,7 +141,13 @@ pub fn dequantize_into(ty: GgmlType, data: &[u8], elements: usize, tensor: &str,
         found: data.len(),
     })?;
     if data.len() != expected {
-        return Err(Error::QuantSize { tensor: tensor.to_string(), ty: ty.name(), elements, expected, found: data.len() });
+        return Err(Error::QuantSize {
+            tensor: tensor.to_string(),
+            ty: ty.name(),
+            elements,
+            expected,
+            found: data.len(),
+        });
     }
     out.clear();
     out.reserve(elements);

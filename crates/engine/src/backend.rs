@@ -71,6 +71,8 @@ pub async fn device_async(backend: Backend) -> Result<Device> {
 pub fn device(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::flex()),
-        Backend::Wgpu => Err(Error::Backend { backend: "wgpu".into(), reason: "use device_async in the browser".into() }),
+        Backend::Wgpu => {
+            Err(Error::Backend { backend: "wgpu".into(), reason: "use device_async in the browser".into() })
+        }
     }
 }

@@ -93,7 +93,12 @@ struct RowState {
 
 impl LoadedModel {
     /// Decodes the weights of `files` onto `device`.
-    pub fn load(files: ModelFiles, backend: Backend, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+    pub fn load(
+        files: ModelFiles,
+        backend: Backend,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         let t0 = Instant::now();
         let decoder = Decoder::load(&files, device, progress)?;
         Ok(Self { files, decoder, backend, load_ms: ms(t0) })
@@ -128,7 +133,11 @@ impl LoadedModel {
             return Err(Error::Request("empty prompt".into()));
         }
         if ids.len() >= c.max_position_embeddings {
-            return Err(Error::Context { model: self.files.path.clone(), prompt_tokens: ids.len(), context: c.max_position_embeddings });
+            return Err(Error::Context {
+                model: self.files.path.clone(),
+                prompt_tokens: ids.len(),
+                context: c.max_position_embeddings,
+            });
         }
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= c.vocab_size) {
             return Err(Error::Request(format!("token id {bad} is outside the vocabulary of {}", c.vocab_size)));
@@ -158,7 +167,13 @@ impl LoadedModel {
         let (mut toks, mut valid) = (Vec::new(), Vec::new());
         for (r, p) in prompts.iter().enumerate() {
             let o = GenerateOptions { seed: opts.seed.wrapping_add(r as u64), ..opts.clone() };
-            rows.push(RowState { sampler: Sampler::new(&o)?, tokens: Vec::new(), text: String::new(), emitted: 0, done: None });
+            rows.push(RowState {
+                sampler: Sampler::new(&o)?,
+                tokens: Vec::new(),
+                text: String::new(),
+                emitted: 0,
+                done: None,
+            });
             let n_pad = width - p.len();
             toks.push(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()).collect::<Vec<_>>());
             valid.push(std::iter::repeat_n(false, n_pad).chain(std::iter::repeat_n(true, p.len())).collect::<Vec<_>>());
@@ -193,7 +208,9 @@ impl LoadedModel {
                 if !text.ends_with('\u{fffd}') {
                     row.text = text;
                 }
-                if let Some(cut) = opts.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| row.text.find(s.as_str())).min() {
+                if let Some(cut) =
+                    opts.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| row.text.find(s.as_str())).min()
+                {
                     row.text.truncate(cut);
                     row.done = Some(StopReason::StopString);
                 }
@@ -239,7 +256,12 @@ impl LoadedModel {
     }
 
     /// Generates for one prompt, streaming text deltas to `on_text`.
-    pub async fn generate_async(&self, prompt: &[u32], opts: &GenerateOptions, on_text: &mut dyn FnMut(u32, &str)) -> Result<GenerateOutput> {
+    pub async fn generate_async(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(u32, &str),
+    ) -> Result<GenerateOutput> {
         let mut out = self.generate_batch_async(&[prompt.to_vec()], opts, &mut |_, id, d| on_text(id, d)).await?;
         Ok(out.remove(0))
     }
@@ -260,7 +282,9 @@ impl LoadedModel {
             let token = chorus_core::sampling::argmax(row) as u32;
             let mut idx: Vec<u32> = (0..row.len() as u32).collect();
             let k = k.min(idx.len());
-            idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+            idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| {
+                row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b))
+            });
             idx.truncate(k);
             idx.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
             out.push(StepTrace { token, top: idx.iter().map(|&i| (i, row[i as usize])).collect() });
@@ -271,7 +295,12 @@ impl LoadedModel {
 
     /// Blocking [`Self::generate_async`].
     #[cfg(not(target_family = "wasm"))]
-    pub fn generate(&self, prompt: &[u32], opts: &GenerateOptions, on_text: &mut dyn FnMut(u32, &str)) -> Result<GenerateOutput> {
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(u32, &str),
+    ) -> Result<GenerateOutput> {
         pollster::block_on(self.generate_async(prompt, opts, on_text))
     }
 

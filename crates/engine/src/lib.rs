@@ -8,4 +8,4 @@ pub mod generate;
 
 pub use backend::{Backend, device};
 pub use error::{Error, Result};
-pub use generate::{GenerateOutput, LoadedModel, Prompt, StopReason, StepTrace};
+pub use generate::{GenerateOutput, LoadedModel, Prompt, StepTrace, StopReason};

@@ -112,10 +112,18 @@ impl GpuContext {
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
             .collect();
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(id.file_name()), layout: &layout, entries: &entries });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(id.file_name()) });
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(id.file_name()),
+            layout: &layout,
+            entries: &entries,
+        });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(id.file_name()) });
         {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(id.file_name()), timestamp_writes: None });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(id.file_name()),
+                timestamp_writes: None,
+            });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(groups.0, groups.1, groups.2);

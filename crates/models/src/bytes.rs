@@ -26,7 +26,7 @@ impl FileBytes {
     /// Memory-maps a file read-only; the file is never modified.
     #[cfg(not(target_family = "wasm"))]
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        let io = |source| Error::Io { path: path.display().to_string(), source };
+        let io = |source| Error::Io { path: path.display().to_string(), err: source };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only. Chorus never writes to input files; if another process
         // truncates the file while it is mapped, reads may fault, as with any mmap-based loader.
@@ -39,7 +39,7 @@ impl FileBytes {
     pub fn open(path: &std::path::Path) -> Result<Self> {
         std::fs::read(path)
             .map(Self::from_vec)
-            .map_err(|source| Error::Io { path: path.display().to_string(), source })
+            .map_err(|source| Error::Io { path: path.display().to_string(), err: source })
     }
 }
 

@@ -172,7 +172,8 @@ impl Decoder {
                 None
             };
             let (o, _) = fused(&[(format!("{p}.self_attn.o_proj.weight"), h)], q)?;
-            let (gate_up, _) = fused(&[(format!("{p}.mlp.gate_proj.weight"), f), (format!("{p}.mlp.up_proj.weight"), f)], h)?;
+            let (gate_up, _) =
+                fused(&[(format!("{p}.mlp.gate_proj.weight"), f), (format!("{p}.mlp.up_proj.weight"), f)], h)?;
             let (down, _) = fused(&[(format!("{p}.mlp.down_proj.weight"), h)], f)?;
             let attn_norm = tensor1(files.require(&format!("{p}.input_layernorm.weight"), &[h])?, device);
             let mlp_norm = tensor1(files.require(&format!("{p}.post_attention_layernorm.weight"), &[h])?, device);
@@ -210,17 +211,29 @@ impl Decoder {
     /// Runs `tokens` (`[B][T]`, same T for every row; `valid[b][t]` false marks left padding) through
     /// the model after whatever `cache` holds, appends to the cache, and returns the logits of the last
     /// position of each row (`[B, vocab]`), or of every position (`[B·T, vocab]`) when `all` is set.
-    pub fn forward(&self, tokens: &[Vec<u32>], valid: &[Vec<bool>], cache: &mut KvCache, all: bool) -> Result<Tensor<2>> {
+    pub fn forward(
+        &self,
+        tokens: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        cache: &mut KvCache,
+        all: bool,
+    ) -> Result<Tensor<2>> {
         let c = &self.config;
         let b = tokens.len();
         let t = tokens.first().map_or(0, Vec::len);
         if b == 0 || t == 0 || b != cache.batch() || valid.len() != b {
-            return Err(Error::Device(format!("forward: batch {b} x {t} does not match a cache of {} rows", cache.batch())));
+            return Err(Error::Device(format!(
+                "forward: batch {b} x {t} does not match a cache of {} rows",
+                cache.batch()
+            )));
         }
         let past = cache.len();
         let s = past + t;
         if s > c.max_position_embeddings {
-            return Err(Error::Device(format!("sequence of {s} tokens exceeds the context of {}", c.max_position_embeddings)));
+            return Err(Error::Device(format!(
+                "sequence of {s} tokens exceeds the context of {}",
+                c.max_position_embeddings
+            )));
         }
         let (nh, nkv, hd) = (c.num_heads, c.num_kv_heads, c.head_dim);
         let rep = nh / nkv;
@@ -291,11 +304,7 @@ impl Decoder {
             let u = gu.narrow(1, f, f);
             x = x + layer.down.forward(activation::silu(g) * u);
         }
-        let x = if all {
-            x
-        } else {
-            x.reshape([b, t, c.hidden_size]).narrow(1, t - 1, 1).reshape([b, c.hidden_size])
-        };
+        let x = if all { x } else { x.reshape([b, t, c.hidden_size]).narrow(1, t - 1, 1).reshape([b, c.hidden_size]) };
         let x = rms_norm(x, &self.norm, c.rms_norm_eps);
         Ok(self.lm_head.forward(x))
     }
@@ -320,8 +329,7 @@ fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 fn rope_tables(c: &ModelConfig, dev: &Device) -> (Tensor<2>, Tensor<2>) {
     let half = c.head_dim / 2;
     let n = c.max_position_embeddings;
-    let inv: Vec<f32> =
-        (0..half).map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.head_dim as f32)).collect();
+    let inv: Vec<f32> = (0..half).map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.head_dim as f32)).collect();
     let mut cos = Vec::with_capacity(n * half);
     let mut sin = Vec::with_capacity(n * half);
     for p in 0..n {
@@ -337,7 +345,11 @@ fn rope_tables(c: &ModelConfig, dev: &Device) -> (Tensor<2>, Tensor<2>) {
 /// Reads a `[rows, cols]` tensor back to the host (native: blocking).
 pub fn to_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     let [_, cols] = x.dims();
-    let v = x.try_into_data().map_err(|e| Error::Device(format!("{e:?}")))?.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+    let v = x
+        .try_into_data()
+        .map_err(|e| Error::Device(format!("{e:?}")))?
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Device(format!("{e:?}")))?;
     Ok(v.chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
 }
 

@@ -6,13 +6,13 @@
 #[non_exhaustive]
 pub enum Error {
     /// The file could not be opened or read.
-    #[error("{path}: {source}")]
+    // The cause is part of the message (not a `source`), so chains printed by anyhow do not repeat it.
+    #[error("{path}: {err}")]
     Io {
         /// File at fault.
         path: String,
         /// Underlying error.
-        #[source]
-        source: std::io::Error,
+        err: std::io::Error,
     },
     /// A GGUF file is truncated, corrupt or uses a feature this reader does not support.
     #[error("{file}: invalid GGUF: {reason}")]
@@ -98,13 +98,12 @@ pub enum Error {
     #[error("chat template: {0}")]
     ChatTemplate(String),
     /// An error from the core crate (dequantization, config validation).
-    #[error("{file}: {source}")]
+    #[error("{file}: {err}")]
     Core {
         /// File at fault.
         file: String,
         /// Underlying error.
-        #[source]
-        source: chorus_core::Error,
+        err: chorus_core::Error,
     },
     /// Reading a tensor back from the device failed.
     #[error("device read-back failed: {0}")]

@@ -86,7 +86,9 @@ impl Value {
     /// A short description for `chorus inspect` (arrays are summarised, long strings cut).
     pub fn summary(&self) -> String {
         match self {
-            Value::Str(s) if s.chars().count() > 80 => format!("{:?}… ({} chars)", s.chars().take(77).collect::<String>(), s.len()),
+            Value::Str(s) if s.chars().count() > 80 => {
+                format!("{:?}… ({} chars)", s.chars().take(77).collect::<String>(), s.len())
+            }
             Value::Str(s) => format!("{s:?}"),
             Value::Array(a) => format!("[{} items]", a.len()),
             Value::F32(v) => v.to_string(),
@@ -389,7 +391,7 @@ impl GgufFile {
         let data = self.tensor_bytes(t)?;
         let ty = t.ggml_type().expect("checked by tensor_bytes");
         let v = quant::dequantize(ty, data, t.elements(), &t.name)
-            .map_err(|source| Error::Core { file: self.name.clone(), source })?;
+            .map_err(|err| Error::Core { file: self.name.clone(), err })?;
         Ok((v, t.shape()))
     }
 }

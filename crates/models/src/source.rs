@@ -48,12 +48,8 @@ impl ModelFiles {
     #[cfg(not(target_family = "wasm"))]
     pub fn open(path: &std::path::Path) -> Result<Self> {
         let name = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: name.clone(), source })?;
-        if meta.is_dir() {
-            Self::open_hf_dir(path)
-        } else {
-            Self::from_gguf(GgufFile::open(path)?)
-        }
+        let meta = std::fs::metadata(path).map_err(|err| Error::Io { path: name.clone(), err })?;
+        if meta.is_dir() { Self::open_hf_dir(path) } else { Self::from_gguf(GgufFile::open(path)?) }
     }
 
     /// Builds from a parsed GGUF file: config from `{arch}.*` metadata, tokenizer from `tokenizer.ggml.*`.
@@ -70,11 +66,12 @@ impl ModelFiles {
     pub fn open_hf_dir(dir: &std::path::Path) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let cfg_name = cfg_path.display().to_string();
-        let cfg_bytes = std::fs::read(&cfg_path).map_err(|source| Error::Io { path: cfg_name.clone(), source })?;
+        let cfg_bytes = std::fs::read(&cfg_path).map_err(|err| Error::Io { path: cfg_name.clone(), err })?;
         let config = hf_config(&cfg_name, &cfg_bytes)?;
         let tokenizer = TextTokenizer::from_hf_dir(dir)?;
         let set = SafetensorsSet::open_dir(dir)?;
-        let files = Self { path: dir.display().to_string(), config, tokenizer, weights: WeightSource::Safetensors(set) };
+        let files =
+            Self { path: dir.display().to_string(), config, tokenizer, weights: WeightSource::Safetensors(set) };
         files.check_shapes()?;
         Ok(files)
     }
@@ -89,8 +86,13 @@ impl ModelFiles {
     ) -> Result<Self> {
         let config = hf_config(&format!("{name}/config.json"), config_json)?;
         let cfg_json: Option<Json> = serde_json::from_slice(config_json).ok();
-        let tokenizer =
-            TextTokenizer::from_hf_parts(&format!("{name}/tokenizer.json"), tokenizer_json, tokenizer_config, cfg_json, None)?;
+        let tokenizer = TextTokenizer::from_hf_parts(
+            &format!("{name}/tokenizer.json"),
+            tokenizer_json,
+            tokenizer_config,
+            cfg_json,
+            None,
+        )?;
         let set = SafetensorsSet::from_shards(shards)?;
         let files = Self { path: name.to_string(), config, tokenizer, weights: WeightSource::Safetensors(set) };
         files.check_shapes()?;
@@ -164,7 +166,10 @@ impl ModelFiles {
     pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
         let c = &self.config;
         let (h, q, kv, f) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
-        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![c.vocab_size, h]), ("model.norm.weight".into(), vec![h])];
+        let mut out = vec![
+            ("model.embed_tokens.weight".to_string(), vec![c.vocab_size, h]),
+            ("model.norm.weight".into(), vec![h]),
+        ];
         if !c.tie_word_embeddings {
             out.push(("lm_head.weight".into(), vec![c.vocab_size, h]));
         }
@@ -190,7 +195,7 @@ impl ModelFiles {
 
     /// Checks presence and shape of every needed tensor without decoding anything.
     fn check_shapes(&self) -> Result<()> {
-        self.config.validate().map_err(|source| Error::Core { file: self.path.clone(), source })?;
+        self.config.validate().map_err(|err| Error::Core { file: self.path.clone(), err })?;
         for (name, shape) in self.expected_tensors() {
             let found = match &self.weights {
                 WeightSource::Gguf(g) => g.tensor(&gguf_name(&name)).map(|t| t.shape()),
@@ -203,7 +208,11 @@ impl ModelFiles {
             if let WeightSource::Gguf(g) = &self.weights {
                 let t = g.tensor(&gguf_name(&name)).expect("present");
                 if t.ggml_type().is_none() {
-                    return Err(Error::Dtype { file: self.path.clone(), tensor: t.name.clone(), dtype: t.type_name().into() });
+                    return Err(Error::Dtype {
+                        file: self.path.clone(),
+                        tensor: t.name.clone(),
+                        dtype: t.type_name().into(),
+                    });
                 }
             }
         }
@@ -222,7 +231,11 @@ impl ModelFiles {
                 let mut v: Vec<_> = s
                     .index
                     .iter()
-                    .map(|(n, e)| StoredTensor { name: n.clone(), dtype: format!("{:?}", e.dtype), shape: e.shape.clone() })
+                    .map(|(n, e)| StoredTensor {
+                        name: n.clone(),
+                        dtype: format!("{:?}", e.dtype),
+                        shape: e.shape.clone(),
+                    })
                     .collect();
                 v.sort_by(|a, b| a.name.cmp(&b.name));
                 v
@@ -289,8 +302,7 @@ fn gguf_config(g: &GgufFile) -> Result<ModelConfig> {
     let kv = g.get(&k("attention.head_count_kv")).and_then(|v| v.as_u64()).map(|v| v as usize).unwrap_or(heads);
     let head_dim = match g.get(&k("attention.key_length")).and_then(|v| v.as_u64()) {
         Some(d) => d as usize,
-        None if heads > 0 => hidden / heads,
-        None => 0,
+        None => hidden.checked_div(heads).unwrap_or(0),
     };
     let embd = g
         .tensor("token_embd.weight")
@@ -315,8 +327,10 @@ fn gguf_config(g: &GgufFile) -> Result<ModelConfig> {
 
 /// Parses an HF `config.json` into a [`ModelConfig`].
 pub fn hf_config(file: &str, bytes: &[u8]) -> Result<ModelConfig> {
-    let j: Json = serde_json::from_slice(bytes).map_err(|e| Error::Json { file: file.to_string(), reason: e.to_string() })?;
-    let ferr = |field: &str, reason: &str| Error::Field { file: file.to_string(), field: field.into(), reason: reason.into() };
+    let j: Json =
+        serde_json::from_slice(bytes).map_err(|e| Error::Json { file: file.to_string(), reason: e.to_string() })?;
+    let ferr =
+        |field: &str, reason: &str| Error::Field { file: file.to_string(), field: field.into(), reason: reason.into() };
     let arch_name = j
         .get("model_type")
         .and_then(|v| v.as_str())
@@ -340,12 +354,11 @@ pub fn hf_config(file: &str, bytes: &[u8]) -> Result<ModelConfig> {
     let hidden = u("hidden_size")?;
     let heads = u("num_attention_heads")?;
     let kv = if j.get("num_key_value_heads").is_some_and(|v| !v.is_null()) { u("num_key_value_heads")? } else { heads };
+    // A zero head count yields head_dim 0, which ModelConfig::validate reports by name.
     let head_dim = if j.get("head_dim").is_some_and(|v| !v.is_null()) {
         u("head_dim")?
-    } else if heads > 0 {
-        hidden / heads
     } else {
-        0
+        hidden.checked_div(heads).unwrap_or(0)
     };
     Ok(ModelConfig {
         architecture,
@@ -405,8 +418,9 @@ impl SafetensorsSet {
         let index = dir.join("model.safetensors.index.json");
         let names: Vec<String> = if index.exists() {
             let iname = index.display().to_string();
-            let b = std::fs::read(&index).map_err(|source| Error::Io { path: iname.clone(), source })?;
-            let j: Json = serde_json::from_slice(&b).map_err(|e| Error::Json { file: iname.clone(), reason: e.to_string() })?;
+            let b = std::fs::read(&index).map_err(|err| Error::Io { path: iname.clone(), err })?;
+            let j: Json =
+                serde_json::from_slice(&b).map_err(|e| Error::Json { file: iname.clone(), reason: e.to_string() })?;
             let map = j.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| Error::Field {
                 file: iname.clone(),
                 field: "weight_map".into(),
@@ -417,7 +431,11 @@ impl SafetensorsSet {
             files.dedup();
             for f in &files {
                 if f.contains('/') || f.contains('\\') || f.starts_with('.') {
-                    return Err(Error::Field { file: iname, field: "weight_map".into(), reason: format!("shard name '{f}' is not a plain file name") });
+                    return Err(Error::Field {
+                        file: iname,
+                        field: "weight_map".into(),
+                        reason: format!("shard name '{f}' is not a plain file name"),
+                    });
                 }
             }
             files
@@ -456,7 +474,10 @@ impl SafetensorsSet {
                 if index.contains_key(&tname) {
                     return Err(serr(format!("tensor '{tname}' appears in more than one shard")));
                 }
-                index.insert(tname, StEntry { shard: si, dtype, shape: info.shape.clone(), start: base + s, end: base + e });
+                index.insert(
+                    tname,
+                    StEntry { shard: si, dtype, shape: info.shape.clone(), start: base + s, end: base + e },
+                );
             }
         }
         Ok(Self { shards, index })

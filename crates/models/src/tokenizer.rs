@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::gguf::GgufFile;
 
 /// GPT-4-style split used by Qwen2 (`tokenizer.ggml.pre = "qwen2"`), as in Qwen's tokenizer.json.
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Llama-3 split (`llama-bpe`): like Qwen2's but numbers in groups of up to three digits.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -92,25 +93,21 @@ impl TextTokenizer {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                m.as_str()
-                    .map(|s| json!(s))
-                    .ok_or_else(|| terr(format!("tokenizer.ggml.merges[{i}] is not a string")))
+                m.as_str().map(|s| json!(s)).ok_or_else(|| terr(format!("tokenizer.ggml.merges[{i}] is not a string")))
             })
             .collect::<Result<_>>()?;
 
-        let byte_level = |use_regex: bool| {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": use_regex})
-        };
-        let split = |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": use_regex});
+        let split =
+            |re: &str| json!({"type": "Split", "pattern": {"Regex": re}, "behavior": "Isolated", "invert": false});
         let (normalizer, pre_tokenizer) = match pre {
             "qwen2" => (
                 json!({"type": "NFC"}),
                 json!({"type": "Sequence", "pretokenizers": [split(QWEN2_SPLIT), byte_level(false)]}),
             ),
-            "llama-bpe" | "llama3" => (
-                Json::Null,
-                json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}),
-            ),
+            "llama-bpe" | "llama3" => {
+                (Json::Null, json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]}))
+            }
             // SmolLM / StarCoder: every digit on its own, then GPT-2's split.
             "smollm" | "starcoder" | "refact" => (
                 Json::Null,
@@ -228,11 +225,21 @@ impl TextTokenizer {
                 eos_ids.push(i);
             }
         }
-        let bos_id = special("bos_token").or_else(|| ids_of(config.as_ref().and_then(|c| c.get("bos_token_id"))).first().copied());
+        let bos_id = special("bos_token")
+            .or_else(|| ids_of(config.as_ref().and_then(|c| c.get("bos_token_id"))).first().copied());
         let pad_id = special("pad_token").or(eos_ids.first().copied()).or(bos_id).unwrap_or(0);
         let add_bos = tc.get("add_bos_token").and_then(|v| v.as_bool()).unwrap_or(false);
         let chat_template = tc.get("chat_template").and_then(|v| v.as_str()).map(str::to_string);
-        Ok(Self { tk, file: file.to_string(), bos_id, add_bos, eos_ids, pad_id, chat_template, kind: "tokenizer.json".into() })
+        Ok(Self {
+            tk,
+            file: file.to_string(),
+            bos_id,
+            add_bos,
+            eos_ids,
+            pad_id,
+            chat_template,
+            kind: "tokenizer.json".into(),
+        })
     }
 
     /// Number of token ids the tokenizer can produce (including added tokens).
@@ -276,7 +283,13 @@ impl TextTokenizer {
             Error::ChatTemplate(format!("{} has no chat template (tokenizer.chat_template / chat_template)", self.file))
         })?;
         let tok = |id: Option<u32>| id.and_then(|i| self.tk.id_to_token(i)).unwrap_or_default();
-        render_chat_template(tpl, messages, add_generation_prompt, &tok(self.bos_id), &tok(self.eos_ids.first().copied()))
+        render_chat_template(
+            tpl,
+            messages,
+            add_generation_prompt,
+            &tok(self.bos_id),
+            &tok(self.eos_ids.first().copied()),
+        )
     }
 }
 
