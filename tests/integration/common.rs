@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chorus_engine::{Backend, LoadedModel};
-use chorus_models::ModelFiles;
+use chorus_models::{ModelFiles, WeightMode};
 use serde::Deserialize;
 
 /// The fetched-model cache (`$CHORUS_HOME/models`, default `~/.cache/chorus/models`).
@@ -67,9 +67,14 @@ pub fn gpu_or_skip(test: &str) -> Option<chorus_gpu::GpuContext> {
     }
 }
 
-/// Models are large: each (model, backend) pair is loaded once per test process and shared.
+/// Models are large: each (model, backend, weight mode) is loaded once per test process and shared.
 pub fn loaded(key: &str, backend: Backend) -> Option<Arc<LoadedModel>> {
-    type Cache = Mutex<Vec<(String, Backend, Arc<LoadedModel>)>>;
+    loaded_with(key, backend, None)
+}
+
+/// [`loaded`] with an explicit weight mode (`None`: the backend's default).
+pub fn loaded_with(key: &str, backend: Backend, mode: Option<WeightMode>) -> Option<Arc<LoadedModel>> {
+    type Cache = Mutex<Vec<(String, Backend, Option<WeightMode>, Arc<LoadedModel>)>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let device = match backend {
         Backend::Cpu => chorus_engine::device(Backend::Cpu).expect("cpu device"),
@@ -77,12 +82,12 @@ pub fn loaded(key: &str, backend: Backend) -> Option<Arc<LoadedModel>> {
     };
     let cache = CACHE.get_or_init(Default::default);
     let mut guard = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((_, _, m)) = guard.iter().find(|(k, b, _)| k == key && *b == backend) {
+    if let Some((.., m)) = guard.iter().find(|(k, b, w, _)| k == key && *b == backend && *w == mode) {
         return Some(Arc::clone(m));
     }
     let files = ModelFiles::open(&model_path(key)).expect("open model");
-    let m = Arc::new(LoadedModel::load(files, backend, &device, &mut |_, _| {}).expect("load model"));
-    guard.push((key.to_string(), backend, Arc::clone(&m)));
+    let m = Arc::new(LoadedModel::load(files, backend, &device, mode, &mut |_, _| {}).expect("load model"));
+    guard.push((key.to_string(), backend, mode, Arc::clone(&m)));
     Some(m)
 }
 

@@ -3,12 +3,17 @@
 
 use chorus_core::GenerateOptions;
 use chorus_engine::{Backend, Prompt, StopReason};
+use chorus_models::WeightMode;
 
 /// Logit tolerance against the PyTorch reference (f32, different summation orders over 24–30 layers).
 const TOL: f32 = 1e-3;
 
 fn check_goldens(key: &str, backend: Backend, max_cases: usize) {
-    let Some(m) = crate::common::loaded(key, backend) else { return };
+    check_goldens_with(key, backend, None, max_cases);
+}
+
+fn check_goldens_with(key: &str, backend: Backend, mode: Option<WeightMode>, max_cases: usize) {
+    let Some(m) = crate::common::loaded_with(key, backend, mode) else { return };
     let g = crate::common::golden(key);
     for c in g.cases.iter().take(max_cases) {
         let trace = m.greedy_trace(&c.ids, c.steps.len(), 5).expect("trace");
@@ -36,6 +41,12 @@ fn check_goldens(key: &str, backend: Backend, max_cases: usize) {
 #[test]
 fn smollm2_cpu_matches_transformers() {
     check_goldens("smollm2", Backend::Cpu, usize::MAX);
+}
+
+#[test]
+fn smollm2_cpu_f32_weights_match_transformers() {
+    // The CPU default keeps GGUF blocks integer-coded; the dequantized-f32 burn path must agree too.
+    check_goldens_with("smollm2", Backend::Cpu, Some(WeightMode::F32), usize::MAX);
 }
 
 #[test]

@@ -29,7 +29,7 @@ pub async fn load_gguf(bytes: Vec<u8>, backend: Option<String>) -> Result<Chorus
     let device = chorus_engine::backend::device_async(backend).await.map_err(js_err)?;
     let g = GgufFile::parse("model.gguf", FileBytes::from_vec(bytes)).map_err(js_err)?;
     let files = ModelFiles::from_gguf(g).map_err(js_err)?;
-    let model = LoadedModel::load(files, backend, &device, &mut |_, _| {}).map_err(js_err)?;
+    let model = LoadedModel::load(files, backend, &device, None, &mut |_, _| {}).map_err(js_err)?;
     Ok(ChorusModel { model: Rc::new(model) })
 }
 

@@ -32,6 +32,9 @@ pub struct BenchGenerateArgs {
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Weight storage: auto, f32 or quantized.
+    #[arg(long, default_value = "auto")]
+    pub weights: String,
     /// Batch rows (the prompt repeated).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -45,7 +48,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 }
 
 fn generate(a: BenchGenerateArgs) -> Result<()> {
-    let model = crate::commands::load(&a.model, &a.backend)?;
+    let model = crate::commands::load(&a.model, &a.backend, &a.weights)?;
     let ids = model.encode(&Prompt::Text(a.prompt.clone()))?;
     let opts = GenerateOptions { max_new_tokens: a.new_tokens, stop_at_eos: false, ..Default::default() };
     let batch = vec![ids.clone(); a.batch.max(1)];
@@ -72,6 +75,7 @@ fn generate(a: BenchGenerateArgs) -> Result<()> {
         "bench": "generate",
         "model": a.model.display().to_string(),
         "backend": model.backend.name(),
+        "weights": a.weights,
         "batch": batch.len(),
         "prompt_tokens": ids.len(),
         "new_tokens": a.new_tokens,

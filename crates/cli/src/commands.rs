@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use chorus_core::GenerateOptions;
 use chorus_engine::{Backend, LoadedModel, Prompt};
-use chorus_models::ModelFiles;
+use chorus_models::{ModelFiles, WeightMode};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -49,6 +49,9 @@ pub struct GenerateArgs {
     /// cpu (burn Flex) or wgpu (Vulkan/Metal/DX12).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
+    /// Weight storage: auto (quantized on cpu, f32 on wgpu), f32, or quantized.
+    #[arg(long, default_value = "auto")]
+    pub weights: String,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -72,9 +75,20 @@ pub fn open_files(path: &Path) -> Result<ModelFiles> {
     ModelFiles::open(path).with_context(|| format!("cannot load model {}", path.display()))
 }
 
+/// Parses `--weights`.
+pub fn weight_mode(s: &str) -> Result<Option<WeightMode>> {
+    Ok(match s {
+        "auto" => None,
+        "f32" => Some(WeightMode::F32),
+        "quantized" | "q" => Some(WeightMode::Quantized),
+        other => anyhow::bail!("--weights {other}: expected auto, f32 or quantized"),
+    })
+}
+
 /// Loads a model on a backend, with a progress bar on a terminal.
-pub fn load(path: &Path, backend: &str) -> Result<LoadedModel> {
+pub fn load(path: &Path, backend: &str, weights: &str) -> Result<LoadedModel> {
     let backend: Backend = backend.parse()?;
+    let mode = weight_mode(weights)?;
     let files = open_files(path)?;
     let device = chorus_engine::device(backend)?;
     let bar = if std::io::stderr().is_terminal() {
@@ -88,7 +102,7 @@ pub fn load(path: &Path, backend: &str) -> Result<LoadedModel> {
     } else {
         None
     };
-    let model = LoadedModel::load(files, backend, &device, &mut |done, _| {
+    let model = LoadedModel::load(files, backend, &device, mode, &mut |done, _| {
         if let Some(b) = &bar {
             b.set_position(done as u64);
         }
@@ -102,7 +116,7 @@ pub fn load(path: &Path, backend: &str) -> Result<LoadedModel> {
 
 /// `chorus generate`.
 pub fn generate(a: GenerateArgs) -> Result<()> {
-    let model = load(&a.model, &a.backend)?;
+    let model = load(&a.model, &a.backend, &a.weights)?;
     let prompt = if a.chat {
         Prompt::Chat { system: a.system.clone(), user: a.prompt.clone() }
     } else {

@@ -6,7 +6,7 @@
 
 use burn::tensor::{Device, Tensor};
 use chorus_core::{GenerateOptions, Sampler};
-use chorus_models::decoder::{self, Decoder};
+use chorus_models::decoder::{self, Decoder, WeightMode};
 use chorus_models::{ChatMessage, ModelFiles};
 use web_time::Instant;
 
@@ -93,14 +93,17 @@ struct RowState {
 
 impl LoadedModel {
     /// Decodes the weights of `files` onto `device`.
+    /// `mode` `None` picks the backend's default ([`crate::backend::default_weight_mode`]).
     pub fn load(
         files: ModelFiles,
         backend: Backend,
         device: &Device,
+        mode: Option<WeightMode>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let t0 = Instant::now();
-        let decoder = Decoder::load(&files, device, progress)?;
+        let mode = mode.unwrap_or(crate::backend::default_weight_mode(backend));
+        let decoder = Decoder::load(&files, device, mode, progress)?;
         Ok(Self { files, decoder, backend, load_ms: ms(t0) })
     }
 

@@ -7,8 +7,11 @@
 //! (`[B, kv, rep·T, d]`) so GQA never copies the cache. Masked scores use a large finite negative
 //! rather than −∞ so a fully masked (padding) query row stays finite instead of turning into NaN.
 
+use std::sync::Arc;
+
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 use chorus_core::ModelConfig;
+use chorus_core::qmatrix::QMatrix;
 
 use crate::error::{Error, Result};
 use crate::source::ModelFiles;
@@ -21,9 +24,22 @@ const MASKED: f32 = -1.0e30;
 /// wider matrices are split along their output columns.
 pub const MAX_BLOCK_ELEMS: usize = 1 << 24;
 
-/// `y = x · W (+ b)` with `W` held as column blocks of `[in, out_i]`.
+/// How projection weights are held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightMode {
+    /// Dequantized f32 tensors on the burn device (any backend, any source format).
+    F32,
+    /// GGUF integer-coded blocks kept exactly on the host ([`QMatrix`]) and multiplied by
+    /// [`crate::qlinear::qmatmul`]: the CPU backend's fast path. Float-stored tensors fall back to f32.
+    Quantized,
+}
+
+/// `y = x · W (+ b)` with `W` held as column blocks of `[in, out_i]` on the device, or as a host
+/// [`QMatrix`].
 struct Linear {
     w: Vec<Tensor<2>>,
+    q: Option<Arc<QMatrix>>,
     b: Option<Tensor<1>>,
 }
 
@@ -38,19 +54,29 @@ impl Linear {
                 tensor2(transpose(&rows[r0 * inp..(r0 + n) * inp], n, inp), [inp, n], dev)
             })
             .collect();
-        Self { w, b }
+        Self { w, q: None, b }
     }
 
-    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let y = if self.w.len() == 1 {
+    fn quantized(q: QMatrix, b: Option<Tensor<1>>) -> Self {
+        Self { w: Vec::new(), q: Some(Arc::new(q)), b }
+    }
+
+    fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        let y = if let Some(q) = &self.q {
+            let [m, _] = x.dims();
+            let dev = x.device();
+            let xv = x.try_into_data().map_err(|e| Error::Device(format!("{e:?}")))?.try_into_vec::<f32>();
+            let xv = xv.map_err(|e| Error::Device(format!("{e:?}")))?;
+            tensor2(crate::qlinear::qmatmul(q, &xv, m), [m, q.rows()], &dev)
+        } else if self.w.len() == 1 {
             x.matmul(self.w[0].clone())
         } else {
             Tensor::cat(self.w.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
         };
-        match &self.b {
+        Ok(match &self.b {
             Some(b) => y + b.clone().unsqueeze_dim(0),
             None => y,
-        }
+        })
     }
 }
 
@@ -130,7 +156,13 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 impl Decoder {
     /// Decodes every weight of `files` and uploads it to `device`. `progress(done, total)` is called
     /// after each tensor.
-    pub fn load(files: &ModelFiles, device: &Device, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+    /// With [`WeightMode::Quantized`], projections whose GGUF tensors are integer-coded stay in that form.
+    pub fn load(
+        files: &ModelFiles,
+        device: &Device,
+        mode: WeightMode,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         let c = files.config.clone();
         let (h, q, kv, f) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
         let total = files.expected_tensors().len();
@@ -140,29 +172,30 @@ impl Decoder {
             progress(done, total);
         };
 
-        // [out_i, in] blocks stacked along `out` into one projection.
-        let mut fused = |names: &[(String, usize)], inp: usize| -> Result<(Vec<f32>, usize)> {
+        // [out_i, in] blocks stacked along `out` into one projection, kept integer-coded when asked
+        // and every part allows it.
+        let mut fused = |names: &[(String, usize)], inp: usize, bias: Option<Tensor<1>>| -> Result<Linear> {
+            let n_out: usize = names.iter().map(|(_, o)| o).sum();
+            if mode == WeightMode::Quantized {
+                let parts: Vec<Option<QMatrix>> = names.iter().map(|(n, _)| files.qmatrix(n)).collect::<Result<_>>()?;
+                if parts.iter().all(Option::is_some)
+                    && let Some(q) = QMatrix::vstack(parts.into_iter().flatten().collect())
+                {
+                    tick(names.len());
+                    return Ok(Linear::quantized(q, bias));
+                }
+            }
             let mut rows = Vec::new();
-            let mut n_out = 0;
             for (name, out) in names {
                 rows.extend(files.require(name, &[*out, inp])?);
-                n_out += out;
             }
             tick(names.len());
-            Ok((rows, n_out))
+            Ok(Linear::new(&rows, n_out, inp, bias, device))
         };
 
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let p = format!("model.layers.{i}");
-            let (qkv_w, _) = fused(
-                &[
-                    (format!("{p}.self_attn.q_proj.weight"), q),
-                    (format!("{p}.self_attn.k_proj.weight"), kv),
-                    (format!("{p}.self_attn.v_proj.weight"), kv),
-                ],
-                h,
-            )?;
             let qkv_b = if c.attention_bias {
                 let mut b = files.require(&format!("{p}.self_attn.q_proj.bias"), &[q])?;
                 b.extend(files.require(&format!("{p}.self_attn.k_proj.bias"), &[kv])?);
@@ -171,28 +204,26 @@ impl Decoder {
             } else {
                 None
             };
-            let (o, _) = fused(&[(format!("{p}.self_attn.o_proj.weight"), h)], q)?;
-            let (gate_up, _) =
-                fused(&[(format!("{p}.mlp.gate_proj.weight"), f), (format!("{p}.mlp.up_proj.weight"), f)], h)?;
-            let (down, _) = fused(&[(format!("{p}.mlp.down_proj.weight"), h)], f)?;
+            let qkv = fused(
+                &[
+                    (format!("{p}.self_attn.q_proj.weight"), q),
+                    (format!("{p}.self_attn.k_proj.weight"), kv),
+                    (format!("{p}.self_attn.v_proj.weight"), kv),
+                ],
+                h,
+                qkv_b,
+            )?;
+            let o = fused(&[(format!("{p}.self_attn.o_proj.weight"), h)], q, None)?;
+            let gate_up =
+                fused(&[(format!("{p}.mlp.gate_proj.weight"), f), (format!("{p}.mlp.up_proj.weight"), f)], h, None)?;
+            let down = fused(&[(format!("{p}.mlp.down_proj.weight"), h)], f, None)?;
             let attn_norm = tensor1(files.require(&format!("{p}.input_layernorm.weight"), &[h])?, device);
             let mlp_norm = tensor1(files.require(&format!("{p}.post_attention_layernorm.weight"), &[h])?, device);
-            layers.push(Layer {
-                attn_norm,
-                qkv: Linear::new(&qkv_w, q + 2 * kv, h, qkv_b, device),
-                o: Linear::new(&o, h, q, None, device),
-                mlp_norm,
-                gate_up: Linear::new(&gate_up, 2 * f, h, None, device),
-                down: Linear::new(&down, h, f, None, device),
-            });
+            layers.push(Layer { attn_norm, qkv, o, mlp_norm, gate_up, down });
         }
         let embed = files.require("model.embed_tokens.weight", &[c.vocab_size, h])?;
-        let lm_head = if c.tie_word_embeddings {
-            Linear::new(&embed, c.vocab_size, h, None, device)
-        } else {
-            let (w, _) = fused(&[("lm_head.weight".to_string(), c.vocab_size)], h)?;
-            Linear::new(&w, c.vocab_size, h, None, device)
-        };
+        let head_name = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+        let lm_head = fused(&[(head_name.to_string(), c.vocab_size)], h, None)?;
         let norm = tensor1(files.require("model.norm.weight", &[h])?, device);
         let (cos, sin) = rope_tables(&c, device);
         Ok(Self { config: c, embed, layers, norm, lm_head, cos, sin, device: device.clone() })
@@ -280,7 +311,7 @@ impl Decoder {
         let mut x = tensor2(rows, [b * t, hsz], dev); // [B·T, H]
         for (li, layer) in self.layers.iter().enumerate() {
             let hn = rms_norm(x.clone(), &layer.attn_norm, c.rms_norm_eps);
-            let qkv = layer.qkv.forward(hn).reshape([b, t, (nh + 2 * nkv) * hd]);
+            let qkv = layer.qkv.forward(hn)?.reshape([b, t, (nh + 2 * nkv) * hd]);
             let q = qkv.clone().narrow(2, 0, nh * hd).reshape([b, t, nh, hd]).swap_dims(1, 2);
             let k = qkv.clone().narrow(2, nh * hd, nkv * hd).reshape([b, t, nkv, hd]).swap_dims(1, 2);
             let v = qkv.narrow(2, (nh + nkv) * hd, nkv * hd).reshape([b, t, nkv, hd]).swap_dims(1, 2);
@@ -295,18 +326,18 @@ impl Decoder {
             let scores = qg.matmul(k.swap_dims(2, 3)).mul_scalar(scale).reshape([b, nkv, rep, t, s]) + mask.clone();
             let probs = activation::softmax(scores, 4).reshape([b, nkv, rep * t, s]);
             let attn = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b * t, nh * hd]);
-            x = x + layer.o.forward(attn);
+            x = x + layer.o.forward(attn)?;
 
             let hn = rms_norm(x.clone(), &layer.mlp_norm, c.rms_norm_eps);
-            let gu = layer.gate_up.forward(hn);
+            let gu = layer.gate_up.forward(hn)?;
             let f = c.intermediate_size;
             let g = gu.clone().narrow(1, 0, f);
             let u = gu.narrow(1, f, f);
-            x = x + layer.down.forward(activation::silu(g) * u);
+            x = x + layer.down.forward(activation::silu(g) * u)?;
         }
         let x = if all { x } else { x.reshape([b, t, c.hidden_size]).narrow(1, t - 1, 1).reshape([b, c.hidden_size]) };
         let x = rms_norm(x, &self.norm, c.rms_norm_eps);
-        Ok(self.lm_head.forward(x))
+        self.lm_head.forward(x)
     }
 }
 

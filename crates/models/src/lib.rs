@@ -8,11 +8,12 @@ pub mod bytes;
 pub mod decoder;
 pub mod error;
 pub mod gguf;
+pub mod qlinear;
 pub mod source;
 pub mod tokenizer;
 
 pub use bytes::FileBytes;
-pub use decoder::{Decoder, KvCache};
+pub use decoder::{Decoder, KvCache, WeightMode};
 pub use error::{Error, Result};
 pub use gguf::GgufFile;
 pub use source::ModelFiles;
