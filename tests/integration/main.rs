@@ -4,6 +4,8 @@
 mod common;
 // Golden tests of the decoder runtime against transformers (CPU and wgpu), batching, sampling.
 mod decoder;
+// HF folders (config.json, sharded safetensors + index, tokenizer.json) made from a GGUF model.
+mod hf;
 // GGUF reader: corrupt, truncated and unsupported inputs give errors that name the problem.
 mod gguf;
 // GPU kernels against their chorus-core references (lavapipe in CI).

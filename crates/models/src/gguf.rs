@@ -185,7 +185,10 @@ impl<'a> Cursor<'a> {
     fn count(&mut self, what: &str, min_item: usize) -> Result<usize> {
         let n = self.u64(what)?;
         if n > (self.remaining() / min_item.max(1)) as u64 {
-            return Err(self.err(format!("{what} = {n} cannot fit in the {} remaining bytes", self.remaining())));
+            return Err(self.err(format!(
+                "truncated or corrupt: {what} = {n} cannot fit in the {} remaining bytes",
+                self.remaining()
+            )));
         }
         Ok(n as usize)
     }

@@ -503,6 +503,16 @@ impl SafetensorsSet {
                     _ => continue,
                 };
                 let (s, e) = info.data_offsets;
+                let width = if dtype == StDtype::F32 { 4 } else { 2 };
+                let need = info.shape.iter().try_fold(width, |a: usize, &d| a.checked_mul(d));
+                if s > e || base.checked_add(e).is_none_or(|end| end > bytes.len()) || need != Some(e - s) {
+                    return Err(serr(format!(
+                        "tensor '{tname}': data offsets {s}..{e} do not hold shape {:?} of {:?} inside the {}-byte file",
+                        info.shape,
+                        info.dtype,
+                        bytes.len()
+                    )));
+                }
                 if index.contains_key(&tname) {
                     return Err(serr(format!("tensor '{tname}' appears in more than one shard")));
                 }

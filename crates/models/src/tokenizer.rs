@@ -242,6 +242,11 @@ impl TextTokenizer {
         })
     }
 
+    /// The tokenizer as an HF `tokenizer.json` document (e.g. to write a GGUF model out as an HF folder).
+    pub fn to_json(&self) -> Result<String> {
+        self.tk.to_string(false).map_err(|e| Error::Tokenizer { file: self.file.clone(), reason: e.to_string() })
+    }
+
     /// Number of token ids the tokenizer can produce (including added tokens).
     pub fn vocab_size(&self) -> usize {
         self.tk.get_vocab_size(true)

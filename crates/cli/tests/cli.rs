@@ -1,0 +1,57 @@
+//! The `chorus` binary: exit status 2 with a message naming the file on bad input; JSON outputs parse.
+
+use std::process::Command;
+
+fn chorus(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chorus")).args(args).output().expect("run chorus");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn smollm2() -> String {
+    let home = std::env::var("CHORUS_HOME")
+        .unwrap_or_else(|_| format!("{}/.cache/chorus", std::env::var("HOME").unwrap_or_default()));
+    let p = format!("{home}/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(std::path::Path::new(&p).exists(), "{p} is missing: run `scripts/fetch-models smollm2`");
+    p
+}
+
+#[test]
+fn bad_inputs_exit_with_status_2_and_name_the_file() {
+    let (code, _, err) = chorus(&["generate", "--model", "/nonexistent/model.gguf"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/model.gguf"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("chorus-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes = std::fs::read(smollm2()).unwrap();
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &bytes[..4096]).unwrap();
+    let (code, _, err) = chorus(&["inspect", cut.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cut.gguf") && err.contains("truncated"), "{err}");
+
+    let (code, _, err) = chorus(&["generate", "--model", &smollm2(), "--top-p", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("top_p"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn generate_json_and_inspect_json_parse() {
+    let (code, out, err) = chorus(&["generate", "--model", &smollm2(), "--max-new-tokens", "6", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    for key in ["model", "backend", "prompt_tokens", "tokens", "text", "prefill_ms", "decode_tokens_per_s"] {
+        assert!(j.get(key).is_some(), "missing {key} in {j}");
+    }
+    assert_eq!(j["text"], " Paris.\n\nThe answer");
+    let (code, out, err) = chorus(&["inspect", &smollm2(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["config"]["architecture"], "llama");
+    assert_eq!(j["tensor_types"]["Q4_1"], 210);
+}
