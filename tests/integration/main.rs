@@ -1,5 +1,7 @@
 //! Chorus integration tests: one test binary, one module per area.
 
+// One tiny model on every backend and weight mode: same tokens, same logits.
+mod backends;
 // Model paths, the shared wgpu device, golden-file loading.
 mod common;
 // Golden tests of the decoder runtime against transformers (CPU and wgpu), batching, sampling.

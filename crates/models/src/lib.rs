@@ -8,6 +8,7 @@ pub mod bytes;
 pub mod decoder;
 pub mod error;
 pub mod gguf;
+pub mod gguf_write;
 pub mod qlinear;
 pub mod source;
 pub mod tokenizer;
