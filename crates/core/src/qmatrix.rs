@@ -6,7 +6,7 @@
 //! the legacy formats `d·q (+ m)`. So [`QMatrix::value`] is bit-identical to [`crate::quant::dequantize`],
 //! while a matrix takes 1.5 bytes per weight instead of 4: the CPU decode path reads 2.7× fewer bytes.
 
-use crate::quant::{GgmlType, QK_K};
+use crate::quant::{GgmlType, QK_K, q6k_quants, scale_min_k4};
 
 /// Values per `(a, b)` group (Q6_K's scale granularity; a divisor of every block size).
 pub const GROUP: usize = 16;
@@ -170,32 +170,14 @@ fn push_block(ty: GgmlType, b: &[u8], q: &mut Vec<i8>, ab: &mut Vec<[f32; 2]>) {
         GgmlType::Q6_K => {
             let d = h(b, 208);
             let mut vals = [0i8; QK_K];
-            for half in 0..2 {
-                let ql = &b[half * 64..half * 64 + 64];
-                let qh = &b[128 + half * 32..128 + half * 32 + 32];
-                let o = half * 128;
-                for l in 0..32 {
-                    vals[o + l] = (((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i32 - 32) as i8;
-                    vals[o + l + 32] = (((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32) as i8;
-                    vals[o + l + 64] = (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32) as i8;
-                    vals[o + l + 96] = (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32) as i8;
-                }
-            }
+            q6k_quants(b, &mut vals);
             q.extend_from_slice(&vals);
-            // Scale index of value v is v / 16 (ggml: is = l/16 within each 32-value quarter).
+            // Scale index of value v is v / 16, one scale per group.
             for g in 0..16 {
                 ab.push([d * (b[192 + g] as i8) as f32, 0.0]);
             }
         }
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => unreachable!("rejected by from_ggml"),
-    }
-}
-
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
-    if j < 4 {
-        (q[j] & 63, q[j + 4] & 63)
-    } else {
-        ((q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
     }
 }
 

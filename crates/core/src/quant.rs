@@ -260,29 +260,33 @@ pub fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
         }
         GgmlType::Q6_K => {
             let d = h(b, 208);
-            for half in 0..2 {
-                let ql = &b[half * 64..half * 64 + 64];
-                let qh = &b[128 + half * 32..128 + half * 32 + 32];
-                let sc = &b[192 + half * 8..192 + half * 8 + 8];
-                let yo = half * 128;
-                for l in 0..32 {
-                    let is = l / 16;
-                    let q1 = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i32 - 32;
-                    let q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                    let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                    let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-                    y[yo + l] = d * (sc[is] as i8) as f32 * q1 as f32;
-                    y[yo + l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-                    y[yo + l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-                    y[yo + l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
-                }
+            let mut q = [0i8; QK_K];
+            q6k_quants(b, &mut q);
+            // Value v uses scale v / 16 (ggml: `is = l/16` within each 32-value quarter).
+            for v in 0..QK_K {
+                y[v] = d * (b[192 + v / 16] as i8) as f32 * q[v] as f32;
             }
         }
     }
 }
 
+/// The signed 6-bit values (−32..31) of one Q6_K block, in element order.
+pub(crate) fn q6k_quants(b: &[u8], q: &mut [i8; QK_K]) {
+    for half in 0..2 {
+        let ql = &b[half * 64..half * 64 + 64];
+        let qh = &b[128 + half * 32..128 + half * 32 + 32];
+        let o = half * 128;
+        for l in 0..32 {
+            q[o + l] = (((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i32 - 32) as i8;
+            q[o + l + 32] = (((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32) as i8;
+            q[o + l + 64] = (((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32) as i8;
+            q[o + l + 96] = (((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32) as i8;
+        }
+    }
+}
+
 /// The 6-bit scale and min of sub-block `j` packed in the 12 scale bytes of Q4_K / Q5_K.
-fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
         (q[j] & 63, q[j + 4] & 63)
     } else {
