@@ -12,6 +12,25 @@ use chorus_engine::{Backend, LoadedModel, Prompt};
 use chorus_models::{FileBytes, GgufFile, ModelFiles};
 use wasm_bindgen::prelude::*;
 
+/// The fields of `GenerateOptions`, as JavaScript spells them.
+const GENERATE_KEYS: &[&str] = &["max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop", "stop_at_eos"];
+
+/// serde-wasm-bindgen reads only the fields a struct declares, so `deny_unknown_fields` never fires; a
+/// misspelt option would be silently ignored. Check the object's own keys instead.
+fn check_keys(obj: &JsValue, allowed: &[&str]) -> Result<(), JsError> {
+    if !obj.is_object() {
+        return Err(js_err("options must be an object"));
+    }
+    let keys = js_sys::Object::keys(&js_sys::Object::from(obj.clone()));
+    for k in keys.iter() {
+        let k = k.as_string().unwrap_or_default();
+        if !allowed.contains(&k.as_str()) {
+            return Err(js_err(format!("options: unknown field '{k}' (known: {})", allowed.join(", "))));
+        }
+    }
+    Ok(())
+}
+
 /// A model loaded in the page.
 #[wasm_bindgen]
 pub struct ChorusModel {
@@ -61,6 +80,7 @@ impl ChorusModel {
             let opts: GenerateOptions = if options.is_undefined() || options.is_null() {
                 GenerateOptions::default()
             } else {
+                check_keys(&options, GENERATE_KEYS).map_err(JsValue::from)?;
                 serde_wasm_bindgen::from_value(options).map_err(|e| JsValue::from(js_err(format!("options: {e}"))))?
             };
             let p = if chat { Prompt::Chat { system: None, user: prompt } } else { Prompt::Text(prompt) };

@@ -55,14 +55,27 @@ pub fn device(backend: Backend) -> Result<Device> {
     }
 }
 
-/// The burn device for a backend, initialised without blocking (the only way in the browser).
+/// The burn device for a backend, initialised without blocking (the only way in the browser). burn's
+/// wgpu runtime registers once per process, so the device is kept and handed out again.
 pub async fn device_async(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::flex()),
-        Backend::Wgpu => Device::wgpu_options()
-            .init_async()
-            .await
-            .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: format!("{e:?}") }),
+        #[cfg(not(target_family = "wasm"))]
+        Backend::Wgpu => device(backend),
+        #[cfg(target_family = "wasm")]
+        Backend::Wgpu => {
+            use std::cell::RefCell;
+            thread_local!(static WGPU: RefCell<Option<Device>> = const { RefCell::new(None) });
+            if let Some(d) = WGPU.with(|c| c.borrow().clone()) {
+                return Ok(d);
+            }
+            let d = Device::wgpu_options()
+                .init_async()
+                .await
+                .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: format!("{e:?}") })?;
+            WGPU.with(|c| *c.borrow_mut() = Some(d.clone()));
+            Ok(d)
+        }
     }
 }
 
