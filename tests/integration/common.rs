@@ -52,11 +52,11 @@ pub fn wgpu_or_skip(test: &str) -> Option<burn::tensor::Device> {
     }
 }
 
-/// A GPU context for custom kernels, shared per process (same policy as [`wgpu_or_skip`]).
+/// The GPU context for custom kernels: it shares burn's wgpu device and queue (same policy as
+/// [`wgpu_or_skip`]).
 pub fn gpu_or_skip(test: &str) -> Option<chorus_gpu::GpuContext> {
-    static CTX: OnceLock<Result<chorus_gpu::GpuContext, String>> = OnceLock::new();
-    match CTX.get_or_init(|| pollster::block_on(chorus_gpu::GpuContext::new()).map_err(|e| e.to_string())) {
-        Ok(c) => Some(c.clone()),
+    match chorus_engine::backend::gpu_context() {
+        Ok(c) => Some(c),
         Err(e) => {
             if std::env::var("CHORUS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("{test}: CHORUS_REQUIRE_GPU=1 but no GPU context: {e}");

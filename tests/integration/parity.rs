@@ -43,3 +43,18 @@ fn row_stats_rejects_mismatched_shapes() {
     let e = pollster::block_on(chorus_gpu::row_stats::row_stats(&ctx, &[1.0; 5], 2, 3)).unwrap_err();
     assert!(e.to_string().contains("2x3"), "{e}");
 }
+
+#[test]
+fn custom_kernels_and_burn_share_one_device() {
+    use burn::tensor::{Tensor, TensorData};
+    let Some(ctx) = crate::common::gpu_or_skip("custom_kernels_and_burn_share_one_device") else { return };
+    let dev = crate::common::wgpu_or_skip("custom_kernels_and_burn_share_one_device").expect("same runtime");
+    let x: Tensor<2> = Tensor::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [2, 2]), &dev);
+    let y = x.clone().matmul(x.clone()); // [[7, 10], [15, 22]]
+    let rows = chorus_models::decoder::to_rows(y.clone()).unwrap();
+    let stats = pollster::block_on(chorus_gpu::row_stats::row_stats(&ctx, &rows.concat(), 2, 2)).unwrap();
+    assert_eq!((stats[0].argmax, stats[1].max), (1, 22.0));
+    // burn keeps working on the shared queue after Chorus's own submission.
+    let z = chorus_models::decoder::to_rows(y + x).unwrap();
+    assert_eq!(z, vec![vec![8.0, 12.0], vec![18.0, 26.0]]);
+}

@@ -5,6 +5,7 @@
 use std::str::FromStr;
 
 use burn::tensor::Device;
+use chorus_gpu::GpuContext;
 
 use crate::error::{Error, Result};
 
@@ -39,20 +40,41 @@ impl FromStr for Backend {
     }
 }
 
+/// burn's wgpu device and a [`GpuContext`] on the same wgpu device/queue, so Chorus's WGSL kernels and
+/// burn's tensors share one GPU (burn flushes its queue on every read-back, before Chorus submits).
+#[cfg(not(target_family = "wasm"))]
+fn wgpu_shared() -> Result<(Device, GpuContext)> {
+    use std::sync::OnceLock;
+    static WGPU: OnceLock<std::result::Result<(Device, GpuContext), String>> = OnceLock::new();
+    WGPU.get_or_init(|| {
+        let (device, setup) = Device::wgpu_options().init_with_setup().map_err(|e| format!("{e:?}"))?;
+        Ok((device, shared_context(setup)))
+    })
+    .clone()
+    .map_err(|reason| Error::Backend { backend: "wgpu".into(), reason })
+}
+
+fn shared_context(setup: burn::tensor::wgpu::WgpuSetup) -> GpuContext {
+    let info = setup.adapter.get_info();
+    let mut ctx = GpuContext::from_device(setup.device, setup.queue);
+    ctx.adapter = format!("{} / {:?}", info.name, setup.backend);
+    ctx
+}
+
 /// The burn device for a backend (native; the browser initialises wgpu asynchronously, see
 /// [`device_async`]).
 #[cfg(not(target_family = "wasm"))]
 pub fn device(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Cpu => Ok(Device::flex()),
-        Backend::Wgpu => {
-            use std::sync::OnceLock;
-            static WGPU: OnceLock<std::result::Result<Device, String>> = OnceLock::new();
-            WGPU.get_or_init(|| Device::wgpu_options().init().map_err(|e| format!("{e:?}")))
-                .clone()
-                .map_err(|reason| Error::Backend { backend: "wgpu".into(), reason })
-        }
+        Backend::Wgpu => wgpu_shared().map(|(d, _)| d),
     }
+}
+
+/// The [`GpuContext`] that shares burn's wgpu device and queue (initialising both on first use).
+#[cfg(not(target_family = "wasm"))]
+pub fn gpu_context() -> Result<GpuContext> {
+    wgpu_shared().map(|(_, g)| g)
 }
 
 /// The burn device for a backend, initialised without blocking (the only way in the browser). burn's
@@ -63,20 +85,32 @@ pub async fn device_async(backend: Backend) -> Result<Device> {
         #[cfg(not(target_family = "wasm"))]
         Backend::Wgpu => device(backend),
         #[cfg(target_family = "wasm")]
-        Backend::Wgpu => {
-            use std::cell::RefCell;
-            thread_local!(static WGPU: RefCell<Option<Device>> = const { RefCell::new(None) });
-            if let Some(d) = WGPU.with(|c| c.borrow().clone()) {
-                return Ok(d);
-            }
-            let d = Device::wgpu_options()
-                .init_async()
-                .await
-                .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: format!("{e:?}") })?;
-            WGPU.with(|c| *c.borrow_mut() = Some(d.clone()));
-            Ok(d)
-        }
+        Backend::Wgpu => Ok(wgpu_shared_async().await?.0),
     }
+}
+
+#[cfg(target_family = "wasm")]
+thread_local!(static WGPU: std::cell::RefCell<Option<(Device, GpuContext)>> = const { std::cell::RefCell::new(None) });
+
+/// The browser's [`wgpu_shared`]: burn's device and a [`GpuContext`] on the same WebGPU device.
+#[cfg(target_family = "wasm")]
+async fn wgpu_shared_async() -> Result<(Device, GpuContext)> {
+    if let Some(pair) = WGPU.with(|c| c.borrow().clone()) {
+        return Ok(pair);
+    }
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: format!("{e:?}") })?;
+    let pair = (device, shared_context(setup));
+    WGPU.with(|c| *c.borrow_mut() = Some(pair.clone()));
+    Ok(pair)
+}
+
+/// The [`GpuContext`] sharing burn's WebGPU device (browser).
+#[cfg(target_family = "wasm")]
+pub async fn gpu_context_async() -> Result<GpuContext> {
+    Ok(wgpu_shared_async().await?.1)
 }
 
 /// In the browser the blocking initialiser cannot run; callers use [`device_async`].
