@@ -6,7 +6,7 @@
 //! the legacy formats `d·q (+ m)`. So [`QMatrix::value`] is bit-identical to [`crate::quant::dequantize`],
 //! while a matrix takes 1.5 bytes per weight instead of 4: the CPU decode path reads 2.7× fewer bytes.
 
-use crate::quant::{GgmlType, QK_K, q6k_quants, scale_min_k4};
+use crate::quant::{GgmlType, QK_K, legacy_header, q5_codes, q6k_quants, scale_min_k4};
 
 /// Values per `(a, b)` group (Q6_K's scale granularity; a divisor of every block size).
 pub const GROUP: usize = 16;
@@ -123,7 +123,7 @@ fn h(b: &[u8], at: usize) -> f32 {
 fn push_block(ty: GgmlType, b: &[u8], q: &mut Vec<i8>, ab: &mut Vec<[f32; 2]>) {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            let (d, m, off) = if ty == GgmlType::Q4_0 { (h(b, 0), 0.0, 2) } else { (h(b, 0), h(b, 2), 4) };
+            let (d, m, off) = legacy_header(ty, b);
             let qs = &b[off..off + 16];
             let bias = if ty == GgmlType::Q4_0 { 8 } else { 0 };
             q.extend(qs.iter().map(|&v| ((v & 0x0f) as i32 - bias) as i8));
@@ -131,18 +131,8 @@ fn push_block(ty: GgmlType, b: &[u8], q: &mut Vec<i8>, ab: &mut Vec<[f32; 2]>) {
             ab.extend([[d, -m]; 2]);
         }
         GgmlType::Q5_0 | GgmlType::Q5_1 => {
-            let (d, m, off) = if ty == GgmlType::Q5_0 { (h(b, 0), 0.0, 2) } else { (h(b, 0), h(b, 2), 4) };
-            let qh = u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
-            let qs = &b[off + 4..off + 20];
-            let bias = if ty == GgmlType::Q5_0 { 16 } else { 0 };
-            for j in 0..16 {
-                let xh = (((qh >> j) << 4) & 0x10) as i32;
-                q.push((((qs[j] & 0x0f) as i32 | xh) - bias) as i8);
-            }
-            for j in 0..16 {
-                let xh = ((qh >> (j + 12)) & 0x10) as i32;
-                q.push((((qs[j] >> 4) as i32 | xh) - bias) as i8);
-            }
+            let (d, m, _) = legacy_header(ty, b);
+            q.extend_from_slice(&q5_codes(ty, b));
             ab.extend([[d, -m]; 2]);
         }
         GgmlType::Q8_0 => {

@@ -197,17 +197,9 @@ pub fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
             }
         }
         GgmlType::Q5_0 | GgmlType::Q5_1 => {
-            let (d, m, off) = if ty == GgmlType::Q5_0 { (h(b, 0), 0.0, 2) } else { (h(b, 0), h(b, 2), 4) };
-            let qh = u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
-            let qs = &b[off + 4..off + 20];
-            let bias = if ty == GgmlType::Q5_0 { 16 } else { 0 };
-            for j in 0..16 {
-                let xh0 = (((qh >> j) << 4) & 0x10) as i32;
-                let xh1 = ((qh >> (j + 12)) & 0x10) as i32;
-                let x0 = ((qs[j] & 0x0f) as i32 | xh0) - bias;
-                let x1 = ((qs[j] >> 4) as i32 | xh1) - bias;
-                y[j] = x0 as f32 * d + m;
-                y[j + 16] = x1 as f32 * d + m;
+            let (d, m, _) = legacy_header(ty, b);
+            for (yj, x) in y.iter_mut().zip(q5_codes(ty, b)) {
+                *yj = x as f32 * d + m;
             }
         }
         GgmlType::Q8_0 => {
@@ -268,6 +260,30 @@ pub fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
             }
         }
     }
+}
+
+/// Scale, min (0 for the `_0` formats) and offset of the packed values of a Q4_0/Q4_1/Q5_0/Q5_1 block.
+pub(crate) fn legacy_header(ty: GgmlType, b: &[u8]) -> (f32, f32, usize) {
+    match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 => (h(b, 0), 0.0, 2),
+        _ => (h(b, 0), h(b, 2), 4),
+    }
+}
+
+/// The 32 integer codes of a Q5_0 (−16..15) or Q5_1 (0..31) block, in element order.
+pub(crate) fn q5_codes(ty: GgmlType, b: &[u8]) -> [i8; QK] {
+    let (_, _, off) = legacy_header(ty, b);
+    let qh = u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]]);
+    let qs = &b[off + 4..off + 20];
+    let bias = if ty == GgmlType::Q5_0 { 16 } else { 0 };
+    let mut out = [0i8; QK];
+    for j in 0..16 {
+        let xh0 = (((qh >> j) << 4) & 0x10) as i32;
+        let xh1 = ((qh >> (j + 12)) & 0x10) as i32;
+        out[j] = (((qs[j] & 0x0f) as i32 | xh0) - bias) as i8;
+        out[j + 16] = (((qs[j] >> 4) as i32 | xh1) - bias) as i8;
+    }
+    out
 }
 
 /// The signed 6-bit values (−32..31) of one Q6_K block, in element order.

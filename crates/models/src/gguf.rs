@@ -391,8 +391,12 @@ impl GgufFile {
         let t = self
             .tensor(name)
             .ok_or_else(|| Error::MissingTensor { file: self.name.clone(), tensor: name.to_string() })?;
+        let ty = t.ggml_type().ok_or_else(|| Error::Dtype {
+            file: self.name.clone(),
+            tensor: t.name.clone(),
+            dtype: t.type_name().to_string(),
+        })?;
         let data = self.tensor_bytes(t)?;
-        let ty = t.ggml_type().expect("checked by tensor_bytes");
         let v = quant::dequantize(ty, data, t.elements(), &t.name)
             .map_err(|err| Error::Core { file: self.name.clone(), err })?;
         Ok((v, t.shape()))

@@ -237,15 +237,15 @@ impl ModelFiles {
             if found != shape {
                 return Err(self.shape_err(&name, &shape, found));
             }
-            if let WeightSource::Gguf(g) = &self.weights {
-                let t = g.tensor(&gguf_name(&name)).expect("present");
-                if t.ggml_type().is_none() {
-                    return Err(Error::Dtype {
-                        file: self.path.clone(),
-                        tensor: t.name.clone(),
-                        dtype: t.type_name().into(),
-                    });
-                }
+            if let WeightSource::Gguf(g) = &self.weights
+                && let Some(t) = g.tensor(&gguf_name(&name))
+                && t.ggml_type().is_none()
+            {
+                return Err(Error::Dtype {
+                    file: self.path.clone(),
+                    tensor: t.name.clone(),
+                    dtype: t.type_name().into(),
+                });
             }
         }
         Ok(())
