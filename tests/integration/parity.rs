@@ -58,3 +58,139 @@ fn custom_kernels_and_burn_share_one_device() {
     let z = chorus_models::decoder::to_rows(y + x).unwrap();
     assert_eq!(z, vec![vec![8.0, 12.0], vec![18.0, 26.0]]);
 }
+
+/// Host reference of one DLF step for every row: the f64 oracle's choice over the same candidates.
+fn dlf_reference(
+    large: &[f32],
+    base: &[f32],
+    experts: &[Vec<f32>],
+    rows: usize,
+    vocab: usize,
+    cands: &[Vec<f32>],
+    row: usize,
+) -> (chorus_core::fusion::Choice, Vec<chorus_core::fusion::Eval>, Vec<f32>) {
+    use chorus_core::fusion::{ReferenceEvaluator, RowLogits, fused_logits, scan};
+    let _ = rows;
+    let at = |x: &[f32]| x[row * vocab..(row + 1) * vocab].to_vec();
+    let (l, s) = (at(large), at(base));
+    let e: Vec<Vec<f32>> = experts.iter().map(|x| at(x)).collect();
+    let er: Vec<&[f32]> = e.iter().map(Vec::as_slice).collect();
+    let r = RowLogits { large: &l, base: &s, experts: &er };
+    let mut ev = ReferenceEvaluator::new(r).expect("reference");
+    let (choice, evals) = scan(cands, &mut ev);
+    let fused = fused_logits(&r, &choice.alpha, false);
+    (choice, evals, fused)
+}
+
+/// The fusion kernel against the f64 reference: T in 1..4, vocabularies that are not multiples of 256
+/// up to Qwen's 151,936, −∞ entries, batches (each row alone gives the same answer: §A.12.11).
+#[test]
+fn dlf_kernel_matches_reference() {
+    use chorus_core::fusion::{FusionConfig, synthetic_logits};
+    use chorus_gpu::fusion::FusionKernel;
+    let Some(ctx) = crate::common::gpu_or_skip("dlf_kernel_matches_reference") else { return };
+    for (case, (rows, vocab, t)) in
+        [(1, 1, 1), (2, 300, 2), (3, 1000, 3), (1, 4099, 4), (2, 151_936, 1), (1, 151_936, 3)].into_iter().enumerate()
+    {
+        let mut large = Vec::new();
+        let mut base = Vec::new();
+        let mut experts = vec![Vec::new(); t];
+        for r in 0..rows {
+            let (mut l, s, e) = synthetic_logits(100 + (case * 10 + r) as u64, vocab, t);
+            if vocab > 10 {
+                l[3 + r] = f32::NEG_INFINITY;
+            }
+            large.extend(l);
+            base.extend(s);
+            for (k, x) in e.into_iter().enumerate() {
+                experts[k].extend(x);
+            }
+            if vocab > 10 {
+                experts[t - 1][r * vocab + 7] = f32::NEG_INFINITY;
+            }
+        }
+        let cands = FusionConfig::default().grid(t);
+        let kernel = FusionKernel::new(&ctx, rows, vocab, t).expect("kernel");
+        let er: Vec<&[f32]> = experts.iter().map(Vec::as_slice).collect();
+        kernel.write(&large, &base, &er).unwrap();
+        let got = pollster::block_on(kernel.run(&cands, false)).expect("run");
+        let fused = pollster::block_on(kernel.read_fused()).unwrap();
+        for r in 0..rows {
+            let (want, evals, want_fused) = dlf_reference(&large, &base, &experts, rows, vocab, &cands, r);
+            let g = &got[r];
+            let tag = format!("case {case} ({rows}x{vocab}, T={t}) row {r}");
+            // Per-candidate losses agree to f32 accuracy.
+            for (k, (gl, w)) in g.losses.iter().zip(&evals).enumerate() {
+                assert!(
+                    (gl[0] as f64 - w.loss).abs() <= 1e-4 * w.loss.max(1e-3),
+                    "{tag} cand {k}: loss {} vs {}",
+                    gl[0],
+                    w.loss
+                );
+                assert!(gl[1] >= 0.0 && gl[2] >= 0.0, "{tag}: negative KL");
+            }
+            let galpha = &cands[g.chosen];
+            if *galpha != want.alpha {
+                // Only a near-tie may flip between f32 tree sums and f64.
+                let (a, b) = (evals[g.chosen].loss, want.eval.unwrap().loss);
+                assert!((a - b).abs() <= 1e-5 * b.max(1e-6), "{tag}: α {galpha:?} vs {:?}", want.alpha);
+            }
+            let row_fused = &fused[r * vocab..(r + 1) * vocab];
+            let max_diff = row_fused
+                .iter()
+                .zip(chorus_core::fusion::fused_logits(
+                    &chorus_core::fusion::RowLogits {
+                        large: &large[r * vocab..(r + 1) * vocab],
+                        base: &base[r * vocab..(r + 1) * vocab],
+                        experts: &experts.iter().map(|x| &x[r * vocab..(r + 1) * vocab]).collect::<Vec<_>>(),
+                    },
+                    galpha,
+                    false,
+                ))
+                .map(|(a, b)| if a == &b { 0.0 } else { (a - b).abs() })
+                .fold(0f32, f32::max);
+            assert!(max_diff <= 1e-4, "{tag}: |Δ fused| = {max_diff}");
+            if *galpha == want.alpha {
+                assert_eq!(row_fused, want_fused.as_slice(), "{tag}: fused logits");
+            }
+            assert_eq!(g.token as usize, chorus_core::sampling::argmax(row_fused), "{tag}: greedy token");
+            if vocab > 10 {
+                assert_eq!(row_fused[3 + r], f32::NEG_INFINITY);
+                assert_eq!(row_fused[7], f32::NEG_INFINITY);
+            }
+            // Batch independence: the row alone gives the same choice.
+            if rows > 1 {
+                let single = FusionKernel::new(&ctx, 1, vocab, t).unwrap();
+                let one = |x: &[f32]| x[r * vocab..(r + 1) * vocab].to_vec();
+                let e1: Vec<Vec<f32>> = experts.iter().map(|x| one(x)).collect();
+                let e1r: Vec<&[f32]> = e1.iter().map(Vec::as_slice).collect();
+                single.write(&one(&large), &one(&base), &e1r).unwrap();
+                let alone = pollster::block_on(single.run(&cands, false)).unwrap();
+                assert_eq!(alone[0].chosen, g.chosen, "{tag}: batch changed the choice");
+            }
+        }
+    }
+}
+
+/// Static, large-only and expert-only modes on the kernel; rejected shapes are named.
+#[test]
+fn dlf_kernel_modes_and_errors() {
+    use chorus_core::fusion::synthetic_logits;
+    use chorus_gpu::fusion::FusionKernel;
+    let Some(ctx) = crate::common::gpu_or_skip("dlf_kernel_modes_and_errors") else { return };
+    let (l, s, e) = synthetic_logits(7, 777, 2);
+    let k = FusionKernel::new(&ctx, 1, 777, 2).unwrap();
+    k.write(&l, &s, &[&e[0], &e[1]]).unwrap();
+    let r = pollster::block_on(k.run(&[vec![0.0, 0.0]], false)).unwrap();
+    assert_eq!(pollster::block_on(k.read_fused()).unwrap(), l, "α = 0 is the large model");
+    assert_eq!((r[0].losses[0][1], r[0].losses[0][2]), (0.0, 0.0));
+    pollster::block_on(k.run(&[vec![1.0, 0.0]], false)).unwrap();
+    let z = pollster::block_on(k.read_fused()).unwrap();
+    assert!(z.iter().enumerate().all(|(i, &v)| (v - (l[i] + e[0][i] - s[i])).abs() < 1e-5), "proxy-tuning");
+    let r = pollster::block_on(k.run(&[vec![0.0, 0.0]], true)).unwrap();
+    assert_eq!(pollster::block_on(k.read_fused()).unwrap(), e[0], "expert-only");
+    assert_eq!(r[0].token as usize, chorus_core::sampling::argmax(&e[0]));
+    assert!(k.write(&l[..100], &s, &[&e[0], &e[1]]).unwrap_err().to_string().contains("large"));
+    assert!(pollster::block_on(k.run(&[vec![1.0]], false)).is_err());
+    assert!(FusionKernel::new(&ctx, 0, 10, 1).is_err());
+}

@@ -44,6 +44,14 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
+    /// Logit-fusion inputs or settings out of range.
+    #[error("logit fusion: invalid '{field}': {reason}")]
+    Fusion {
+        /// The setting or input at fault.
+        field: String,
+        /// Why it is rejected.
+        reason: String,
+    },
 }
 
 /// Result alias for the core crate.

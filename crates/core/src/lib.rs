@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fusion;
 pub mod qmatrix;
 pub mod quant;
 pub mod reference;

@@ -6,6 +6,17 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, Result};
 use crate::shaders::ShaderId;
 
+/// One dispatch: an entry point, the buffers bound at the given binding numbers (exactly those the
+/// entry point uses: its pipeline layout is derived from the shader) and the workgroup counts.
+pub struct Pass<'a> {
+    /// Entry point.
+    pub id: ShaderId,
+    /// (binding number, buffer) pairs of group 0.
+    pub bindings: &'a [(u32, &'a wgpu::Buffer)],
+    /// Workgroups in x, y, z.
+    pub groups: (u32, u32, u32),
+}
+
 /// A wgpu device and queue with compiled pipelines.
 #[derive(Clone)]
 pub struct GpuContext {
@@ -105,30 +116,41 @@ impl GpuContext {
     /// Records one dispatch of `id` over `groups` workgroups with `buffers` bound at 0, 1, 2, … and
     /// submits it.
     pub fn dispatch(&self, id: ShaderId, buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) {
-        let pipeline = self.pipeline(id);
-        let layout = pipeline.get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = buffers
-            .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
-            .collect();
-        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(id.file_name()),
-            layout: &layout,
-            entries: &entries,
-        });
-        let mut enc =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(id.file_name()) });
-        {
+        let bindings: Vec<(u32, &wgpu::Buffer)> = buffers.iter().enumerate().map(|(i, b)| (i as u32, *b)).collect();
+        self.submit(&[Pass { id, bindings: &bindings, groups }]);
+    }
+
+    /// Records `passes` in order into one command buffer and submits it (one queue submission per
+    /// decode step rather than one per kernel).
+    pub fn submit(&self, passes: &[Pass]) {
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("chorus") });
+        self.record(&mut enc, passes);
+        self.queue.submit([enc.finish()]);
+    }
+
+    /// Records `passes` into `enc` (callers that also copy buffers in the same submission).
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder, passes: &[Pass]) {
+        for p in passes {
+            let pipeline = self.pipeline(p.id);
+            let layout = pipeline.get_bind_group_layout(0);
+            let entries: Vec<wgpu::BindGroupEntry> = p
+                .bindings
+                .iter()
+                .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
+                .collect();
+            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(p.id.entry_point()),
+                layout: &layout,
+                entries: &entries,
+            });
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(id.file_name()),
+                label: Some(p.id.entry_point()),
                 timestamp_writes: None,
             });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
+            pass.dispatch_workgroups(p.groups.0, p.groups.1, p.groups.2);
         }
-        self.queue.submit([enc.finish()]);
     }
 
     /// Copies a buffer back to the host and reinterprets it as `T`s.

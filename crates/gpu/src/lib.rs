@@ -8,9 +8,10 @@
 
 pub mod context;
 pub mod error;
+pub mod fusion;
 pub mod row_stats;
 pub mod shaders;
 
-pub use context::GpuContext;
+pub use context::{GpuContext, Pass};
 pub use error::{Error, Result};
 pub use shaders::ShaderId;
