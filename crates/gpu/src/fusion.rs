@@ -67,7 +67,7 @@ impl FusionKernel {
         }
         let limits = ctx.device.limits();
         let biggest = (experts * rows * vocab * 4) as u64;
-        if biggest > limits.max_storage_buffer_binding_size as u64 {
+        if biggest > limits.max_storage_buffer_binding_size {
             return Err(shape_err(format!(
                 "{experts} experts × {rows} rows × {vocab} tokens need a {biggest}-byte buffer; the device allows {}",
                 limits.max_storage_buffer_binding_size
