@@ -1,10 +1,9 @@
-//! `chorus generate` and `chorus inspect`.
+//! `chorus generate` and `chorus inspect`, and model loading shared by every command.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use chorus_core::GenerateOptions;
 use chorus_engine::{Backend, LoadedModel, Prompt};
 use chorus_models::{ModelFiles, WeightMode};
 use clap::Args;
@@ -25,27 +24,8 @@ pub struct GenerateArgs {
     /// System prompt (with --chat).
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
-    /// Tokens to generate at most.
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Keep the k most likely tokens (0: all).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Nucleus mass in (0, 1].
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Stop when this string appears (repeatable).
-    #[arg(long)]
-    pub stop: Vec<String>,
-    /// Keep generating past end-of-sequence tokens.
-    #[arg(long)]
-    pub ignore_eos: bool,
+    #[command(flatten)]
+    pub sampling: crate::fuse::SamplingArgs,
     /// cpu (burn Flex) or wgpu (Vulkan/Metal/DX12).
     #[arg(long, default_value = "cpu")]
     pub backend: String,
@@ -123,15 +103,7 @@ pub fn generate(a: GenerateArgs) -> Result<()> {
         Prompt::Text(a.prompt.clone())
     };
     let ids = model.encode(&prompt)?;
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        seed: a.seed,
-        stop: a.stop.clone(),
-        stop_at_eos: !a.ignore_eos,
-    };
+    let opts = a.sampling.options();
     let stream = !a.json;
     let mut stdout = std::io::stdout().lock();
     if stream && !a.chat {
@@ -226,4 +198,11 @@ pub fn inspect(a: InspectArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The fetch script's cache: `$CHORUS_HOME`, default `~/.cache/chorus`.
+pub fn chorus_home() -> PathBuf {
+    std::env::var_os("CHORUS_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/chorus"))
 }

@@ -3,6 +3,8 @@
 
 mod bench;
 mod commands;
+mod eval;
+mod fuse;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,13 @@ enum Command {
     Generate(commands::GenerateArgs),
     /// Describe a model file: architecture, parameters, tensor types, tokenizer, chat template.
     Inspect(commands::InspectArgs),
+    /// Fused decoding: a large model steered by small experts (Dynamic Logit Fusion).
+    Fuse(fuse::FuseArgs),
+    /// Draw α per token per expert from a `chorus fuse --trace` file (.svg or .png).
+    PlotTrace(fuse::PlotTraceArgs),
+    /// Evaluations on real data that print paper-style tables.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Benchmarks that print machine-readable JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -32,6 +41,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(a) => commands::generate(a),
         Command::Inspect(a) => commands::inspect(a),
+        Command::Fuse(a) => fuse::fuse(a),
+        Command::PlotTrace(a) => fuse::plot_trace(a),
+        Command::Eval(e) => eval::run(e),
         Command::Bench(b) => bench::run(b),
     };
     match result {

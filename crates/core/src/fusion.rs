@@ -183,7 +183,9 @@ impl FusionConfig {
 
 /// Multiples of `step` inside `r`, ascending; computed in f64 so 0.3 is the f32 nearest 0.3.
 fn lattice(r: AlphaRange, step: f32) -> Vec<f32> {
-    let (lo, hi, s) = (r.lo as f64, r.hi as f64, step as f64);
+    // Through the shortest decimal form, so a step of 0.1 yields the f32 nearest 0.9, not 9 × 0.1f32.
+    let dec = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
+    let (lo, hi, s) = (dec(r.lo), dec(r.hi), dec(step));
     let k0 = (lo / s - 1e-6).ceil() as i64;
     let k1 = (hi / s + 1e-6).floor() as i64;
     (k0..=k1).map(|k| (k as f64 * s) as f32).collect()
@@ -561,6 +563,8 @@ fn lse64(x: impl Iterator<Item = f64> + Clone) -> f64 {
 pub struct FastEvaluator {
     /// L with banned tokens at [`BANNED`].
     large: Vec<f32>,
+    /// S with banned tokens at [`BANNED`].
+    base: Vec<f32>,
     max_large: f32,
     /// d_t with banned tokens at 0.
     deltas: Vec<Vec<f32>>,
@@ -582,32 +586,47 @@ impl FastEvaluator {
         self.large.clear();
         self.deltas.resize_with(t, Vec::new);
         self.deltas.truncate(t);
-        let mut base = Vec::with_capacity(v);
         for d in &mut self.deltas {
             d.clear();
         }
-        let mut support = 0;
-        for i in 0..v {
-            if row.allowed(i) {
-                support += 1;
-                self.large.push(row.large[i]);
-                base.push(row.base[i]);
-                for (d, e) in self.deltas.iter_mut().zip(row.experts) {
-                    d.push(e[i] - row.base[i]);
-                }
-            } else {
-                self.large.push(BANNED);
-                base.push(BANNED);
-                for d in &mut self.deltas {
-                    d.push(0.0);
+        let mut base = std::mem::take(&mut self.base);
+        base.clear();
+        let all_finite = |x: &[f32]| x.iter().fold(true, |ok, v| ok & v.is_finite());
+        let support = if all_finite(row.large) && all_finite(row.base) && row.experts.iter().all(|e| all_finite(e)) {
+            // The common case: plain copies and element-wise differences (vectorised).
+            self.large.extend_from_slice(row.large);
+            base.extend_from_slice(row.base);
+            for (d, e) in self.deltas.iter_mut().zip(row.experts) {
+                d.extend(e.iter().zip(row.base).map(|(e, s)| e - s));
+            }
+            v
+        } else {
+            let mut support = 0;
+            for i in 0..v {
+                if row.allowed(i) {
+                    support += 1;
+                    self.large.push(row.large[i]);
+                    base.push(row.base[i]);
+                    for (d, e) in self.deltas.iter_mut().zip(row.experts) {
+                        d.push(e[i] - row.base[i]);
+                    }
+                } else {
+                    self.large.push(BANNED);
+                    base.push(BANNED);
+                    for d in &mut self.deltas {
+                        d.push(0.0);
+                    }
                 }
             }
-        }
+            support
+        };
+        self.base = base;
+        let base = &self.base;
         if support == 0 {
             return Err(fusion_err("logits", "no token is allowed by every model (all logits non-finite)".into()));
         }
         self.max_large = max_shift(&self.large, &self.deltas[0], 0.0);
-        let max_base = max_shift(&base, &self.deltas[0], 0.0);
+        let max_base = max_shift(base, &self.deltas[0], 0.0);
         let mut c = Constants {
             lse_large: 0.0,
             expected_delta: Vec::with_capacity(t),
@@ -617,9 +636,9 @@ impl FastEvaluator {
         };
         for d in &self.deltas {
             let (sp, spd) = exp_dot_shift(&self.large, d, 0.0, self.max_large);
-            let (sq, sqd) = exp_dot_shift(&base, d, 0.0, max_base);
-            let mt = max_shift(&base, d, 1.0);
-            let (st, std) = exp_dot_shift(&base, d, 1.0, mt);
+            let (sq, sqd) = exp_dot_shift(base, d, 0.0, max_base);
+            let mt = max_shift(base, d, 1.0);
+            let (st, std) = exp_dot_shift(base, d, 1.0, mt);
             c.lse_large = self.max_large as f64 + sp.ln();
             let (lse_s, lse_t) = (max_base as f64 + sq.ln(), mt as f64 + st.ln());
             c.expected_delta.push(spd / sp);
@@ -629,6 +648,31 @@ impl FastEvaluator {
         }
         self.c = Some(c);
         Ok(self.c.as_ref().expect("just set"))
+    }
+}
+
+impl FastEvaluator {
+    /// The fused logits of the loaded row (same values as [`fused_logits`], from the sanitised
+    /// buffers: banned tokens −∞).
+    pub fn fused(&self, alpha: &[f32], expert_only: bool) -> Vec<f32> {
+        let mut z: Vec<f32> = if expert_only {
+            self.base.iter().zip(&self.deltas[0]).map(|(s, d)| s + d).collect()
+        } else {
+            self.large.clone()
+        };
+        if !expert_only {
+            for (d, &a) in self.deltas.iter().zip(alpha).filter(|(_, a)| **a != 0.0) {
+                for (z, &d) in z.iter_mut().zip(d) {
+                    *z += a * d;
+                }
+            }
+        }
+        for (z, &l) in z.iter_mut().zip(&self.large) {
+            if l == BANNED {
+                *z = f32::NEG_INFINITY;
+            }
+        }
+        z
     }
 }
 
@@ -714,21 +758,25 @@ fn max_shift_impl(base: &[f32], d: &[f32], a: f32) -> f32 {
 #[inline(always)]
 fn exp_dot_shift_impl(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
     let (mut s, mut sd) = (0f64, 0f64);
+    let mut e = [0f32; CHUNK];
     for (bch, dch) in base.chunks(CHUNK).zip(d.chunks(CHUNK)) {
+        let n = bch.len().min(dch.len());
+        let (bch, dch, e) = (&bch[..n], &dch[..n], &mut e[..n]);
+        // An element-wise map (vectorises) and then lane-wise sums (no reassociation needed).
+        for ((e, &b), &d) in e.iter_mut().zip(bch).zip(dch) {
+            *e = exp_fast(b + a * d - m);
+        }
         let (mut es, mut eds) = ([0f32; LANES], [0f32; LANES]);
-        let (bc, dc) = (bch.chunks_exact(LANES), dch.chunks_exact(LANES));
-        let (br, dr) = (bc.remainder(), dc.remainder());
-        for (b, d) in bc.zip(dc) {
+        for (ec, dc) in e.chunks_exact(LANES).zip(dch.chunks_exact(LANES)) {
             for k in 0..LANES {
-                let e = exp_fast(b[k] + a * d[k] - m);
-                es[k] += e;
-                eds[k] += e * d[k];
+                es[k] += ec[k];
+                eds[k] += ec[k] * dc[k];
             }
         }
-        for (&b, &d) in br.iter().zip(dr) {
-            let e = exp_fast(b + a * d - m);
-            es[0] += e;
-            eds[0] += e * d;
+        let tail = n - n % LANES;
+        for (&ev, &dv) in e[tail..].iter().zip(&dch[tail..]) {
+            es[0] += ev;
+            eds[0] += ev * dv;
         }
         s += es.iter().map(|&v| v as f64).sum::<f64>();
         sd += eds.iter().map(|&v| v as f64).sum::<f64>();
@@ -745,11 +793,15 @@ pub fn exp_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to an integer.
-    let xc = x.clamp(-87.0, 88.0);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let xc = x.max(-87.0).min(88.0);
+    let biased = xc * LOG2E + ROUND;
+    let n = biased - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // n sits in the low mantissa bits of `biased`; integer bit arithmetic (no saturating float→int
+    // cast) keeps the loop vectorisable.
+    let ni = biased.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(ni.wrapping_add(127) << 23);
     if x < -87.0 { 0.0 } else { p * scale }
 }
 
@@ -1022,6 +1074,9 @@ mod tests {
         let z = fused_logits(&r, &c.alpha, false);
         assert!(z[7] == f32::NEG_INFINITY && z[11] == f32::NEG_INFINITY);
         assert_eq!(solve_fast(&FusionConfig::default(), r).alpha, c.alpha);
+        let mut fe = FastEvaluator::new();
+        fe.load(&r).unwrap();
+        assert_eq!(fe.fused(&c.alpha, false), z, "fast fused logits equal the reference's");
         let all = vec![f32::NEG_INFINITY; 4];
         assert!(ReferenceEvaluator::new(row(&all, &all, &[all.as_slice()])).is_err());
     }

@@ -83,12 +83,55 @@ pub struct StepTrace {
     pub top: Vec<(u32, f32)>,
 }
 
-struct RowState {
-    sampler: Sampler,
-    tokens: Vec<u32>,
-    text: String,
+/// One output row's progress: tokens, text, streaming position and stop state.
+pub(crate) struct RowState {
+    pub(crate) sampler: Sampler,
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) text: String,
     emitted: usize,
-    done: Option<StopReason>,
+    pub(crate) done: Option<StopReason>,
+}
+
+impl RowState {
+    pub(crate) fn new(sampler: Sampler) -> Self {
+        Self { sampler, tokens: Vec::new(), text: String::new(), emitted: 0, done: None }
+    }
+
+    /// Takes token `id`: EOS ends the row (not appended); otherwise appends, applies stop strings and
+    /// the token budget, and returns the new text to stream ("" while a UTF-8 sequence is incomplete;
+    /// `None` for EOS).
+    pub(crate) fn accept(
+        &mut self,
+        id: u32,
+        tk: &chorus_models::TextTokenizer,
+        eos: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Option<String>> {
+        if opts.stop_at_eos && eos.contains(&id) {
+            self.done = Some(StopReason::Eos);
+            return Ok(None);
+        }
+        self.tokens.push(id);
+        let text = tk.decode(&self.tokens, true)?;
+        // Hold back an incomplete UTF-8 sequence until the next token completes it.
+        if !text.ends_with('\u{fffd}') {
+            self.text = text;
+        }
+        if let Some(cut) = opts.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| self.text.find(s.as_str())).min() {
+            self.text.truncate(cut);
+            self.done = Some(StopReason::StopString);
+        }
+        if self.done.is_none() && self.tokens.len() >= opts.max_new_tokens {
+            self.done = Some(StopReason::MaxTokens);
+        }
+        if self.text.len() > self.emitted && self.text.is_char_boundary(self.emitted) {
+            let start = self.emitted;
+            self.emitted = self.text.len();
+            Ok(Some(self.text[start..].to_string()))
+        } else {
+            Ok(Some(String::new()))
+        }
+    }
 }
 
 impl LoadedModel {
@@ -170,13 +213,7 @@ impl LoadedModel {
         let (mut toks, mut valid) = (Vec::new(), Vec::new());
         for (r, p) in prompts.iter().enumerate() {
             let o = GenerateOptions { seed: opts.seed.wrapping_add(r as u64), ..opts.clone() };
-            rows.push(RowState {
-                sampler: Sampler::new(&o)?,
-                tokens: Vec::new(),
-                text: String::new(),
-                emitted: 0,
-                done: None,
-            });
+            rows.push(RowState::new(Sampler::new(&o)?));
             let n_pad = width - p.len();
             toks.push(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()).collect::<Vec<_>>());
             valid.push(std::iter::repeat_n(false, n_pad).chain(std::iter::repeat_n(true, p.len())).collect::<Vec<_>>());
@@ -201,30 +238,8 @@ impl LoadedModel {
                 }
                 let id = row.sampler.sample(&logits[r]) as u32;
                 next.push(id);
-                if opts.stop_at_eos && tk.eos_ids.contains(&id) {
-                    row.done = Some(StopReason::Eos);
-                    continue;
-                }
-                row.tokens.push(id);
-                let text = tk.decode(&row.tokens, true)?;
-                // Hold back an incomplete UTF-8 sequence until the next token completes it.
-                if !text.ends_with('\u{fffd}') {
-                    row.text = text;
-                }
-                if let Some(cut) =
-                    opts.stop.iter().filter(|s| !s.is_empty()).filter_map(|s| row.text.find(s.as_str())).min()
-                {
-                    row.text.truncate(cut);
-                    row.done = Some(StopReason::StopString);
-                }
-                if row.text.len() > row.emitted && row.text.is_char_boundary(row.emitted) {
-                    on_token(r, id, &row.text[row.emitted..]);
-                    row.emitted = row.text.len();
-                } else {
-                    on_token(r, id, "");
-                }
-                if row.done.is_none() && row.tokens.len() >= opts.max_new_tokens {
-                    row.done = Some(StopReason::MaxTokens);
+                if let Some(delta) = row.accept(id, tk, &tk.eos_ids, opts)? {
+                    on_token(r, id, &delta);
                 }
             }
             if rows.iter().all(|r| r.done.is_some()) {
@@ -320,7 +335,7 @@ impl LoadedModel {
     }
 }
 
-async fn read_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+pub(crate) async fn read_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     #[cfg(target_family = "wasm")]
     {
         Ok(decoder::to_rows_async(x).await?)
@@ -331,6 +346,6 @@ async fn read_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     }
 }
 
-fn ms(t: Instant) -> f64 {
+pub(crate) fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }

@@ -1,11 +1,13 @@
-//! Chorus engine: the use cases (text generation today; fusion and merging build on it), backend
+//! Chorus engine: the use cases (text generation, fused decoding with Dynamic Logit Fusion), backend
 //! selection, and every check on user input that must happen before tensors reach burn (context length,
 //! token ids, sampling options), so that bad input is an error, never a panic inside a backend.
 
 pub mod backend;
 pub mod error;
+pub mod fuse;
 pub mod generate;
 
 pub use backend::{Backend, device};
 pub use error::{Error, Result};
 pub use generate::{GenerateOutput, LoadedModel, Prompt, StepTrace, StopReason};
+pub use fuse::{FuseOptions, FuseOutput, Fusion, FusionSetup, Member, StepEvent, StepRecord};

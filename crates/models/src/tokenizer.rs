@@ -247,6 +247,30 @@ impl TextTokenizer {
         self.tk.to_string(false).map_err(|e| Error::Tokenizer { file: self.file.clone(), reason: e.to_string() })
     }
 
+    /// A 64-bit FNV-1a digest of what decides token ids: the model section (vocabulary and merges) and the
+    /// added tokens with their ids. Two tokenizers with equal digests map text to the same ids, which is
+    /// what logit fusion across models needs.
+    pub fn vocab_digest(&self) -> Result<u64> {
+        let doc: serde_json::Value = serde_json::from_str(&self.to_json()?)
+            .map_err(|e| Error::Tokenizer { file: self.file.clone(), reason: e.to_string() })?;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        // serde_json's map is ordered by key, so this text is canonical.
+        feed(doc["model"]["vocab"].to_string().as_bytes());
+        feed(doc["model"]["merges"].to_string().as_bytes());
+        if let Some(added) = doc["added_tokens"].as_array() {
+            for t in added {
+                feed(t["id"].to_string().as_bytes());
+                feed(t["content"].to_string().as_bytes());
+            }
+        }
+        Ok(h)
+    }
+
     /// Number of token ids the tokenizer can produce (including added tokens).
     pub fn vocab_size(&self) -> usize {
         self.tk.get_vocab_size(true)

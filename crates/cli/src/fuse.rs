@@ -1,0 +1,364 @@
+//! `chorus fuse` (fused decoding with Dynamic Logit Fusion), its `--trace` JSON lines, and
+//! `chorus plot-trace` (α per token per expert as SVG or PNG).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use chorus_core::GenerateOptions;
+use chorus_core::fusion::{AlphaRange, FusionConfig, Solver};
+use chorus_engine::{FuseOptions, Fusion, FusionSetup, LoadedModel, Member, StepRecord};
+use clap::Args;
+
+/// Sampling and stopping options shared by `generate`-like commands (greedy unless set).
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus mass in (0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this string appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    /// The engine's options.
+    pub fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            stop_at_eos: !self.ignore_eos,
+        }
+    }
+}
+
+/// Models and solver of a fusion (shared by `fuse`, `eval fuse` and `bench fuse`).
+#[derive(Args, Clone)]
+pub struct FusionArgs {
+    /// The large base model (GGUF file or HF folder).
+    #[arg(long)]
+    pub large: PathBuf,
+    /// The small base model the experts were tuned from.
+    #[arg(long)]
+    pub base: PathBuf,
+    /// An expert, NAME=PATH (repeatable). PATH may be the base's: a prompt-defined expert that shares the
+    /// loaded weights.
+    #[arg(long = "expert", value_name = "NAME=PATH", required = true)]
+    pub experts: Vec<String>,
+    /// An expert's instruction, NAME=TEXT: its system prompt with --chat, a prefix otherwise.
+    #[arg(long = "expert-prompt", value_name = "NAME=TEXT")]
+    pub expert_prompts: Vec<String>,
+    /// How α is chosen: paper (grid 0..2 step 0.1), refine, joint, static, large-only, expert-only.
+    #[arg(long, default_value = "paper")]
+    pub solver: String,
+    /// The fixed α of --solver static (proxy-tuning is 1).
+    #[arg(long)]
+    pub alpha: Option<f32>,
+    /// Search range of an expert's α, NAME=LO:HI (repeatable; default 0:2).
+    #[arg(long = "range", value_name = "NAME=LO:HI")]
+    pub ranges: Vec<String>,
+    /// cpu (burn Flex) or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// Weight storage: auto, f32 or quantized.
+    #[arg(long, default_value = "auto")]
+    pub weights: String,
+}
+
+fn split_pair<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
+    match s.split_once('=') {
+        Some((n, v)) if !n.is_empty() => Ok((n, v)),
+        _ => bail!("{flag} {s:?}: expected NAME=VALUE"),
+    }
+}
+
+impl FusionArgs {
+    /// Expert names in order.
+    pub fn expert_names(&self) -> Result<Vec<String>> {
+        self.experts.iter().map(|e| Ok(split_pair(e, "--expert")?.0.to_string())).collect()
+    }
+
+    /// The solver configuration.
+    pub fn config(&self) -> Result<FusionConfig> {
+        if self.alpha.is_some() && self.solver != "static" {
+            bail!("--alpha is only used with --solver static");
+        }
+        let solver = Solver::parse(&self.solver, self.alpha)?;
+        let names = self.expert_names()?;
+        let mut ranges = vec![AlphaRange::default(); names.len()];
+        for r in &self.ranges {
+            let (name, v) = split_pair(r, "--range")?;
+            let t = names.iter().position(|n| n == name).with_context(|| format!("--range {r}: no expert {name:?}"))?;
+            let (lo, hi) = v.split_once(':').with_context(|| format!("--range {r}: expected LO:HI"))?;
+            let lo: f32 = lo.parse().with_context(|| format!("--range {r}: LO {lo:?} is not a number"))?;
+            let hi: f32 = hi.parse().with_context(|| format!("--range {r}: HI {hi:?} is not a number"))?;
+            ranges[t] = AlphaRange { lo, hi };
+        }
+        let cfg = FusionConfig { solver, ranges, ..Default::default() };
+        cfg.validate(names.len())?;
+        Ok(cfg)
+    }
+
+    /// Loads every model once (paths that resolve to the same file share one loaded model).
+    pub fn load(&self) -> Result<Fusion> {
+        let mut cache: HashMap<PathBuf, Arc<LoadedModel>> = HashMap::new();
+        let mut get = |p: &Path| -> Result<Arc<LoadedModel>> {
+            let key = p.canonicalize().with_context(|| format!("cannot open model {}", p.display()))?;
+            if let Some(m) = cache.get(&key) {
+                return Ok(m.clone());
+            }
+            eprintln!("loading {}", p.display());
+            let m = Arc::new(crate::commands::load(p, &self.backend, &self.weights)?);
+            cache.insert(key, m.clone());
+            Ok(m)
+        };
+        let mut prompts: HashMap<String, String> = HashMap::new();
+        for p in &self.expert_prompts {
+            let (n, v) = split_pair(p, "--expert-prompt")?;
+            prompts.insert(n.to_string(), v.to_string());
+        }
+        let names = self.expert_names()?;
+        for n in prompts.keys() {
+            if !names.contains(n) {
+                bail!("--expert-prompt {n}=…: no --expert named {n:?}");
+            }
+        }
+        let large = Member { name: "large".into(), model: get(&self.large)?, instruction: None };
+        let base = Member { name: "base".into(), model: get(&self.base)?, instruction: None };
+        let mut experts = Vec::new();
+        for e in &self.experts {
+            let (name, path) = split_pair(e, "--expert")?;
+            if experts.iter().any(|m: &Member| m.name == name) {
+                bail!("--expert {name}: the name is used twice");
+            }
+            experts.push(Member {
+                name: name.to_string(),
+                model: get(Path::new(path))?,
+                instruction: prompts.get(name).cloned(),
+            });
+        }
+        Ok(Fusion::new(FusionSetup { large, base, experts })?)
+    }
+}
+
+/// Arguments of `chorus fuse`.
+#[derive(Args)]
+pub struct FuseArgs {
+    #[command(flatten)]
+    fusion: FusionArgs,
+    /// The prompt.
+    #[arg(long)]
+    prompt: String,
+    /// Give every model the prompt through its own chat template.
+    #[arg(long)]
+    chat: bool,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print one JSON object (text, tokens, alphas, timings) instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Write one JSON line per step (token, piece, α, loss, the four KL values).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+}
+
+/// `chorus fuse`.
+pub fn fuse(a: FuseArgs) -> Result<()> {
+    let cfg = a.fusion.config()?;
+    let fusion = a.fusion.load()?;
+    let opts = FuseOptions { generate: a.sampling.options(), fusion: cfg, chat: a.chat };
+    let mut stdout = std::io::stdout().lock();
+    if !a.json && !a.chat {
+        write!(stdout, "{}", a.prompt)?;
+        stdout.flush()?;
+    }
+    let mut write_err = None;
+    let mut out = fusion.generate_batch(std::slice::from_ref(&a.prompt), &opts, &mut |ev| {
+        if !a.json && !ev.delta.is_empty() && write_err.is_none() {
+            write_err = write!(stdout, "{}", ev.delta).and_then(|_| stdout.flush()).err();
+        }
+    })?;
+    if let Some(e) = write_err {
+        return Err(e).context("writing to stdout");
+    }
+    let out = out.remove(0);
+    if let Some(path) = &a.trace {
+        let mut text = String::new();
+        for s in &out.steps {
+            text.push_str(&serde_json::to_string(s)?);
+            text.push('\n');
+        }
+        write_atomic(path, text.as_bytes())?;
+    }
+    let names: Vec<String> = fusion.members()[2..].iter().map(|m| m.name.clone()).collect();
+    let step_ms = if out.decode_tokens_per_s > 0.0 { 1000.0 / out.decode_tokens_per_s } else { 0.0 };
+    let search_per_step = out.search_ms / out.steps.len().max(1) as f64;
+    if a.json {
+        let j = serde_json::json!({
+            "text": out.text,
+            "tokens": out.tokens,
+            "experts": names,
+            "alphas": out.steps.iter().map(|s| &s.alpha).collect::<Vec<_>>(),
+            "solver": opts.fusion.solver.name(),
+            "stop_reason": out.stop_reason,
+            "prompt_tokens": out.prompt_tokens,
+            "prefill_ms": out.prefill_ms,
+            "decode_ms": out.decode_ms,
+            "decode_tokens_per_s": out.decode_tokens_per_s,
+            "search_ms_per_step": search_per_step,
+            "search_fraction_of_step": if step_ms > 0.0 { search_per_step / step_ms } else { 0.0 },
+        });
+        writeln!(stdout, "{j}")?;
+    } else {
+        writeln!(stdout)?;
+        let alphas: Vec<String> = out
+            .steps
+            .iter()
+            .map(|s| {
+                let a: Vec<String> = s.alpha.iter().map(|x| format!("{x:.2}")).collect();
+                format!("{:?}:{}", s.piece, a.join("/"))
+            })
+            .collect();
+        eprintln!("α per token ({}): {}", names.join("/"), alphas.join(" "));
+        eprintln!(
+            "{} tokens, {:.2} tok/s, α search {:.2} ms/step ({:.1}% of a step), solver {}",
+            out.tokens.len(),
+            out.decode_tokens_per_s,
+            search_per_step,
+            if step_ms > 0.0 { 100.0 * search_per_step / step_ms } else { 0.0 },
+            opts.fusion.solver.name()
+        );
+    }
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a failed run
+/// never leaves a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Arguments of `chorus plot-trace`.
+#[derive(Args)]
+pub struct PlotTraceArgs {
+    /// A trace written by `chorus fuse --trace`.
+    pub trace: PathBuf,
+    /// Output image: .svg or .png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Expert names for the legend (default: expert 0, 1, …).
+    #[arg(long = "name")]
+    pub names: Vec<String>,
+}
+
+/// `chorus plot-trace`.
+pub fn plot_trace(a: PlotTraceArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&a.trace).with_context(|| format!("cannot read {}", a.trace.display()))?;
+    let mut steps: Vec<StepRecord> = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            alpha: Vec<f32>,
+            piece: String,
+        }
+        let l: Line = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not a trace record (need alpha, piece)", a.trace.display(), i + 1))?;
+        steps.push(StepRecord {
+            step: steps.len(),
+            token: 0,
+            piece: l.piece,
+            alpha: l.alpha,
+            loss: None,
+            kl_fused_large: None,
+            kl_large_fused: None,
+            kl_expert_base: Vec::new(),
+            kl_base_expert: Vec::new(),
+            evaluations: 0,
+            search_ms: 0.0,
+        });
+    }
+    if steps.is_empty() {
+        bail!("{}: no steps", a.trace.display());
+    }
+    let t = steps[0].alpha.len();
+    if let Some(bad) = steps.iter().position(|s| s.alpha.len() != t) {
+        bail!("{} line {}: {} α values, the first line has {t}", a.trace.display(), bad + 1, steps[bad].alpha.len());
+    }
+    let names: Vec<String> = (0..t).map(|k| a.names.get(k).cloned().unwrap_or_else(|| format!("expert {k}"))).collect();
+    let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    // Draw into a temporary file next to the target, then rename (atomic output).
+    let dir = a.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".plot-trace-{}.{ext}", std::process::id()));
+    let res = match ext.as_str() {
+        "svg" => draw(plotters::backend::SVGBackend::new(&tmp, (900, 360)), &steps, &names),
+        "png" => draw(plotters::backend::BitMapBackend::new(&tmp, (900, 360)), &steps, &names),
+        _ => bail!("--out {}: use a .svg or .png file name", a.out.display()),
+    }
+    .and_then(|_| std::fs::rename(&tmp, &a.out).map_err(anyhow::Error::from));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res.with_context(|| format!("cannot write {}", a.out.display()))
+}
+
+fn draw<B: plotters::prelude::DrawingBackend>(backend: B, steps: &[StepRecord], names: &[String]) -> Result<()>
+where
+    B::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+    let root = backend.into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let top = steps.iter().flat_map(|s| s.alpha.iter().copied()).fold(2.0f32, f32::max);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("DLF: α per generated token", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(0f32..steps.len().max(2) as f32 - 1.0, 0f32..top * 1.05)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    chart.configure_mesh().x_desc("token").y_desc("α").draw().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    for (k, name) in names.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        chart
+            .draw_series(LineSeries::new(steps.iter().enumerate().map(|(i, s)| (i as f32, s.alpha[k])), color.stroke_width(2)))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    root.present().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(())
+}
