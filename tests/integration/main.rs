@@ -8,6 +8,8 @@ mod common;
 mod decoder;
 // HF folders (config.json, sharded safetensors + index, tokenizer.json) made from a GGUF model.
 mod hf;
+// Fused decoding (DLF) on SmolLM2: self-transfer, null expert, batch independence, tokenizer check.
+mod fusion;
 // GGUF reader: corrupt, truncated and unsupported inputs give errors that name the problem.
 mod gguf;
 // GPU kernels against their chorus-core references (lavapipe in CI).

@@ -279,8 +279,14 @@ pub struct PlotTraceArgs {
     pub names: Vec<String>,
 }
 
+/// DejaVu Sans Mono (Bitstream Vera licence, `assets/DejaVu-LICENSE.txt`): PNG output rasterises its
+/// text itself, and a font shipped in the binary keeps that independent of the machine's fonts.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+
 /// `chorus plot-trace`.
 pub fn plot_trace(a: PlotTraceArgs) -> Result<()> {
+    plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, FONT)
+        .map_err(|_| anyhow::anyhow!("the embedded plot font does not parse"))?;
     let text = std::fs::read_to_string(&a.trace).with_context(|| format!("cannot read {}", a.trace.display()))?;
     let mut steps: Vec<StepRecord> = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {

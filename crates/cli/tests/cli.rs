@@ -55,3 +55,59 @@ fn generate_json_and_inspect_json_parse() {
     assert_eq!(j["config"]["architecture"], "llama");
     assert_eq!(j["tensor_types"]["Q4_1"], 210);
 }
+
+/// `chorus fuse --json --trace` and `chorus plot-trace` on SmolLM2 with a prompt-defined expert that shares
+/// the base's weights.
+#[test]
+fn fuse_json_trace_and_plot() {
+    let m = smollm2();
+    let dir = std::env::temp_dir().join(format!("chorus-fuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("trace.jsonl");
+    let expert = format!("poet={m}");
+    let (code, out, err) = chorus(&[
+        "fuse", "--large", &m, "--base", &m, "--expert", &expert, "--expert-prompt", "poet=You write rhymes.",
+        "--prompt", "The sea is", "--max-new-tokens", "6", "--ignore-eos", "--json", "--trace",
+        trace.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    let tokens = j["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 6);
+    let alphas = j["alphas"].as_array().unwrap();
+    assert_eq!(alphas.len(), 6);
+    assert!(alphas.iter().all(|a| a.as_array().unwrap().len() == 1));
+    assert!(j["decode_tokens_per_s"].as_f64().unwrap() > 0.0 && j["text"].is_string());
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&trace).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 6);
+    for (l, t) in lines.iter().zip(tokens) {
+        assert_eq!(&l["token"], t);
+        for k in ["piece", "alpha", "loss", "kl_fused_large", "kl_large_fused", "kl_expert_base", "kl_base_expert"] {
+            assert!(!l[k].is_null(), "trace line lacks {k}: {l}");
+        }
+    }
+    let svg = dir.join("alpha.svg");
+    let (code, _, err) = chorus(&["plot-trace", trace.to_str().unwrap(), "--out", svg.to_str().unwrap(), "--name", "poet"]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("polyline"), "not an SVG line plot");
+    let png = dir.join("alpha.png");
+    let (code, _, err) = chorus(&["plot-trace", trace.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+
+    // Bad input: unknown solver, range for an unknown expert, a trace that is not one.
+    let (code, _, err) = chorus(&["fuse", "--large", &m, "--base", &m, "--expert", &expert, "--prompt", "x", "--solver", "best"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("best"), "{err}");
+    let (code, _, err) =
+        chorus(&["fuse", "--large", &m, "--base", &m, "--expert", &expert, "--prompt", "x", "--range", "nobody=0:1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nobody"), "{err}");
+    let (code, _, err) = chorus(&["plot-trace", svg.to_str().unwrap(), "--out", dir.join("x.svg").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("alpha.svg") && err.contains("line 1"), "{err}");
+    assert!(!dir.join("x.svg").exists(), "a failed run leaves no file");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,111 @@
+//! Fused decoding on a real model (SmolLM2-135M): the §A.12 invariants that hold end to end, batch
+//! independence, and the tokenizer check.
+
+use chorus_core::GenerateOptions;
+use chorus_core::fusion::{FusionConfig, Solver};
+use chorus_engine::{Backend, FuseOptions, FuseOutput, Fusion, FusionSetup, Member};
+
+fn member(name: &str, key: &str, instruction: Option<&str>) -> Member {
+    Member {
+        name: name.into(),
+        model: crate::common::loaded(key, Backend::Cpu).expect("cpu model"),
+        instruction: instruction.map(str::to_string),
+    }
+}
+
+fn run(fusion: &Fusion, prompts: &[&str], solver: Solver, chat: bool) -> Vec<FuseOutput> {
+    let opts = FuseOptions {
+        generate: GenerateOptions { max_new_tokens: 12, ..Default::default() },
+        fusion: FusionConfig::with_solver(solver),
+        chat,
+    };
+    let prompts: Vec<String> = prompts.iter().map(|s| s.to_string()).collect();
+    fusion.generate_batch(&prompts, &opts, &mut |_| {}).expect("fused generation")
+}
+
+const PROMPT: &str = "Name three colours of the rainbow.";
+const EXPERT: &str = "You are a poet. Answer every question with a short rhyme.";
+
+/// §A.12.7 on real logits: with L = S the expert's distribution is reachable, so α = 1 at every step and
+/// the fused tokens are the expert's own greedy tokens.
+#[test]
+fn self_transfer_follows_the_expert() {
+    let fusion = Fusion::new(FusionSetup {
+        large: member("large", "smollm2", None),
+        base: member("base", "smollm2", None),
+        experts: vec![member("poet", "smollm2", Some(EXPERT))],
+    })
+    .unwrap();
+    let dlf = run(&fusion, &[PROMPT], Solver::Paper, true).remove(0);
+    assert!(!dlf.steps.is_empty());
+    for s in &dlf.steps {
+        assert_eq!(s.alpha, vec![1.0], "step {}: {:?}", s.step, s);
+        assert!(s.loss.unwrap() < 1e-6, "step {}: loss {:?}", s.step, s.loss);
+    }
+    let expert = run(&fusion, &[PROMPT], Solver::ExpertOnly, true).remove(0);
+    assert_eq!(dlf.tokens, expert.tokens);
+}
+
+/// §A.12.8 on real logits: an expert identical to the base picks α = 0, and the fused output is exactly
+/// the large model's own greedy generation.
+#[test]
+fn null_expert_is_the_large_model() {
+    let large = crate::common::loaded("smollm2", Backend::Cpu).unwrap();
+    let fusion = Fusion::new(FusionSetup {
+        large: member("large", "smollm2", None),
+        base: member("base", "smollm2", Some("Background: ")),
+        experts: vec![member("same", "smollm2", Some("Background: "))],
+    })
+    .unwrap();
+    let out = run(&fusion, &[PROMPT], Solver::Paper, false).remove(0);
+    assert!(out.steps.iter().all(|s| s.alpha == vec![0.0]));
+    let ids = large.encode(&chorus_engine::Prompt::Text(PROMPT.into())).unwrap();
+    let alone =
+        large.generate(&ids, &GenerateOptions { max_new_tokens: 12, ..Default::default() }, &mut |_, _| {}).unwrap();
+    assert_eq!(out.tokens, alone.tokens);
+}
+
+/// §A.12.11 end to end: a row's α and tokens do not depend on the other rows of the batch; the trace
+/// holds the loss and the four KL values of every step.
+#[test]
+fn batch_rows_are_independent() {
+    let fusion = Fusion::new(FusionSetup {
+        large: member("large", "smollm2", None),
+        base: member("base", "smollm2", Some("Answer briefly. ")),
+        experts: vec![
+            member("poet", "smollm2", Some("Answer with a rhyme. ")),
+            member("math", "smollm2", Some("You are a mathematician. ")),
+        ],
+    })
+    .unwrap();
+    let prompts = ["What is two plus two?", "Describe the sea in one sentence, please, with detail."];
+    let both = run(&fusion, &prompts, Solver::Paper, false);
+    for (r, p) in prompts.iter().enumerate() {
+        let alone = run(&fusion, &[p], Solver::Paper, false).remove(0);
+        assert_eq!(alone.tokens, both[r].tokens, "row {r}");
+        let a: Vec<_> = alone.steps.iter().map(|s| s.alpha.clone()).collect();
+        let b: Vec<_> = both[r].steps.iter().map(|s| s.alpha.clone()).collect();
+        assert_eq!(a, b, "row {r}");
+    }
+    for s in &both[0].steps {
+        assert!(s.alpha.iter().filter(|&&a| a != 0.0).count() <= 1, "one-hot");
+        assert_eq!(s.evaluations, 42);
+        assert_eq!((s.kl_expert_base.len(), s.kl_base_expert.len()), (2, 2));
+        assert!(s.kl_fused_large.unwrap() >= 0.0 && s.kl_large_fused.unwrap() >= 0.0);
+    }
+}
+
+/// Models with different tokenizers cannot be fused: the error names both.
+#[test]
+fn tokenizer_mismatch_names_both_models() {
+    let err = Fusion::new(FusionSetup {
+        large: member("large", "qwen0.5b", None),
+        base: member("base", "smollm2", None),
+        experts: vec![member("e", "smollm2", None)],
+    })
+    .err()
+    .expect("mismatch must be rejected")
+    .to_string();
+    assert!(err.contains("tokenizer mismatch") && err.contains("large") && err.contains("base"), "{err}");
+    assert!(err.contains("qwen") && err.contains("SmolLM2"), "{err}");
+}
