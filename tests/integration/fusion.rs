@@ -109,3 +109,42 @@ fn tokenizer_mismatch_names_both_models() {
     assert!(err.contains("tokenizer mismatch") && err.contains("large") && err.contains("base"), "{err}");
     assert!(err.contains("qwen") && err.contains("SmolLM2"), "{err}");
 }
+
+/// The wgpu path (logits copied on the device into the fusion kernel, only the choice read back) makes
+/// the same choices as the CPU path on the same f32 weights (lavapipe in CI).
+#[test]
+fn device_fusion_matches_host_fusion() {
+    use chorus_models::WeightMode;
+    let Some(gpu) = crate::common::loaded_with("smollm2", Backend::Wgpu, None) else { return };
+    let cpu = crate::common::loaded_with("smollm2", Backend::Cpu, Some(WeightMode::F32)).unwrap();
+    let setup = |m: &std::sync::Arc<chorus_engine::LoadedModel>| FusionSetup {
+        large: Member { name: "large".into(), model: m.clone(), instruction: None },
+        base: Member { name: "base".into(), model: m.clone(), instruction: Some("Answer briefly. ".into()) },
+        experts: vec![
+            Member { name: "poet".into(), model: m.clone(), instruction: Some("Answer with a rhyme. ".into()) },
+            Member { name: "math".into(), model: m.clone(), instruction: Some("You are a mathematician. ".into()) },
+        ],
+    };
+    let opts = FuseOptions {
+        generate: GenerateOptions { max_new_tokens: 4, ..Default::default() },
+        fusion: FusionConfig::default(),
+        chat: false,
+    };
+    let prompts = vec!["What is two plus two?".to_string(), "The sea is".to_string()];
+    let mut saw_fused = false;
+    let on_gpu = Fusion::new(setup(&gpu))
+        .unwrap()
+        .generate_batch(&prompts, &opts, &mut |ev| saw_fused |= ev.fused.is_some())
+        .unwrap();
+    assert!(!saw_fused, "greedy decoding on wgpu keeps the fused logits on the device");
+    let on_cpu = Fusion::new(setup(&cpu)).unwrap().generate_batch(&prompts, &opts, &mut |_| {}).unwrap();
+    for (g, c) in on_gpu.iter().zip(&on_cpu) {
+        assert_eq!(g.tokens, c.tokens);
+        for (sg, sc) in g.steps.iter().zip(&c.steps) {
+            assert_eq!(sg.alpha, sc.alpha, "step {}", sg.step);
+            let (lg, lc) = (sg.loss.unwrap(), sc.loss.unwrap());
+            assert!((lg - lc).abs() <= 1e-3 * lc.max(1e-3), "step {}: loss {lg} vs {lc}", sg.step);
+            assert_eq!(sg.evaluations, 42);
+        }
+    }
+}

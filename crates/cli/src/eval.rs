@@ -35,7 +35,7 @@ pub struct EvalFuseArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "high school computer science,elementary mathematics,high school biology,us foreign policy"
+        default_value = "elementary mathematics,conceptual physics,electrical engineering,world religions"
     )]
     subjects: Vec<String>,
     /// Questions per subject (drawn with --seed).

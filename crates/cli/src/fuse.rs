@@ -354,7 +354,10 @@ where
     for (k, name) in names.iter().enumerate() {
         let color = Palette99::pick(k).to_rgba();
         chart
-            .draw_series(LineSeries::new(steps.iter().enumerate().map(|(i, s)| (i as f32, s.alpha[k])), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                steps.iter().enumerate().map(|(i, s)| (i as f32, s.alpha[k])),
+                color.stroke_width(2),
+            ))
             .map_err(|e| anyhow::anyhow!("{e:?}"))?
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));

@@ -66,8 +66,22 @@ fn fuse_json_trace_and_plot() {
     let trace = dir.join("trace.jsonl");
     let expert = format!("poet={m}");
     let (code, out, err) = chorus(&[
-        "fuse", "--large", &m, "--base", &m, "--expert", &expert, "--expert-prompt", "poet=You write rhymes.",
-        "--prompt", "The sea is", "--max-new-tokens", "6", "--ignore-eos", "--json", "--trace",
+        "fuse",
+        "--large",
+        &m,
+        "--base",
+        &m,
+        "--expert",
+        &expert,
+        "--expert-prompt",
+        "poet=You write rhymes.",
+        "--prompt",
+        "The sea is",
+        "--max-new-tokens",
+        "6",
+        "--ignore-eos",
+        "--json",
+        "--trace",
         trace.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
@@ -88,7 +102,8 @@ fn fuse_json_trace_and_plot() {
         }
     }
     let svg = dir.join("alpha.svg");
-    let (code, _, err) = chorus(&["plot-trace", trace.to_str().unwrap(), "--out", svg.to_str().unwrap(), "--name", "poet"]);
+    let (code, _, err) =
+        chorus(&["plot-trace", trace.to_str().unwrap(), "--out", svg.to_str().unwrap(), "--name", "poet"]);
     assert_eq!(code, 0, "{err}");
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("<svg") && text.contains("polyline"), "not an SVG line plot");
@@ -98,7 +113,8 @@ fn fuse_json_trace_and_plot() {
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
 
     // Bad input: unknown solver, range for an unknown expert, a trace that is not one.
-    let (code, _, err) = chorus(&["fuse", "--large", &m, "--base", &m, "--expert", &expert, "--prompt", "x", "--solver", "best"]);
+    let (code, _, err) =
+        chorus(&["fuse", "--large", &m, "--base", &m, "--expert", &expert, "--prompt", "x", "--solver", "best"]);
     assert_eq!(code, 2);
     assert!(err.contains("best"), "{err}");
     let (code, _, err) =

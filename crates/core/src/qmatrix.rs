@@ -3,8 +3,10 @@
 //!
 //! All the block formats Chorus decodes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) have this shape
 //! with ggml's own f32 arithmetic: Q4_K computes `(d·sc)·q − dmin·m`, Q6_K `(d·sc)·q` per 16 values,
-//! the legacy formats `d·q (+ m)`. So [`QMatrix::value`] is bit-identical to [`crate::quant::dequantize`],
-//! while a matrix takes 1.5 bytes per weight instead of 4: the CPU decode path reads 2.7× fewer bytes.
+//! the legacy formats `d·q (+ m)`. So [`QMatrix::value`] is bit-identical to [`crate::quant::dequantize`].
+//! 4-bit types (Q4_0, Q4_1, Q4_K) keep their codes packed two per byte (1 byte per 2 weights + 0.5 for
+//! the group scales); the others hold one `i8` per weight. Decoding is memory-bound, so bytes per weight
+//! set the CPU decode speed: 0.75–1.5 bytes here against f32's 4.
 
 use crate::quant::{GgmlType, QK_K, legacy_header, q5_codes, q6k_quants, scale_min_k4};
 
@@ -16,8 +18,45 @@ pub const GROUP: usize = 16;
 pub struct QMatrix {
     rows: usize,
     cols: usize,
-    q: Vec<i8>,
+    q: Codes,
     ab: Vec<[f32; 2]>,
+}
+
+/// The integer codes of a matrix.
+#[derive(Debug, Clone)]
+enum Codes {
+    /// One code per value.
+    I8(Vec<i8>),
+    /// Two 4-bit codes per byte: byte `j` of a 16-value group holds value `j` in its low nibble and value
+    /// `j + 8` in its high nibble; the code is `nibble − zero`.
+    U4 { bytes: Vec<u8>, zero: i8 },
+}
+
+impl Codes {
+    /// Packs i8 codes that all lie in `[−zero, 15 − zero]`.
+    fn pack(q: &[i8], zero: i8) -> Self {
+        let bytes = q
+            .chunks_exact(GROUP)
+            .flat_map(|g| {
+                (0..GROUP / 2).map(move |j| ((g[j] + zero) as u8 & 15) | (((g[j + 8] + zero) as u8 & 15) << 4))
+            })
+            .collect();
+        Codes::U4 { bytes, zero }
+    }
+
+    fn unpack(&self) -> Vec<i8> {
+        match self {
+            Codes::I8(q) => q.clone(),
+            Codes::U4 { bytes, zero } => bytes
+                .chunks_exact(GROUP / 2)
+                .flat_map(|g| {
+                    let lo = g.iter().map(move |&b| (b & 15) as i8 - zero);
+                    let hi = g.iter().map(move |&b| (b >> 4) as i8 - zero);
+                    lo.chain(hi)
+                })
+                .collect(),
+        }
+    }
 }
 
 impl QMatrix {
@@ -31,12 +70,17 @@ impl QMatrix {
         if data.len() != rows * cols / be * ty.block_bytes() {
             return None;
         }
-        let mut m =
-            Self { rows, cols, q: Vec::with_capacity(rows * cols), ab: Vec::with_capacity(rows * cols / GROUP) };
+        let mut q = Vec::with_capacity(rows * cols);
+        let mut ab = Vec::with_capacity(rows * cols / GROUP);
         for b in data.chunks_exact(ty.block_bytes()) {
-            push_block(ty, b, &mut m.q, &mut m.ab);
+            push_block(ty, b, &mut q, &mut ab);
         }
-        Some(m)
+        let q = match ty {
+            GgmlType::Q4_0 => Codes::pack(&q, 8),
+            GgmlType::Q4_1 | GgmlType::Q4_K => Codes::pack(&q, 0),
+            _ => Codes::I8(q),
+        };
+        Some(Self { rows, cols, q, ab })
     }
 
     /// Number of rows.
@@ -53,34 +97,64 @@ impl QMatrix {
     pub fn value(&self, r: usize, c: usize) -> f32 {
         let i = r * self.cols + c;
         let [a, b] = self.ab[i / GROUP];
-        a * self.q[i] as f32 - b
+        let q = match &self.q {
+            Codes::I8(q) => q[i],
+            Codes::U4 { bytes, zero } => {
+                let (g, j) = (i / GROUP, i % GROUP);
+                let byte = bytes[g * GROUP / 2 + j % (GROUP / 2)];
+                (if j < GROUP / 2 { byte & 15 } else { byte >> 4 }) as i8 - zero
+            }
+        };
+        a * q as f32 - b
     }
 
     /// Keeps rows in the order given by `order` (row `i` of the result is row `order[i]`).
     pub fn permute_rows(&self, order: &[usize]) -> Self {
         let (c, g) = (self.cols, self.cols / GROUP);
-        let mut q = Vec::with_capacity(self.q.len());
         let mut ab = Vec::with_capacity(self.ab.len());
         for &r in order {
-            q.extend_from_slice(&self.q[r * c..(r + 1) * c]);
             ab.extend_from_slice(&self.ab[r * g..(r + 1) * g]);
         }
+        let q = match &self.q {
+            Codes::I8(q) => Codes::I8(order.iter().flat_map(|&r| q[r * c..(r + 1) * c].iter().copied()).collect()),
+            Codes::U4 { bytes, zero } => Codes::U4 {
+                bytes: order.iter().flat_map(|&r| bytes[r * c / 2..(r + 1) * c / 2].iter().copied()).collect(),
+                zero: *zero,
+            },
+        };
         Self { rows: order.len(), cols: c, q, ab }
     }
 
-    /// Stacks matrices with equal column counts on top of each other.
+    /// Stacks matrices with equal column counts on top of each other. Packed parts stay packed when they
+    /// all share one code offset; otherwise every part is widened to `i8`.
     pub fn vstack(parts: Vec<QMatrix>) -> Option<Self> {
         let cols = parts.first()?.cols;
         if parts.iter().any(|p| p.cols != cols) {
             return None;
         }
-        let mut out = Self { rows: 0, cols, q: Vec::new(), ab: Vec::new() };
+        let zero0 = match &parts[0].q {
+            Codes::U4 { zero, .. } => Some(*zero),
+            Codes::I8(_) => None,
+        };
+        let same_u4 =
+            zero0.is_some() && parts.iter().all(|p| matches!(&p.q, Codes::U4 { zero, .. } if Some(*zero) == zero0));
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let mut ab = Vec::new();
+        let q = if same_u4 {
+            let mut all = Vec::new();
+            for p in &parts {
+                if let Codes::U4 { bytes, .. } = &p.q {
+                    all.extend_from_slice(bytes);
+                }
+            }
+            Codes::U4 { bytes: all, zero: zero0.unwrap_or(0) }
+        } else {
+            Codes::I8(parts.iter().flat_map(|p| p.q.unpack()).collect())
+        };
         for p in parts {
-            out.rows += p.rows;
-            out.q.extend(p.q);
-            out.ab.extend(p.ab);
+            ab.extend(p.ab);
         }
-        Some(out)
+        Some(Self { rows, cols, q, ab })
     }
 
     /// `out[r] = Σ_c W[r, c] · x[c]` for the rows `r0..r0 + out.len()`; `xs[g]` must hold the sum of
@@ -90,15 +164,36 @@ impl QMatrix {
         let (c, g) = (self.cols, self.cols / GROUP);
         for (k, o) in out.iter_mut().enumerate() {
             let r = r0 + k;
-            let q = &self.q[r * c..(r + 1) * c];
             let ab = &self.ab[r * g..(r + 1) * g];
             let mut acc = [0f32; GROUP];
             let mut bsum = 0f32;
-            for ((qg, xg), (&[a, b], &s)) in q.chunks_exact(GROUP).zip(x.chunks_exact(GROUP)).zip(ab.iter().zip(xs)) {
-                for i in 0..GROUP {
-                    acc[i] += (a * qg[i] as f32) * xg[i];
+            match &self.q {
+                Codes::I8(q) => {
+                    let q = &q[r * c..(r + 1) * c];
+                    for ((qg, xg), (&[a, b], &s)) in
+                        q.chunks_exact(GROUP).zip(x.chunks_exact(GROUP)).zip(ab.iter().zip(xs))
+                    {
+                        for i in 0..GROUP {
+                            acc[i] += (a * qg[i] as f32) * xg[i];
+                        }
+                        bsum += b * s;
+                    }
                 }
-                bsum += b * s;
+                Codes::U4 { bytes, zero } => {
+                    let q = &bytes[r * c / 2..(r + 1) * c / 2];
+                    const H: usize = GROUP / 2;
+                    for ((qg, xg), (&[a, b], &s)) in q.chunks_exact(H).zip(x.chunks_exact(GROUP)).zip(ab.iter().zip(xs))
+                    {
+                        // Same arithmetic as the i8 path, so both forms give identical results.
+                        for i in 0..H {
+                            let lo = (qg[i] & 15) as i8 - zero;
+                            let hi = (qg[i] >> 4) as i8 - zero;
+                            acc[i] += (a * lo as f32) * xg[i];
+                            acc[i + H] += (a * hi as f32) * xg[i + H];
+                        }
+                        bsum += b * s;
+                    }
+                }
             }
             *o = acc.iter().sum::<f32>() - bsum;
         }
@@ -111,7 +206,16 @@ impl QMatrix {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.q.len() + self.ab.len() * 8
+        let codes = match &self.q {
+            Codes::I8(q) => q.len(),
+            Codes::U4 { bytes, .. } => bytes.len(),
+        };
+        codes + self.ab.len() * 8
+    }
+
+    /// Whether the codes are packed two per byte.
+    pub fn is_packed(&self) -> bool {
+        matches!(self.q, Codes::U4 { .. })
     }
 }
 
@@ -228,6 +332,57 @@ mod tests {
                     out[r]
                 );
             }
+        }
+    }
+
+    /// Packed and widened forms agree value for value and in the dot product, through vstack (mixed
+    /// types widen, equal offsets stay packed) and row permutation.
+    #[test]
+    fn packed_codes_survive_stacking_and_permutation() {
+        let mut rng = Rng::new(3);
+        let mk = |ty: GgmlType, rows: usize, rng: &mut Rng| {
+            let cols = QK_K;
+            let mut data: Vec<u8> =
+                (0..rows * cols / ty.block_elems() * ty.block_bytes()).map(|_| rng.next_u64() as u8).collect();
+            for blk in data.chunks_exact_mut(ty.block_bytes()) {
+                let s = half::f16::from_f32(0.01);
+                blk[0..2].copy_from_slice(&s.to_le_bytes());
+                blk[2..4].copy_from_slice(&s.to_le_bytes());
+                if ty == GgmlType::Q6_K {
+                    blk[208..210].copy_from_slice(&s.to_le_bytes());
+                }
+            }
+            QMatrix::from_ggml(ty, &data, rows, cols).unwrap()
+        };
+        let a = mk(GgmlType::Q4_K, 3, &mut rng);
+        let b = mk(GgmlType::Q4_K, 2, &mut rng);
+        let c = mk(GgmlType::Q6_K, 2, &mut rng);
+        let d = mk(GgmlType::Q4_0, 2, &mut rng);
+        assert!(a.is_packed() && d.is_packed() && !c.is_packed());
+        let same = QMatrix::vstack(vec![a.clone(), b.clone()]).unwrap();
+        assert!(same.is_packed());
+        let mixed = QMatrix::vstack(vec![a.clone(), c.clone(), d.clone()]).unwrap();
+        assert!(!mixed.is_packed());
+        let parts = [&a, &c, &d];
+        let mut r = 0;
+        for p in parts {
+            for pr in 0..p.rows() {
+                for col in 0..p.cols() {
+                    assert_eq!(mixed.value(r, col), p.value(pr, col));
+                }
+                r += 1;
+            }
+        }
+        let x: Vec<f32> = (0..QK_K).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let xs = QMatrix::group_sums(&x);
+        let (mut o1, mut o2) = (vec![0f32; 3], vec![0f32; 3]);
+        same.dot_rows(0, &x, &xs, &mut o1);
+        QMatrix::vstack(vec![a.clone(), c.clone()]).unwrap().dot_rows(0, &x, &xs, &mut o2);
+        assert_eq!(o1, o2, "packed and i8 dot products are identical");
+        let p = same.permute_rows(&[4, 0, 2]);
+        for col in 0..QK_K {
+            assert_eq!(p.value(0, col), b.value(1, col));
+            assert_eq!(p.value(2, col), a.value(2, col));
         }
     }
 

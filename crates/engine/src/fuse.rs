@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use burn::tensor::Tensor;
 use chorus_core::GenerateOptions;
 use chorus_core::Sampler;
 use chorus_core::fusion::{self, Choice, FastEvaluator, FusionConfig, RowLogits, Solver};
@@ -85,8 +86,9 @@ pub struct StepEvent<'a> {
     pub record: &'a StepRecord,
     /// New text ("" while a UTF-8 sequence is incomplete or at EOS).
     pub delta: &'a str,
-    /// The fused logits the token was drawn from (shared vocabulary).
-    pub fused: &'a [f32],
+    /// The fused logits the token was drawn from (shared vocabulary); `None` on the wgpu path with
+    /// greedy decoding, where they never leave the device.
+    pub fused: Option<&'a [f32]>,
 }
 
 /// The result for one prompt.
@@ -110,6 +112,28 @@ pub struct FuseOutput {
     pub decode_tokens_per_s: f64,
     /// Time spent choosing α and building fused logits, over all steps (all rows).
     pub search_ms: f64,
+}
+
+/// One row's fusion decision.
+struct Pick {
+    alpha: Vec<f32>,
+    eval: Option<fusion::Eval>,
+    kl_expert_base: Vec<f64>,
+    kl_base_expert: Vec<f64>,
+    evaluations: usize,
+    /// Greedy token of the fused logits.
+    token: Option<u32>,
+    /// Fused logits on the host (always on the host path; on the device path only when sampling).
+    fused: Option<Vec<f32>>,
+    search_ms: f64,
+}
+
+/// The fusion kernel of a wgpu run and its candidate list.
+#[cfg(not(target_family = "wasm"))]
+struct DeviceKernel {
+    kernel: chorus_gpu::fusion::FusionKernel,
+    cands: Vec<Vec<f32>>,
+    expert_only: bool,
 }
 
 /// Members that run together because they share weights.
@@ -146,10 +170,7 @@ impl Fusion {
                 return Err(Error::Request(format!(
                     "tokenizer mismatch: '{}' ({}) and '{}' ({}) do not share a vocabulary and merges, so their \
                      logits cannot be fused",
-                    members[0].name,
-                    members[0].model.files.path,
-                    m.name,
-                    m.model.files.path
+                    members[0].name, members[0].model.files.path, m.name, m.model.files.path
                 )));
             }
             let tk = &m.model.files.tokenizer;
@@ -224,7 +245,11 @@ impl Fusion {
 
         // Prompt pass of every group: rows are member-major blocks of the batch.
         let t0 = Instant::now();
-        let (mut caches, mut logits) = self.prefill(&ids, b).await?;
+        let (mut caches, mut tensors) = self.prefill(&ids, b)?;
+        #[cfg(not(target_family = "wasm"))]
+        let gpu = self.device_kernel(&opts.fusion, b)?;
+        #[cfg(target_family = "wasm")]
+        let gpu: Option<()> = None;
         let prefill_ms = ms(t0);
 
         let t1 = Instant::now();
@@ -237,50 +262,65 @@ impl Fusion {
             }
         }
         loop {
+            let live: Vec<bool> = rows.iter().map(|r| r.done.is_none()).collect();
+            let picks: Vec<Option<Pick>> = match &gpu {
+                #[cfg(not(target_family = "wasm"))]
+                Some(k) => self.picks_on_device(k, std::mem::take(&mut tensors), &live, &rows).await?,
+                #[cfg(target_family = "wasm")]
+                Some(_) => unreachable!("no device kernel in the browser build"),
+                None => {
+                    let mut host = Vec::with_capacity(tensors.len());
+                    for t in std::mem::take(&mut tensors) {
+                        host.push(read_rows(t).await?);
+                    }
+                    self.picks_on_host(&opts.fusion, &host, &live, &mut eval)?
+                }
+            };
             let mut next = vec![0u32; b];
-            for (r, row) in rows.iter_mut().enumerate() {
-                if row.done.is_some() {
+            for (r, (row, pick)) in rows.iter_mut().zip(picks).enumerate() {
+                let Some(pick) = pick else {
                     next[r] = *row.tokens.last().unwrap_or(&0);
                     continue;
-                }
-                let ts = Instant::now();
-                let member_row = |i: usize| -> &[f32] {
-                    let (g, k) = self.locate(i);
-                    &logits[g][k * b + r][..self.vocab]
                 };
-                let experts: Vec<&[f32]> = (2..self.members.len()).map(member_row).collect();
-                let lr = RowLogits { large: member_row(0), base: member_row(1), experts: &experts };
-                let (choice, constants) = choose(&opts.fusion, &lr, &mut eval)?;
-                let fused = if opts.fusion.solver == Solver::ExpertOnly {
-                    fusion::fused_logits(&lr, &choice.alpha, true)
-                } else {
-                    eval.fused(&choice.alpha, false)
+                search_ms += pick.search_ms;
+                let id = match (&pick.fused, pick.token) {
+                    (_, Some(t)) if row.sampler.is_greedy() => t,
+                    (Some(f), _) => row.sampler.sample(f) as u32,
+                    (None, _) => {
+                        return Err(Error::Request("internal: fused logits missing for sampling".into()));
+                    }
                 };
-                let search = ms(ts);
-                search_ms += search;
-                let id = row.sampler.sample(&fused) as u32;
                 next[r] = id;
                 let delta = row.accept(id, tk, &self.eos, &opts.generate)?;
                 let rec = StepRecord {
                     step: records[r].len(),
                     token: id,
                     piece: tk.decode(&[id], false)?,
-                    alpha: choice.alpha.clone(),
-                    loss: choice.eval.map(|e| e.loss),
-                    kl_fused_large: choice.eval.map(|e| e.kl_fused_large),
-                    kl_large_fused: choice.eval.map(|e| e.kl_large_fused),
-                    kl_expert_base: constants.kl_expert_base,
-                    kl_base_expert: constants.kl_base_expert,
-                    evaluations: choice.evaluations,
-                    search_ms: search,
+                    loss: pick.eval.map(|e| e.loss),
+                    kl_fused_large: pick.eval.map(|e| e.kl_fused_large),
+                    kl_large_fused: pick.eval.map(|e| e.kl_large_fused),
+                    alpha: pick.alpha,
+                    kl_expert_base: pick.kl_expert_base,
+                    kl_base_expert: pick.kl_base_expert,
+                    evaluations: pick.evaluations,
+                    search_ms: pick.search_ms,
                 };
-                on_step(StepEvent { row: r, record: &rec, delta: delta.as_deref().unwrap_or(""), fused: &fused });
+                on_step(StepEvent {
+                    row: r,
+                    record: &rec,
+                    delta: delta.as_deref().unwrap_or(""),
+                    fused: pick.fused.as_deref(),
+                });
                 records[r].push(rec);
             }
             if rows.iter().all(|r| r.done.is_some()) {
                 break;
             }
-            if self.groups.iter().zip(&caches).any(|(g, c)| c.len() + 1 > g.model.decoder.config.max_position_embeddings)
+            if self
+                .groups
+                .iter()
+                .zip(&caches)
+                .any(|(g, c)| c.len() + 1 > g.model.decoder.config.max_position_embeddings)
             {
                 for r in rows.iter_mut().filter(|r| r.done.is_none()) {
                     r.done = Some(StopReason::Context);
@@ -291,7 +331,7 @@ impl Fusion {
                 let n = g.members.len() * b;
                 let step: Vec<Vec<u32>> = (0..n).map(|k| vec![next[k % b]]).collect();
                 let live: Vec<Vec<bool>> = (0..n).map(|k| vec![rows[k % b].done.is_none()]).collect();
-                logits[gi] = read_rows(g.model.decoder.forward(&step, &live, &mut caches[gi], false)?).await?;
+                tensors.push(g.model.decoder.forward(&step, &live, &mut caches[gi], false)?);
             }
             steps += 1;
         }
@@ -317,9 +357,9 @@ impl Fusion {
 
     /// Prompt pass of every group (rows are member-major blocks of `b` rows): caches and last-position
     /// logits per group.
-    async fn prefill(&self, ids: &[Vec<Vec<u32>>], b: usize) -> Result<(Vec<KvCache>, Vec<Vec<Vec<f32>>>)> {
+    fn prefill(&self, ids: &[Vec<Vec<u32>>], b: usize) -> Result<(Vec<KvCache>, Vec<Tensor<2>>)> {
         let mut caches: Vec<KvCache> = Vec::with_capacity(self.groups.len());
-        let mut logits: Vec<Vec<Vec<f32>>> = Vec::with_capacity(self.groups.len());
+        let mut logits: Vec<Tensor<2>> = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
             let prompts: Vec<&Vec<u32>> = g.members.iter().flat_map(|&m| ids[m].iter()).collect();
             for (k, p) in prompts.iter().enumerate() {
@@ -334,10 +374,12 @@ impl Fusion {
                 .collect();
             let valid: Vec<Vec<bool>> = prompts
                 .iter()
-                .map(|p| std::iter::repeat_n(false, width - p.len()).chain(std::iter::repeat_n(true, p.len())).collect())
+                .map(|p| {
+                    std::iter::repeat_n(false, width - p.len()).chain(std::iter::repeat_n(true, p.len())).collect()
+                })
                 .collect();
             let mut cache = g.model.decoder.new_cache(prompts.len());
-            logits.push(read_rows(g.model.decoder.forward(&toks, &valid, &mut cache, false)?).await?);
+            logits.push(g.model.decoder.forward(&toks, &valid, &mut cache, false)?);
             caches.push(cache);
         }
         Ok((caches, logits))
@@ -348,7 +390,11 @@ impl Fusion {
     pub async fn prompt_logits_async(&self, prompt: &str, chat: bool) -> Result<Vec<Vec<f32>>> {
         let ids: Vec<Vec<Vec<u32>>> =
             (0..self.members.len()).map(|i| Ok(vec![self.encode(i, prompt, chat)?])).collect::<Result<_>>()?;
-        let (_, logits) = self.prefill(&ids, 1).await?;
+        let (_, tensors) = self.prefill(&ids, 1)?;
+        let mut logits = Vec::with_capacity(tensors.len());
+        for t in tensors {
+            logits.push(read_rows(t).await?);
+        }
         Ok((0..self.members.len())
             .map(|i| {
                 let (g, k) = self.locate(i);
@@ -361,6 +407,137 @@ impl Fusion {
     #[cfg(not(target_family = "wasm"))]
     pub fn prompt_logits(&self, prompt: &str, chat: bool) -> Result<Vec<Vec<f32>>> {
         pollster::block_on(self.prompt_logits_async(prompt, chat))
+    }
+
+    /// α, fused logits and records for every live row from host logits (`host[group][block·b + row]`).
+    fn picks_on_host(
+        &self,
+        cfg: &FusionConfig,
+        host: &[Vec<Vec<f32>>],
+        live: &[bool],
+        eval: &mut FastEvaluator,
+    ) -> Result<Vec<Option<Pick>>> {
+        let b = live.len();
+        let mut out = Vec::with_capacity(b);
+        for (r, &alive) in live.iter().enumerate() {
+            if !alive {
+                out.push(None);
+                continue;
+            }
+            let ts = Instant::now();
+            let member_row = |i: usize| -> &[f32] {
+                let (g, k) = self.locate(i);
+                &host[g][k * b + r][..self.vocab]
+            };
+            let experts: Vec<&[f32]> = (2..self.members.len()).map(member_row).collect();
+            let lr = RowLogits { large: member_row(0), base: member_row(1), experts: &experts };
+            let (choice, constants) = choose(cfg, &lr, eval)?;
+            let fused = if cfg.solver == Solver::ExpertOnly {
+                fusion::fused_logits(&lr, &choice.alpha, true)
+            } else {
+                eval.fused(&choice.alpha, false)
+            };
+            out.push(Some(Pick {
+                token: Some(chorus_core::sampling::argmax(&fused) as u32),
+                fused: Some(fused),
+                alpha: choice.alpha,
+                eval: choice.eval,
+                kl_expert_base: constants.kl_expert_base,
+                kl_base_expert: constants.kl_base_expert,
+                evaluations: choice.evaluations,
+                search_ms: ms(ts),
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The fusion kernel for a run, when every member runs on wgpu and the solver is one the kernel
+    /// evaluates in one pass (paper grid, static, large-only, expert-only). `refine` and `joint` take
+    /// the host path.
+    #[cfg(not(target_family = "wasm"))]
+    fn device_kernel(&self, cfg: &FusionConfig, b: usize) -> Result<Option<DeviceKernel>> {
+        if self.members.iter().any(|m| m.model.backend != crate::Backend::Wgpu) {
+            return Ok(None);
+        }
+        let t = self.experts();
+        let (cands, expert_only) = match cfg.solver {
+            Solver::Paper => (cfg.grid(t), false),
+            Solver::Static { alpha } => (vec![vec![alpha; t]], false),
+            Solver::LargeOnly => (vec![vec![0.0; t]], false),
+            Solver::ExpertOnly => (vec![vec![0.0; t]], true),
+            Solver::Refine | Solver::Joint => return Ok(None),
+        };
+        let ctx = crate::backend::gpu_context()?;
+        let kernel = chorus_gpu::fusion::FusionKernel::new(&ctx, b, self.vocab, t)
+            .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: e.to_string() })?;
+        Ok(Some(DeviceKernel { kernel, cands, expert_only }))
+    }
+
+    /// One step on the device: copies, the kernel, and a read-back of a few floats per row.
+    #[cfg(not(target_family = "wasm"))]
+    async fn picks_on_device(
+        &self,
+        k: &DeviceKernel,
+        tensors: Vec<Tensor<2>>,
+        live: &[bool],
+        rows: &[RowState],
+    ) -> Result<Vec<Option<Pick>>> {
+        use chorus_gpu::fusion::Input;
+        let ts = Instant::now();
+        let mut enc = k.kernel.encoder();
+        let mut guards = Vec::new();
+        for (g, t) in self.groups.iter().zip(tensors) {
+            let inputs: Vec<Input> = g
+                .members
+                .iter()
+                .map(|&m| match m {
+                    0 => Input::Large,
+                    1 => Input::Base,
+                    e => Input::Expert(e - 2),
+                })
+                .collect();
+            crate::fuse_gpu::copy_logits(&k.kernel, &mut enc, t, &inputs, &mut guards)?;
+        }
+        let pending = k
+            .kernel
+            .record(&mut enc, &k.cands, k.expert_only)
+            .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: e.to_string() })?;
+        let res = crate::fuse_gpu::finish(&k.kernel, enc, pending, guards)?;
+        // Sampling needs the fused distribution on the host; greedy decoding does not.
+        let fused = if rows.iter().any(|r| !r.sampler.is_greedy()) {
+            Some(
+                k.kernel
+                    .read_fused()
+                    .await
+                    .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: e.to_string() })?,
+            )
+        } else {
+            None
+        };
+        let per_row = ms(ts) / live.iter().filter(|&&l| l).count().max(1) as f64;
+        Ok(res
+            .into_iter()
+            .enumerate()
+            .map(|(r, rr)| {
+                live[r].then(|| {
+                    let [loss, kf, kr] = rr.losses[rr.chosen];
+                    Pick {
+                        alpha: k.cands[rr.chosen].clone(),
+                        eval: (!k.expert_only).then_some(fusion::Eval {
+                            loss: loss as f64,
+                            kl_fused_large: kf as f64,
+                            kl_large_fused: kr as f64,
+                        }),
+                        kl_expert_base: rr.constants.iter().map(|c| c[2] as f64).collect(),
+                        kl_base_expert: rr.constants.iter().map(|c| c[3] as f64).collect(),
+                        evaluations: k.cands.len(),
+                        token: Some(rr.token),
+                        fused: fused.as_ref().map(|f| f[r * self.vocab..(r + 1) * self.vocab].to_vec()),
+                        search_ms: per_row,
+                    }
+                })
+            })
+            .collect())
     }
 
     /// (group, block) holding member `i`.

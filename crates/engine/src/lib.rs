@@ -5,9 +5,11 @@
 pub mod backend;
 pub mod error;
 pub mod fuse;
+#[cfg(not(target_family = "wasm"))]
+mod fuse_gpu;
 pub mod generate;
 
 pub use backend::{Backend, device};
 pub use error::{Error, Result};
-pub use generate::{GenerateOutput, LoadedModel, Prompt, StepTrace, StopReason};
 pub use fuse::{FuseOptions, FuseOutput, Fusion, FusionSetup, Member, StepEvent, StepRecord};
+pub use generate::{GenerateOutput, LoadedModel, Prompt, StepTrace, StopReason};
