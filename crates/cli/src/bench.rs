@@ -12,6 +12,40 @@ use clap::{Args, Subcommand};
 pub enum BenchCommand {
     /// Prefill and decode speed of one model, plus peak RSS.
     Generate(BenchGenerateArgs),
+    /// Fused (DLF) decode speed and the α search's share of a step, next to the large model alone.
+    Fuse(BenchFuseArgs),
+    /// The α search alone on synthetic logits (V = 151,665 by default): per-step milliseconds by solver.
+    Search(BenchSearchArgs),
+}
+
+/// Arguments of `chorus bench fuse`.
+#[derive(Args)]
+pub struct BenchFuseArgs {
+    #[command(flatten)]
+    pub fusion: crate::fuse::FusionArgs,
+    /// Prompt.
+    #[arg(long, default_value = "Write a Python function that returns the n-th Fibonacci number.")]
+    pub prompt: String,
+    /// Render the prompt through each model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// New tokens per run (EOS ignored).
+    #[arg(long, default_value_t = 32)]
+    pub new_tokens: usize,
+    /// Timed runs after one warm-up run.
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+}
+
+/// Arguments of `chorus bench search`.
+#[derive(Args)]
+pub struct BenchSearchArgs {
+    /// Vocabulary size.
+    #[arg(long, default_value_t = 151_665)]
+    pub vocab: usize,
+    /// Steps timed per (solver, expert count).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
 }
 
 /// Arguments of `chorus bench generate`.
@@ -44,6 +78,8 @@ pub struct BenchGenerateArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Generate(a) => generate(a),
+        BenchCommand::Fuse(a) => fuse(a),
+        BenchCommand::Search(a) => search(a),
     }
 }
 
@@ -95,4 +131,93 @@ fn peak_rss_bytes() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+fn fuse(a: BenchFuseArgs) -> Result<()> {
+    use chorus_engine::FuseOptions;
+    let cfg = a.fusion.config()?;
+    let fusion = a.fusion.load()?;
+    let opts = FuseOptions {
+        generate: GenerateOptions { max_new_tokens: a.new_tokens, stop_at_eos: false, ..Default::default() },
+        fusion: cfg.clone(),
+        chat: a.chat,
+    };
+    let prompts = [a.prompt.clone()];
+    fusion.generate_batch(
+        &prompts,
+        &FuseOptions { generate: GenerateOptions { max_new_tokens: 2, ..opts.generate.clone() }, ..opts.clone() },
+        &mut |_| {},
+    )?;
+    let (mut rate, mut search, mut frac) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..a.runs.max(1) {
+        let o = fusion.generate_batch(&prompts, &opts, &mut |_| {})?.remove(0);
+        let steps = o.steps.len().max(1) as f64;
+        let step_ms = o.decode_ms / (steps - 1.0).max(1.0);
+        let s = o.search_ms / steps;
+        eprintln!(
+            "run {}: fused decode {:.2} tok/s, α search {:.2} ms/step ({:.2}% of a step)",
+            i + 1,
+            o.decode_tokens_per_s,
+            s,
+            100.0 * s / step_ms
+        );
+        rate.push(o.decode_tokens_per_s);
+        search.push(s);
+        frac.push(s / step_ms);
+    }
+    // The large model alone, same prompt and length, for the ratio.
+    let large = &fusion.members()[0].model;
+    let ids = fusion.encode(0, &a.prompt, a.chat)?;
+    let alone = large.generate_batch(&[ids], &opts.generate)?.remove(0);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let j = serde_json::json!({
+        "bench": "fuse",
+        "large": a.fusion.large.display().to_string(),
+        "base": a.fusion.base.display().to_string(),
+        "experts": a.fusion.experts,
+        "backend": large.backend.name(),
+        "weights": a.fusion.weights,
+        "solver": cfg.solver.name(),
+        "new_tokens": a.new_tokens,
+        "runs": a.runs.max(1),
+        "fused_decode_tokens_per_s": median(&mut rate),
+        "search_ms_per_step": median(&mut search),
+        "search_fraction_of_step": median(&mut frac),
+        "large_alone_decode_tokens_per_s": alone.decode_tokens_per_s,
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
+    println!("{j}");
+    Ok(())
+}
+
+fn search(a: BenchSearchArgs) -> Result<()> {
+    use chorus_core::fusion::{FastEvaluator, FusionConfig, RowLogits, Solver, solve, synthetic_logits};
+    let mut results = Vec::new();
+    for t in [1usize, 2, 3] {
+        let (l, s, e) = synthetic_logits(7, a.vocab, t);
+        let ex: Vec<&[f32]> = e.iter().map(Vec::as_slice).collect();
+        let row = RowLogits { large: &l, base: &s, experts: &ex };
+        for solver in [Solver::Paper, Solver::Refine, Solver::Joint, Solver::Static { alpha: 1.0 }] {
+            let cfg = FusionConfig::with_solver(solver);
+            let mut ev = FastEvaluator::new();
+            let mut evals = 0;
+            let t0 = std::time::Instant::now();
+            for _ in 0..a.steps.max(1) {
+                ev.load(&row)?;
+                let c = solve(&cfg, &mut ev);
+                std::hint::black_box(ev.fused(&c.alpha, false));
+                evals = c.evaluations;
+            }
+            let ms = t0.elapsed().as_secs_f64() * 1000.0 / a.steps.max(1) as f64;
+            eprintln!("T={t} {:<10} {ms:7.2} ms/step ({evals} loss evaluations)", solver.name());
+            results.push(
+                serde_json::json!({"experts": t, "solver": solver.name(), "ms_per_step": ms, "evaluations": evals}),
+            );
+        }
+    }
+    println!("{}", serde_json::json!({"bench": "search", "vocab": a.vocab, "steps": a.steps, "results": results}));
+    Ok(())
 }

@@ -39,8 +39,9 @@ pub enum Solver {
     /// [a − step, a + step] ∩ [lo, hi] around that expert's best grid point, to `tol`. The grid winner
     /// is kept unless the refined point is strictly better.
     Refine,
-    /// All α_t at once: coordinate descent in [lo, hi]^T from the paper grid's winner; each coordinate
-    /// is a grid scan followed by a golden-section refinement, sweeps until no α_t moves by `tol`.
+    /// All α_t at once: coordinate descent in [lo, hi]^T from the paper grid's winner. The first sweep
+    /// scans each coordinate's grid and refines by golden section; up to three more sweeps refine each
+    /// coordinate within ±step, stopping early when no α_t moves by more than `tol`.
     Joint,
     /// A fixed α for every expert (proxy-tuning at α = 1).
     Static {
@@ -366,20 +367,23 @@ fn joint(cfg: &FusionConfig, ev: &mut impl Evaluator) -> Choice {
     let mut alpha = start.alpha;
     let mut cur = start.eval.expect("the paper scan always evaluates");
     let mut evaluations = start.evaluations;
-    for _sweep in 0..8 {
+    // The first sweep scans each coordinate's whole grid (the landscape is not convex); later sweeps
+    // only polish each coordinate inside ±step, which is where coordinate descent moves once settled.
+    for sweep in 0..4 {
         let mut moved = false;
         for k in 0..t {
             let r = cfg.range(k);
             let old = alpha[k];
-            // Grid scan of this coordinate, then golden refinement around its best point.
             let (mut best_a, mut best_e) = (old, cur);
-            for a in lattice(r, cfg.step) {
-                let mut v = alpha.clone();
-                v[k] = a;
-                let e = ev.eval(&v);
-                evaluations += 1;
-                if e.loss < best_e.loss {
-                    (best_a, best_e) = (a, e);
+            if sweep == 0 {
+                for a in lattice(r, cfg.step) {
+                    let mut v = alpha.clone();
+                    v[k] = a;
+                    let e = ev.eval(&v);
+                    evaluations += 1;
+                    if e.loss < best_e.loss {
+                        (best_a, best_e) = (a, e);
+                    }
                 }
             }
             let (lo, hi) = ((best_a - cfg.step).max(r.lo), (best_a + cfg.step).min(r.hi));
