@@ -29,5 +29,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
-criterion_main!(benches);
+// The macro generates an undocumented public function.
+#[allow(missing_docs)]
+mod group {
+    super::criterion_group!(benches, super::bench);
+}
+criterion_main!(group::benches);
