@@ -185,7 +185,7 @@ fn fuse(a: EvalFuseArgs) -> Result<()> {
             }
             done += 1;
             let eta = t0.elapsed().as_secs_f64() / done as f64 * (total - done) as f64;
-            if tty || done % 10 == 0 || done == total {
+            if tty || done.is_multiple_of(10) || done == total {
                 eprintln!("[{done}/{total}] {subject}: eta {eta:.0} s");
             }
         }

@@ -797,7 +797,7 @@ pub fn exp_fast(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to an integer.
-    let xc = x.max(-87.0).min(88.0);
+    let xc = x.clamp(-87.0, 88.0);
     let biased = xc * LOG2E + ROUND;
     let n = biased - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
