@@ -35,11 +35,12 @@ pub enum WeightMode {
     Quantized,
 }
 
-/// `y = x · W (+ b)` with `W` held as column blocks of `[in, out_i]` on the device, or as a host
-/// [`QMatrix`].
+/// `y = x · W (+ b)` with `W` held as column blocks of `[in, out_i]` on the device, or as host
+/// [`QMatrix`] row blocks (one block unless stacking would have widened packed 4-bit codes to bytes, as
+/// for Q4_K q/k next to a Q6_K v).
 struct Linear {
     w: Vec<Tensor<2>>,
-    q: Option<Arc<QMatrix>>,
+    q: Vec<Arc<QMatrix>>,
     b: Option<Tensor<1>>,
 }
 
@@ -54,20 +55,45 @@ impl Linear {
                 tensor2(transpose(&rows[r0 * inp..(r0 + n) * inp], n, inp), [inp, n], dev)
             })
             .collect();
-        Self { w, q: None, b }
+        Self { w, q: Vec::new(), b }
     }
 
-    fn quantized(q: QMatrix, b: Option<Tensor<1>>) -> Self {
-        Self { w: Vec::new(), q: Some(Arc::new(q)), b }
+    /// From stacked parts: one matrix when their code widths agree, separate blocks otherwise.
+    fn quantized(parts: Vec<QMatrix>, b: Option<Tensor<1>>) -> Option<Self> {
+        let packed = parts.first()?.is_packed();
+        let q = if parts.iter().all(|p| p.is_packed() == packed) {
+            vec![Arc::new(QMatrix::vstack(parts)?)]
+        } else {
+            if parts.iter().any(|p| p.cols() != parts[0].cols()) {
+                return None;
+            }
+            parts.into_iter().map(Arc::new).collect()
+        };
+        Some(Self { w: Vec::new(), q, b })
     }
 
     fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
-        let y = if let Some(q) = &self.q {
+        let y = if !self.q.is_empty() {
             let [m, _] = x.dims();
             let dev = x.device();
             let xv = x.try_into_data().map_err(|e| Error::Device(format!("{e:?}")))?.try_into_vec::<f32>();
             let xv = xv.map_err(|e| Error::Device(format!("{e:?}")))?;
-            tensor2(crate::qlinear::qmatmul(q, &xv, m), [m, q.rows()], &dev)
+            if let [q] = self.q.as_slice() {
+                tensor2(crate::qlinear::qmatmul(q, &xv, m), [m, q.rows()], &dev)
+            } else {
+                let total: usize = self.q.iter().map(|q| q.rows()).sum();
+                let mut out = vec![0f32; m * total];
+                let mut c0 = 0;
+                for q in &self.q {
+                    let part = crate::qlinear::qmatmul(q, &xv, m);
+                    let n = q.rows();
+                    for i in 0..m {
+                        out[i * total + c0..i * total + c0 + n].copy_from_slice(&part[i * n..(i + 1) * n]);
+                    }
+                    c0 += n;
+                }
+                tensor2(out, [m, total], &dev)
+            }
         } else if self.w.len() == 1 {
             x.matmul(self.w[0].clone())
         } else {
@@ -179,10 +205,10 @@ impl Decoder {
             if mode == WeightMode::Quantized {
                 let parts: Vec<Option<QMatrix>> = names.iter().map(|(n, _)| files.qmatrix(n)).collect::<Result<_>>()?;
                 if parts.iter().all(Option::is_some)
-                    && let Some(q) = QMatrix::vstack(parts.into_iter().flatten().collect())
+                    && let Some(l) = Linear::quantized(parts.into_iter().flatten().collect(), bias.clone())
                 {
                     tick(names.len());
-                    return Ok(Linear::quantized(q, bias));
+                    return Ok(l);
                 }
             }
             let mut rows = Vec::new();
@@ -390,4 +416,50 @@ pub async fn to_rows_async(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     let data = x.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
     let v = data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
     Ok(v.chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_core::GgmlType;
+    use chorus_core::quant::dequantize;
+    use chorus_core::sampling::Rng;
+
+    fn blocks(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
+        let mut data: Vec<u8> =
+            (0..rows * cols / ty.block_elems() * ty.block_bytes()).map(|_| rng.next_u64() as u8).collect();
+        let s = half::f16::from_f32(0.01).to_le_bytes();
+        for blk in data.chunks_exact_mut(ty.block_bytes()) {
+            blk[0..2].copy_from_slice(&s);
+            blk[2..4].copy_from_slice(&s);
+            if ty == GgmlType::Q6_K {
+                blk[208..210].copy_from_slice(&s);
+            }
+        }
+        data
+    }
+
+    /// A projection whose parts have different code widths (Q4_K q/k next to a Q6_K v, as in
+    /// Qwen2.5-Coder-1.5B's q4_k_m file) is kept as separate blocks and equals the f32 product.
+    #[test]
+    fn mixed_width_parts_stay_separate_and_agree_with_f32() {
+        let mut rng = Rng::new(11);
+        let cols = 256;
+        let dev = Device::flex();
+        let (a, b) = (blocks(GgmlType::Q4_K, 3, cols, &mut rng), blocks(GgmlType::Q6_K, 2, cols, &mut rng));
+        let qa = QMatrix::from_ggml(GgmlType::Q4_K, &a, 3, cols).unwrap();
+        let qb = QMatrix::from_ggml(GgmlType::Q6_K, &b, 2, cols).unwrap();
+        let lin = Linear::quantized(vec![qa, qb], None).unwrap();
+        assert_eq!(lin.q.len(), 2, "packed and byte codes are not stacked together");
+        let mut rows = dequantize(GgmlType::Q4_K, &a, 3 * cols, "a").unwrap();
+        rows.extend(dequantize(GgmlType::Q6_K, &b, 2 * cols, "b").unwrap());
+        let f = Linear::new(&rows, 5, cols, None, &dev);
+        let x: Vec<f32> = (0..2 * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let xq = tensor2(x.clone(), [2, cols], &dev);
+        let got = to_rows(lin.forward(xq.clone()).unwrap()).unwrap();
+        let want = to_rows(f.forward(xq).unwrap()).unwrap();
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "{g} vs {w}");
+        }
+    }
 }
