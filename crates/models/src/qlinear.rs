@@ -53,6 +53,7 @@ fn dot(w: &QMatrix, r0: usize, x: &[f32], xs: &[f32], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(w: &QMatrix, r0: usize, x: &[f32], xs: &[f32], out: &mut [f32]) {
-    // The same (inline) loop, compiled with 256-bit vectors.
-    w.dot_rows(r0, x, xs, out);
+    // The same (inline) loop compiled with 256-bit vectors; intrinsics for packed 4-bit codes.
+    // SAFETY: this function's own target features are the ones `dot_rows_avx2` needs.
+    unsafe { w.dot_rows_avx2(r0, x, xs, out) };
 }
