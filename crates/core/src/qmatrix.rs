@@ -4,8 +4,8 @@
 //! All the block formats Chorus decodes (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) have this shape
 //! with ggml's own f32 arithmetic: Q4_K computes `(d·sc)·q − dmin·m`, Q6_K `(d·sc)·q` per 16 values,
 //! the legacy formats `d·q (+ m)`. So [`QMatrix::value`] is bit-identical to [`crate::quant::dequantize`].
-//! 4-bit types (Q4_0, Q4_1, Q4_K) keep their codes packed two per byte (1 byte per 2 weights + 0.5 for
-//! the group scales); the others hold one `i8` per weight. Decoding is memory-bound, so bytes per weight
+//! 4-bit types (Q4_0, Q4_1, Q4_K) keep their codes packed two per byte, 5-bit types (Q5_0, Q5_1, Q5_K)
+//! add one high-bit mask per 16 values; Q8_0 and Q6_K hold one `i8` per weight. Decoding is memory-bound, so bytes per weight
 //! set the CPU decode speed: 0.75–1.5 bytes here against f32's 4.
 
 use crate::quant::{GgmlType, QK_K, legacy_header, q5_codes, q6k_quants, scale_min_k4};
@@ -27,34 +27,57 @@ pub struct QMatrix {
 enum Codes {
     /// One code per value.
     I8(Vec<i8>),
-    /// Two 4-bit codes per byte: byte `j` of a 16-value group holds value `j` in its low nibble and value
-    /// `j + 8` in its high nibble; the code is `nibble − zero`.
-    U4 { bytes: Vec<u8>, zero: i8 },
+    /// 4- or 5-bit codes: byte `j` of a 16-value group holds the low 4 bits of value `j` in its low nibble
+    /// and of value `j + 8` in its high nibble; with `high`, bit `j` of the group's `u16` is bit 4 of value
+    /// `j`. The code is `(nibble | high bit << 4) − zero`.
+    Packed { nib: Vec<u8>, high: Option<Vec<u16>>, zero: i8 },
 }
 
 impl Codes {
-    /// Packs i8 codes that all lie in `[−zero, 15 − zero]`.
-    fn pack(q: &[i8], zero: i8) -> Self {
-        let bytes = q
+    /// Packs i8 codes that all lie in `[−zero, 2^bits − 1 − zero]` (`bits` 4 or 5).
+    fn pack(q: &[i8], zero: i8, bits: u32) -> Self {
+        let u = |v: i8| (v as i16 + zero as i16) as u8;
+        let nib = q
             .chunks_exact(GROUP)
-            .flat_map(|g| {
-                (0..GROUP / 2).map(move |j| ((g[j] + zero) as u8 & 15) | (((g[j + 8] + zero) as u8 & 15) << 4))
-            })
+            .flat_map(|g| (0..GROUP / 2).map(move |j| (u(g[j]) & 15) | ((u(g[j + 8]) & 15) << 4)))
             .collect();
-        Codes::U4 { bytes, zero }
+        let high = (bits == 5).then(|| {
+            q.chunks_exact(GROUP)
+                .map(|g| (0..GROUP).fold(0u16, |m, j| m | ((((u(g[j]) >> 4) & 1) as u16) << j)))
+                .collect()
+        });
+        Codes::Packed { nib, high, zero }
+    }
+
+    /// Code of value `j` of group `g`.
+    fn code(&self, g: usize, j: usize) -> i8 {
+        match self {
+            Codes::I8(q) => q[g * GROUP + j],
+            Codes::Packed { nib, high, zero } => {
+                let byte = nib[g * GROUP / 2 + j % (GROUP / 2)];
+                let lo = if j < GROUP / 2 { byte & 15 } else { byte >> 4 };
+                let hb = high.as_ref().map_or(0, |h| ((h[g] >> j) & 1) as u8);
+                (lo | (hb << 4)) as i8 - zero
+            }
+        }
     }
 
     fn unpack(&self) -> Vec<i8> {
         match self {
             Codes::I8(q) => q.clone(),
-            Codes::U4 { bytes, zero } => bytes
-                .chunks_exact(GROUP / 2)
-                .flat_map(|g| {
-                    let lo = g.iter().map(move |&b| (b & 15) as i8 - zero);
-                    let hi = g.iter().map(move |&b| (b >> 4) as i8 - zero);
-                    lo.chain(hi)
-                })
-                .collect(),
+            Codes::Packed { nib, .. } => {
+                let groups = nib.len() / (GROUP / 2);
+                (0..groups).flat_map(|g| (0..GROUP).map(move |j| self.code(g, j))).collect()
+            }
+        }
+    }
+
+    /// Bits per code as stored (8, 5 or 4) and the offset: equal keys stack without widening.
+    fn key(&self) -> (u32, i8) {
+        match self {
+            Codes::I8(_) => (8, 0),
+            Codes::Packed { high: Some(_), zero, .. } => (5, *zero),
+            Codes::Packed { high: None, zero, .. } => (4, *zero),
         }
     }
 }
@@ -76,8 +99,10 @@ impl QMatrix {
             push_block(ty, b, &mut q, &mut ab);
         }
         let q = match ty {
-            GgmlType::Q4_0 => Codes::pack(&q, 8),
-            GgmlType::Q4_1 | GgmlType::Q4_K => Codes::pack(&q, 0),
+            GgmlType::Q4_0 => Codes::pack(&q, 8, 4),
+            GgmlType::Q4_1 | GgmlType::Q4_K => Codes::pack(&q, 0, 4),
+            GgmlType::Q5_0 => Codes::pack(&q, 16, 5),
+            GgmlType::Q5_1 | GgmlType::Q5_K => Codes::pack(&q, 0, 5),
             _ => Codes::I8(q),
         };
         Some(Self { rows, cols, q, ab })
@@ -97,15 +122,7 @@ impl QMatrix {
     pub fn value(&self, r: usize, c: usize) -> f32 {
         let i = r * self.cols + c;
         let [a, b] = self.ab[i / GROUP];
-        let q = match &self.q {
-            Codes::I8(q) => q[i],
-            Codes::U4 { bytes, zero } => {
-                let (g, j) = (i / GROUP, i % GROUP);
-                let byte = bytes[g * GROUP / 2 + j % (GROUP / 2)];
-                (if j < GROUP / 2 { byte & 15 } else { byte >> 4 }) as i8 - zero
-            }
-        };
-        a * q as f32 - b
+        a * self.q.code(i / GROUP, i % GROUP) as f32 - b
     }
 
     /// Keeps rows in the order given by `order` (row `i` of the result is row `order[i]`).
@@ -117,8 +134,11 @@ impl QMatrix {
         }
         let q = match &self.q {
             Codes::I8(q) => Codes::I8(order.iter().flat_map(|&r| q[r * c..(r + 1) * c].iter().copied()).collect()),
-            Codes::U4 { bytes, zero } => Codes::U4 {
-                bytes: order.iter().flat_map(|&r| bytes[r * c / 2..(r + 1) * c / 2].iter().copied()).collect(),
+            Codes::Packed { nib, high, zero } => Codes::Packed {
+                nib: order.iter().flat_map(|&r| nib[r * c / 2..(r + 1) * c / 2].iter().copied()).collect(),
+                high: high
+                    .as_ref()
+                    .map(|h| order.iter().flat_map(|&r| h[r * g..(r + 1) * g].iter().copied()).collect()),
                 zero: *zero,
             },
         };
@@ -126,28 +146,24 @@ impl QMatrix {
     }
 
     /// Stacks matrices with equal column counts on top of each other. Packed parts stay packed when they
-    /// all share one code offset; otherwise every part is widened to `i8`.
+    /// all share one code width and offset; otherwise every part is widened to `i8`.
     pub fn vstack(parts: Vec<QMatrix>) -> Option<Self> {
         let cols = parts.first()?.cols;
         if parts.iter().any(|p| p.cols != cols) {
             return None;
         }
-        let zero0 = match &parts[0].q {
-            Codes::U4 { zero, .. } => Some(*zero),
-            Codes::I8(_) => None,
-        };
-        let same_u4 =
-            zero0.is_some() && parts.iter().all(|p| matches!(&p.q, Codes::U4 { zero, .. } if Some(*zero) == zero0));
+        let key = parts[0].q.key();
         let rows = parts.iter().map(|p| p.rows).sum();
         let mut ab = Vec::new();
-        let q = if same_u4 {
-            let mut all = Vec::new();
+        let q = if key.0 != 8 && parts.iter().all(|p| p.q.key() == key) {
+            let (mut nib_all, mut high_all) = (Vec::new(), Vec::new());
             for p in &parts {
-                if let Codes::U4 { bytes, .. } = &p.q {
-                    all.extend_from_slice(bytes);
+                if let Codes::Packed { nib, high, .. } = &p.q {
+                    nib_all.extend_from_slice(nib);
+                    high_all.extend_from_slice(high.as_deref().unwrap_or(&[]));
                 }
             }
-            Codes::U4 { bytes: all, zero: zero0.unwrap_or(0) }
+            Codes::Packed { nib: nib_all, high: (key.0 == 5).then_some(high_all), zero: key.1 }
         } else {
             Codes::I8(parts.iter().flat_map(|p| p.q.unpack()).collect())
         };
@@ -179,21 +195,24 @@ impl QMatrix {
                         bsum += b * s;
                     }
                 }
-                Codes::U4 { bytes, zero } => {
-                    let q = &bytes[r * c / 2..(r + 1) * c / 2];
+                Codes::Packed { nib, high, zero } => {
+                    let q = &nib[r * c / 2..(r + 1) * c / 2];
                     const H: usize = GROUP / 2;
-                    for ((qg, xg), (&[a, b], &s)) in q.chunks_exact(H).zip(x.chunks_exact(GROUP)).zip(ab.iter().zip(xs))
+                    let z = *zero as f32;
+                    for (gi, ((qg, xg), (&[a, b], &s))) in
+                        q.chunks_exact(H).zip(x.chunks_exact(GROUP)).zip(ab.iter().zip(xs)).enumerate()
                     {
                         // Fixed-size views let the loop vectorise; the arithmetic is the i8 path's, so
                         // both forms give identical results.
                         let (Ok(qg), Ok(xg)) = (<&[u8; H]>::try_from(qg), <&[f32; GROUP]>::try_from(xg)) else {
                             continue;
                         };
-                        let z = *zero as f32;
+                        let hb = high.as_ref().map_or(0, |h| h[r * g + gi]);
                         let mut codes = [0f32; GROUP];
                         for i in 0..H {
-                            codes[i] = (qg[i] & 15) as f32 - z;
-                            codes[i + H] = (qg[i] >> 4) as f32 - z;
+                            let (h0, h1) = (((hb >> i) & 1) as u8, ((hb >> (i + H)) & 1) as u8);
+                            codes[i] = ((qg[i] & 15) | (h0 << 4)) as f32 - z;
+                            codes[i + H] = ((qg[i] >> 4) | (h1 << 4)) as f32 - z;
                         }
                         for i in 0..GROUP {
                             acc[i] += (a * codes[i]) * xg[i];
@@ -206,8 +225,8 @@ impl QMatrix {
         }
     }
 
-    /// [`Self::dot_rows`] with AVX2 intrinsics for packed 4-bit codes (the auto-vectorised nibble loop is
-    /// slower than reading twice the bytes); byte codes use the same inline loop. Results are identical to
+    /// [`Self::dot_rows`] with AVX2 intrinsics for packed 4- and 5-bit codes (the auto-vectorised nibble
+    /// loop is slower than reading twice the bytes); byte codes use the same inline loop. Results are identical to
     /// [`Self::dot_rows`]: the same products and sums in the same order, without FMA contraction.
     ///
     /// # Safety
@@ -216,20 +235,25 @@ impl QMatrix {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_rows_avx2(&self, r0: usize, x: &[f32], xs: &[f32], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let Codes::U4 { bytes, zero } = &self.q else {
+        let Codes::Packed { nib, high, zero } = &self.q else {
             self.dot_rows(r0, x, xs, out);
             return;
         };
         let (c, g) = (self.cols, self.cols / GROUP);
         let mask = _mm_set1_epi8(0x0f);
         let z = _mm256_set1_ps(*zero as f32);
+        // Lane k of the low (high) half tests bit k (k + 8) of a group's high-bit mask.
+        let bits_lo = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let bits_hi = _mm256_setr_epi32(256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
+        let sixteen = _mm256_set1_epi32(16);
         for (k, o) in out.iter_mut().enumerate() {
             let r = r0 + k;
             let ab = &self.ab[r * g..(r + 1) * g];
-            let q = &bytes[r * c / 2..(r + 1) * c / 2];
+            let q = &nib[r * c / 2..(r + 1) * c / 2];
             let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             let mut bsum = 0f32;
-            for ((qg, xg), (&[a, b], &s)) in q.chunks_exact(GROUP / 2).zip(x.chunks_exact(GROUP)).zip(ab.iter().zip(xs))
+            for (gi, ((qg, xg), (&[a, b], &s))) in
+                q.chunks_exact(GROUP / 2).zip(x.chunks_exact(GROUP)).zip(ab.iter().zip(xs)).enumerate()
             {
                 // SAFETY: `qg` holds 8 bytes and `xg` 16 floats (chunks_exact); unaligned loads.
                 let (codes, x0, x1) = unsafe {
@@ -239,11 +263,17 @@ impl QMatrix {
                         _mm256_loadu_ps(xg.as_ptr().add(8)),
                     )
                 };
-                let lo = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(codes, mask))), z);
-                let hi = _mm256_sub_ps(
-                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(codes, 4), mask))),
-                    z,
-                );
+                let mut lo_i = _mm256_cvtepu8_epi32(_mm_and_si128(codes, mask));
+                let mut hi_i = _mm256_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(codes, 4), mask));
+                if let Some(h) = high {
+                    let hb = _mm256_set1_epi32(h[r * g + gi] as i32);
+                    let on_lo = _mm256_cmpeq_epi32(_mm256_and_si256(hb, bits_lo), bits_lo);
+                    let on_hi = _mm256_cmpeq_epi32(_mm256_and_si256(hb, bits_hi), bits_hi);
+                    lo_i = _mm256_add_epi32(lo_i, _mm256_and_si256(on_lo, sixteen));
+                    hi_i = _mm256_add_epi32(hi_i, _mm256_and_si256(on_hi, sixteen));
+                }
+                let lo = _mm256_sub_ps(_mm256_cvtepi32_ps(lo_i), z);
+                let hi = _mm256_sub_ps(_mm256_cvtepi32_ps(hi_i), z);
                 let av = _mm256_set1_ps(a);
                 acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(_mm256_mul_ps(av, lo), x0));
                 acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(_mm256_mul_ps(av, hi), x1));
@@ -268,14 +298,19 @@ impl QMatrix {
     pub fn bytes(&self) -> usize {
         let codes = match &self.q {
             Codes::I8(q) => q.len(),
-            Codes::U4 { bytes, .. } => bytes.len(),
+            Codes::Packed { nib, high, .. } => nib.len() + high.as_ref().map_or(0, |h| h.len() * 2),
         };
         codes + self.ab.len() * 8
     }
 
-    /// Whether the codes are packed two per byte.
+    /// Bits per stored code: 4 (Q4_0, Q4_1, Q4_K), 5 (Q5_0, Q5_1, Q5_K) or 8 (Q8_0, Q6_K).
+    pub fn code_bits(&self) -> u32 {
+        self.q.key().0
+    }
+
+    /// Whether the codes are packed below a byte per value.
     pub fn is_packed(&self) -> bool {
-        matches!(self.q, Codes::U4 { .. })
+        self.code_bits() < 8
     }
 }
 
@@ -419,6 +454,37 @@ mod tests {
         let c = mk(GgmlType::Q6_K, 2, &mut rng);
         let d = mk(GgmlType::Q4_0, 2, &mut rng);
         assert!(a.is_packed() && d.is_packed() && !c.is_packed());
+        for ty in [GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q5_K] {
+            let p = mk(ty, 3, &mut rng);
+            let p2 = mk(ty, 2, &mut rng);
+            assert_eq!(p.code_bits(), 5, "{}", ty.name());
+            let st = QMatrix::vstack(vec![p.clone(), p2.clone()]).unwrap();
+            assert_eq!(st.code_bits(), 5);
+            let wide = QMatrix::vstack(vec![p.clone(), c.clone()]).unwrap();
+            assert_eq!(wide.code_bits(), 8);
+            for col in 0..QK_K {
+                assert_eq!(st.value(4, col), p2.value(1, col));
+                assert_eq!(wide.value(1, col), p.value(1, col));
+            }
+            let x: Vec<f32> = (0..QK_K).map(|_| rng.next_f64() as f32 - 0.5).collect();
+            let xs = QMatrix::group_sums(&x);
+            let (mut o1, mut o2) = (vec![0f32; 3], vec![0f32; 3]);
+            p.dot_rows(0, &x, &xs, &mut o1);
+            wide.dot_rows(0, &x, &xs, &mut o2);
+            assert_eq!(o1, o2, "{}: packed and i8 dot products are identical", ty.name());
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                let mut o3 = vec![0f32; 3];
+                // SAFETY: the features were just detected.
+                unsafe { p.dot_rows_avx2(0, &x, &xs, &mut o3) };
+                assert_eq!(o1, o3, "{}: the AVX2 kernel equals the portable loop", ty.name());
+            }
+            let perm = st.permute_rows(&[4, 1]);
+            for col in 0..QK_K {
+                assert_eq!(perm.value(0, col), p2.value(1, col));
+                assert_eq!(perm.value(1, col), p.value(1, col));
+            }
+        }
         let same = QMatrix::vstack(vec![a.clone(), b.clone()]).unwrap();
         assert!(same.is_packed());
         let mixed = QMatrix::vstack(vec![a.clone(), c.clone(), d.clone()]).unwrap();

@@ -60,8 +60,8 @@ impl Linear {
 
     /// From stacked parts: one matrix when their code widths agree, separate blocks otherwise.
     fn quantized(parts: Vec<QMatrix>, b: Option<Tensor<1>>) -> Option<Self> {
-        let packed = parts.first()?.is_packed();
-        let q = if parts.iter().all(|p| p.is_packed() == packed) {
+        let bits = parts.first()?.code_bits();
+        let q = if parts.iter().all(|p| p.code_bits() == bits) {
             vec![Arc::new(QMatrix::vstack(parts)?)]
         } else {
             if parts.iter().any(|p| p.cols() != parts[0].cols()) {
