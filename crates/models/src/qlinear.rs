@@ -17,8 +17,11 @@ pub fn qmatmul(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
     let task = |r0: usize| -> Vec<f32> {
         let n = ROWS_PER_TASK.min(rows - r0);
         let mut part = vec![0f32; m * n];
-        for i in 0..m {
-            dot(w, r0, &x[i * cols..(i + 1) * cols], &xs[i], &mut part[i * n..(i + 1) * n]);
+        for i0 in (0..m).step_by(QMatrix::MULTI) {
+            let i1 = (i0 + QMatrix::MULTI).min(m);
+            let rows_x: Vec<&[f32]> = (i0..i1).map(|i| &x[i * cols..(i + 1) * cols]).collect();
+            let sums: Vec<&[f32]> = xs[i0..i1].iter().map(Vec::as_slice).collect();
+            dot_multi(w, r0, n, &rows_x, &sums, &mut part[i0 * n..i1 * n]);
         }
         part
     };
@@ -38,6 +41,20 @@ pub fn qmatmul(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Up to [`QMatrix::MULTI`] input rows against output rows `r0..r0 + n` (`out` is `[rows][n]`): one
+/// decode of each weight group serves several rows (a batch-of-one uses the single-row kernel).
+fn dot_multi(w: &QMatrix, r0: usize, n: usize, xs: &[&[f32]], sums: &[&[f32]], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if xs.len() > 1 && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features the kernel is compiled for were just detected.
+        unsafe { w.dot_rows_multi_avx2(r0, n, xs, sums, out) };
+        return;
+    }
+    for (i, (x, s)) in xs.iter().zip(sums).enumerate() {
+        dot(w, r0, x, s, &mut out[i * n..(i + 1) * n]);
+    }
 }
 
 fn dot(w: &QMatrix, r0: usize, x: &[f32], xs: &[f32], out: &mut [f32]) {
