@@ -1,5 +1,5 @@
 //! CPU matrix products over [`QMatrix`] weights (GGML blocks held exactly as `a·q − b` groups): the decode
-//! path of the CPU backend for quantized GGUF models. It reads 1.5 bytes per weight instead of f32's 4,
+//! path of the CPU backend for quantized GGUF models. It reads 0.75–1.5 bytes per weight instead of f32's 4,
 //! splits output rows across threads (rayon; sequential in wasm), and on x86-64 runs an AVX2+FMA build of
 //! the same loop when the processor has it.
 
