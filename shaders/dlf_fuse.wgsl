@@ -81,6 +81,17 @@ fn wg_max(t: u32, x: f32) -> f32 {
     return r;
 }
 
+// D = Σ_t α_t d_t of candidate c at token v of row b (zero weights skipped).
+fn shift(c: u32, b: u32, v: u32) -> f32 {
+    let T = params.experts;
+    var dv = 0.0;
+    for (var e = 0u; e < T; e = e + 1u) {
+        let a = cands[c * T + e];
+        if (a != 0.0) { dv = dv + a * work_d[(e * params.rows + b) * params.vocab + v]; }
+    }
+    return dv;
+}
+
 @compute @workgroup_size(256)
 fn prepare(@builtin(global_invocation_id) gid: vec3<u32>) {
     let v = gid.x;
@@ -180,22 +191,14 @@ fn losses_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     if (nonzero) {
         var m = BANNED;
         for (var v = t; v < V; v = v + WG) {
-            var dv = 0.0;
-            for (var e = 0u; e < T; e = e + 1u) {
-                let a = cands[c * T + e];
-                if (a != 0.0) { dv = dv + a * work_d[(e * B + b) * V + v]; }
-            }
+            let dv = shift(c, b, v);
             m = max(m, work_l[row + v] + dv);
         }
         m = wg_max(t, m);
         var se = 0.0;
         var sed = 0.0;
         for (var v = t; v < V; v = v + WG) {
-            var dv = 0.0;
-            for (var e = 0u; e < T; e = e + 1u) {
-                let a = cands[c * T + e];
-                if (a != 0.0) { dv = dv + a * work_d[(e * B + b) * V + v]; }
-            }
+            let dv = shift(c, b, v);
             let ez = exp(work_l[row + v] + dv - m);
             se = se + ez;
             sed = sed + ez * dv;
@@ -246,11 +249,7 @@ fn select_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             if (params.mode == 1u) {
                 z = experts[b * params.stride_expert + v];
             } else {
-                z = l;
-                for (var e = 0u; e < T; e = e + 1u) {
-                    let a = cands[c * T + e];
-                    if (a != 0.0) { z = z + a * work_d[(e * B + b) * V + v]; }
-                }
+                z = l + shift(c, b, v);
             }
             // Strided scan: a later v only replaces on a strictly larger value (lowest index wins).
             if (bidx == NO_INDEX || z > bv) { bv = z; bidx = v; }

@@ -233,7 +233,7 @@ impl RowLogits<'_> {
 }
 
 /// The α-independent quantities of one step (§A.5).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Constants {
     /// LSE(L) over the support.
     pub lse_large: f64,
@@ -328,8 +328,11 @@ pub fn scan(cands: &[Vec<f32>], ev: &mut impl Evaluator) -> (Choice, Vec<Eval>) 
         }
         all.push(e);
     }
-    let (i, e) = best.expect("the grid is never empty after validate()");
-    (Choice { alpha: cands[i].clone(), eval: Some(e), evaluations: cands.len() }, all)
+    match best {
+        Some((i, e)) => (Choice { alpha: cands[i].clone(), eval: Some(e), evaluations: cands.len() }, all),
+        // Only an unvalidated configuration has no candidates: no choice, no fusion (α stays empty).
+        None => (Choice { alpha: Vec::new(), eval: None, evaluations: 0 }, all),
+    }
 }
 
 fn refine(cfg: &FusionConfig, ev: &mut impl Evaluator) -> Choice {
@@ -364,8 +367,8 @@ fn refine(cfg: &FusionConfig, ev: &mut impl Evaluator) -> Choice {
 fn joint(cfg: &FusionConfig, ev: &mut impl Evaluator) -> Choice {
     let t = ev.constants().expected_delta.len();
     let (start, _) = scan(&cfg.grid(t), ev);
+    let Some(mut cur) = start.eval else { return start };
     let mut alpha = start.alpha;
-    let mut cur = start.eval.expect("the paper scan always evaluates");
     let mut evaluations = start.evaluations;
     // The first sweep scans each coordinate's whole grid (the landscape is not convex); later sweeps
     // only polish each coordinate inside ±step, which is where coordinate descent moves once settled.
@@ -574,7 +577,8 @@ pub struct FastEvaluator {
     deltas: Vec<Vec<f32>>,
     /// Σ_t α_t d_t for non-one-hot candidates.
     scratch: Vec<f32>,
-    c: Option<Constants>,
+    /// Empty until the first [`FastEvaluator::load`] (an evaluation before it sees zero experts).
+    c: Constants,
 }
 
 impl FastEvaluator {
@@ -650,8 +654,8 @@ impl FastEvaluator {
             c.kl_expert_base.push((std / st - (lse_t - lse_s)).max(0.0));
             c.kl_base_expert.push(((lse_t - lse_s) - sqd / sq).max(0.0));
         }
-        self.c = Some(c);
-        Ok(self.c.as_ref().expect("just set"))
+        self.c = c;
+        Ok(&self.c)
     }
 }
 
@@ -682,7 +686,7 @@ impl FastEvaluator {
 
 impl Evaluator for FastEvaluator {
     fn constants(&self) -> &Constants {
-        self.c.as_ref().expect("FastEvaluator::load must run before eval")
+        &self.c
     }
 
     fn eval(&mut self, alpha: &[f32]) -> Eval {
@@ -704,7 +708,7 @@ impl Evaluator for FastEvaluator {
         };
         let m = max_shift(&self.large, d, a);
         let (s, sd) = exp_dot_shift(&self.large, d, a, m);
-        let c = self.c.as_ref().expect("FastEvaluator::load must run before eval");
+        let c = &self.c;
         let lam = m as f64 + s.ln() - c.lse_large;
         c.eval(a as f64 * sd / s - lam, lam - c.expected_shift(alpha))
     }

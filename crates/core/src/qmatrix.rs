@@ -225,8 +225,8 @@ impl QMatrix {
         }
     }
 
-    /// [`Self::dot_rows`] with AVX2 intrinsics for packed 4- and 5-bit codes (the auto-vectorised nibble
-    /// loop is slower than reading twice the bytes); byte codes use the same inline loop. Results are identical to
+    /// [`Self::dot_rows`] with AVX2 intrinsics (the auto-vectorised nibble loop is slower than reading twice
+    /// the bytes): [`Self::dot_rows_multi_avx2`] with one input row. Results are identical to
     /// [`Self::dot_rows`]: the same products and sums in the same order, without FMA contraction.
     ///
     /// # Safety
@@ -234,59 +234,14 @@ impl QMatrix {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot_rows_avx2(&self, r0: usize, x: &[f32], xs: &[f32], out: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let Codes::Packed { nib, high, zero } = &self.q else {
+        // Byte codes: the inline loop compiled for AVX2 streams them fastest one row at a time. Packed
+        // codes: the multi-row kernel with one row (one copy of the group decoding).
+        if let Codes::I8(_) = &self.q {
             self.dot_rows(r0, x, xs, out);
             return;
-        };
-        let (c, g) = (self.cols, self.cols / GROUP);
-        let mask = _mm_set1_epi8(0x0f);
-        let z = _mm256_set1_ps(*zero as f32);
-        // Lane k of the low (high) half tests bit k (k + 8) of a group's high-bit mask.
-        let bits_lo = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-        let bits_hi = _mm256_setr_epi32(256, 512, 1024, 2048, 4096, 8192, 16384, 32768);
-        let sixteen = _mm256_set1_epi32(16);
-        for (k, o) in out.iter_mut().enumerate() {
-            let r = r0 + k;
-            let ab = &self.ab[r * g..(r + 1) * g];
-            let q = &nib[r * c / 2..(r + 1) * c / 2];
-            let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut bsum = 0f32;
-            for (gi, ((qg, xg), (&[a, b], &s))) in
-                q.chunks_exact(GROUP / 2).zip(x.chunks_exact(GROUP)).zip(ab.iter().zip(xs)).enumerate()
-            {
-                // SAFETY: `qg` holds 8 bytes and `xg` 16 floats (chunks_exact); unaligned loads.
-                let (codes, x0, x1) = unsafe {
-                    (
-                        _mm_loadl_epi64(qg.as_ptr() as *const __m128i),
-                        _mm256_loadu_ps(xg.as_ptr()),
-                        _mm256_loadu_ps(xg.as_ptr().add(8)),
-                    )
-                };
-                let mut lo_i = _mm256_cvtepu8_epi32(_mm_and_si128(codes, mask));
-                let mut hi_i = _mm256_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(codes, 4), mask));
-                if let Some(h) = high {
-                    let hb = _mm256_set1_epi32(h[r * g + gi] as i32);
-                    let on_lo = _mm256_cmpeq_epi32(_mm256_and_si256(hb, bits_lo), bits_lo);
-                    let on_hi = _mm256_cmpeq_epi32(_mm256_and_si256(hb, bits_hi), bits_hi);
-                    lo_i = _mm256_add_epi32(lo_i, _mm256_and_si256(on_lo, sixteen));
-                    hi_i = _mm256_add_epi32(hi_i, _mm256_and_si256(on_hi, sixteen));
-                }
-                let lo = _mm256_sub_ps(_mm256_cvtepi32_ps(lo_i), z);
-                let hi = _mm256_sub_ps(_mm256_cvtepi32_ps(hi_i), z);
-                let av = _mm256_set1_ps(a);
-                acc0 = _mm256_add_ps(acc0, _mm256_mul_ps(_mm256_mul_ps(av, lo), x0));
-                acc1 = _mm256_add_ps(acc1, _mm256_mul_ps(_mm256_mul_ps(av, hi), x1));
-                bsum += b * s;
-            }
-            let mut acc = [0f32; GROUP];
-            // SAFETY: `acc` holds 16 floats.
-            unsafe {
-                _mm256_storeu_ps(acc.as_mut_ptr(), acc0);
-                _mm256_storeu_ps(acc.as_mut_ptr().add(8), acc1);
-            }
-            *o = acc.iter().sum::<f32>() - bsum;
         }
+        // SAFETY: the caller guarantees the features this function and the callee are compiled for.
+        unsafe { self.dot_rows_multi_avx2(r0, out.len(), &[x], &[xs], out) }
     }
 
     /// Rows of inputs that [`Self::dot_rows_multi_avx2`] takes at once.

@@ -147,6 +147,8 @@ struct Group {
 pub struct Fusion {
     members: Vec<Member>,
     groups: Vec<Group>,
+    /// (group, block) of each member.
+    location: Vec<(usize, usize)>,
     /// Shared vocabulary: logits are cut to this many columns (padding rows dropped).
     vocab: usize,
     eos: Vec<u32>,
@@ -189,7 +191,13 @@ impl Fusion {
                 None => groups.push(Group { model: m.model.clone(), members: vec![i] }),
             }
         }
-        Ok(Self { members, groups, vocab, eos })
+        let mut location = vec![(0, 0); members.len()];
+        for (g, grp) in groups.iter().enumerate() {
+            for (k, &m) in grp.members.iter().enumerate() {
+                location[m] = (g, k);
+            }
+        }
+        Ok(Self { members, groups, location, vocab, eos })
     }
 
     /// The shared vocabulary size.
@@ -267,7 +275,7 @@ impl Fusion {
                 #[cfg(not(target_family = "wasm"))]
                 Some(k) => self.picks_on_device(k, std::mem::take(&mut tensors), &live, &rows).await?,
                 #[cfg(target_family = "wasm")]
-                Some(_) => unreachable!("no device kernel in the browser build"),
+                Some(()) => return Err(Error::Request("no device fusion kernel in the browser build".into())),
                 None => {
                     let mut host = Vec::with_capacity(tensors.len());
                     for t in std::mem::take(&mut tensors) {
@@ -554,12 +562,7 @@ impl Fusion {
 
     /// (group, block) holding member `i`.
     fn locate(&self, i: usize) -> (usize, usize) {
-        for (g, grp) in self.groups.iter().enumerate() {
-            if let Some(k) = grp.members.iter().position(|&m| m == i) {
-                return (g, k);
-            }
-        }
-        unreachable!("every member is in a group by construction")
+        self.location[i]
     }
 
     /// Blocking [`Self::generate_batch_async`].
