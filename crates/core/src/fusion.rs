@@ -283,6 +283,11 @@ pub trait Evaluator {
     fn constants(&self) -> &Constants;
     /// ℒ at `alpha` (one entry per expert).
     fn eval(&mut self, alpha: &[f32]) -> Eval;
+    /// ℒ at each candidate, in order (an evaluator may spread them over threads; the results must be
+    /// the ones [`Evaluator::eval`] gives).
+    fn eval_all(&mut self, cands: &[Vec<f32>]) -> Vec<Eval> {
+        cands.iter().map(|a| self.eval(a)).collect()
+    }
 }
 
 /// The solver's answer for one row.
@@ -318,15 +323,13 @@ pub fn solve(cfg: &FusionConfig, ev: &mut impl Evaluator) -> Choice {
 
 /// Scans candidates in order; the first strict minimum wins (§A.4). Also returns each candidate's loss.
 pub fn scan(cands: &[Vec<f32>], ev: &mut impl Evaluator) -> (Choice, Vec<Eval>) {
+    let all = ev.eval_all(cands);
     let mut best: Option<(usize, Eval)> = None;
-    let mut all = Vec::with_capacity(cands.len());
-    for (i, a) in cands.iter().enumerate() {
-        let e = ev.eval(a);
+    for (i, &e) in all.iter().enumerate() {
         // `!(e.loss >= b.loss)` would let NaN win; a NaN loss never replaces a number.
         if best.as_ref().is_none_or(|(_, b)| e.loss < b.loss || (b.loss.is_nan() && !e.loss.is_nan())) {
             best = Some((i, e));
         }
-        all.push(e);
     }
     match best {
         Some((i, e)) => (Choice { alpha: cands[i].clone(), eval: Some(e), evaluations: cands.len() }, all),
@@ -379,13 +382,18 @@ fn joint(cfg: &FusionConfig, ev: &mut impl Evaluator) -> Choice {
             let old = alpha[k];
             let (mut best_a, mut best_e) = (old, cur);
             if sweep == 0 {
-                for a in lattice(r, cfg.step) {
-                    let mut v = alpha.clone();
-                    v[k] = a;
-                    let e = ev.eval(&v);
+                let cands: Vec<Vec<f32>> = lattice(r, cfg.step)
+                    .into_iter()
+                    .map(|a| {
+                        let mut v = alpha.clone();
+                        v[k] = a;
+                        v
+                    })
+                    .collect();
+                for (v, e) in cands.iter().zip(ev.eval_all(&cands)) {
                     evaluations += 1;
                     if e.loss < best_e.loss {
-                        (best_a, best_e) = (a, e);
+                        (best_a, best_e) = (v[k], e);
                     }
                 }
             }
@@ -684,12 +692,9 @@ impl FastEvaluator {
     }
 }
 
-impl Evaluator for FastEvaluator {
-    fn constants(&self) -> &Constants {
-        &self.c
-    }
-
-    fn eval(&mut self, alpha: &[f32]) -> Eval {
+impl FastEvaluator {
+    /// ℒ at `alpha`, with `scratch` holding Σ_t α_t d_t for non-one-hot candidates (one per thread).
+    fn eval_with(&self, alpha: &[f32], scratch: &mut Vec<f32>) -> Eval {
         let nz: Vec<usize> = (0..alpha.len()).filter(|&t| alpha[t] != 0.0).collect();
         if nz.is_empty() {
             return self.constants().eval(0.0, 0.0);
@@ -697,25 +702,108 @@ impl Evaluator for FastEvaluator {
         let (d, a): (&[f32], f32) = if nz.len() == 1 {
             (&self.deltas[nz[0]], alpha[nz[0]])
         } else {
-            self.scratch.clear();
-            self.scratch.resize(self.large.len(), 0.0);
+            scratch.clear();
+            scratch.resize(self.large.len(), 0.0);
             for &t in &nz {
-                for (s, &x) in self.scratch.iter_mut().zip(&self.deltas[t]) {
+                for (s, &x) in scratch.iter_mut().zip(&self.deltas[t]) {
                     *s += alpha[t] * x;
                 }
             }
-            (&self.scratch, 1.0)
+            (scratch, 1.0)
         };
-        let m = max_shift(&self.large, d, a);
-        let (s, sd) = exp_dot_shift(&self.large, d, a, m);
+        let (m, s, sd) = exp_dot_online(&self.large, d, a);
         let c = &self.c;
         let lam = m as f64 + s.ln() - c.lse_large;
         c.eval(a as f64 * sd / s - lam, lam - c.expected_shift(alpha))
     }
 }
 
+impl Evaluator for FastEvaluator {
+    fn constants(&self) -> &Constants {
+        &self.c
+    }
+
+    fn eval(&mut self, alpha: &[f32]) -> Eval {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let e = self.eval_with(alpha, &mut scratch);
+        self.scratch = scratch;
+        e
+    }
+
+    /// Candidates run on the rayon pool natively: a grid step is otherwise 21+ sequential passes over
+    /// the vocabulary while the matmul threads sit idle.
+    fn eval_all(&mut self, cands: &[Vec<f32>]) -> Vec<Eval> {
+        #[cfg(not(target_family = "wasm"))]
+        if cands.len() > 1 {
+            use rayon::prelude::*;
+            let this = &*self;
+            return cands.par_iter().map_init(Vec::new, |scratch, a| this.eval_with(a, scratch)).collect();
+        }
+        cands.iter().map(|a| self.eval(a)).collect()
+    }
+}
+
+/// `(m, Σ_i e_i, Σ_i e_i·d_i)` with `m = max_i (base_i + a·d_i)` and `e_i = exp(base_i + a·d_i − m)`, in
+/// one pass over memory: each chunk's maximum is taken while the chunk is in L1, and the running sums are
+/// rescaled (in f64) when the maximum grows. Every term is ≤ 1 when it is added.
+fn exp_dot_online(base: &[f32], d: &[f32], a: f32) -> (f32, f64, f64) {
+    let (mut m, mut s, mut sd) = (f32::NEG_INFINITY, 0f64, 0f64);
+    for (bch, dch) in base.chunks(CHUNK).zip(d.chunks(CHUNK)) {
+        let mc = max_shift_piece(bch, dch, a);
+        if mc > m {
+            if m > f32::NEG_INFINITY {
+                let f = (m as f64 - mc as f64).exp();
+                s *= f;
+                sd *= f;
+            }
+            m = mc;
+        }
+        if m == f32::NEG_INFINITY {
+            continue;
+        }
+        let (cs, csd) = exp_dot_shift_piece(bch, dch, a, m);
+        s += cs;
+        sd += csd;
+    }
+    (m, s, sd)
+}
+
+/// Elements per piece of the vocabulary that one thread reduces (a multiple of [`CHUNK`]). The pieces are
+/// fixed, and their partial sums are added in order, so results do not depend on the thread count.
+const PIECE: usize = 16 * CHUNK;
+
+/// Applies `f` to each [`PIECE`] of `(base, d)` (in parallel natively: the α search runs while the
+/// matmul threads are idle) and returns the results in order.
+fn per_piece<T: Send>(base: &[f32], d: &[f32], f: impl Fn(&[f32], &[f32]) -> T + Sync) -> Vec<T> {
+    let n = base.len().min(d.len());
+    let starts: Vec<usize> = (0..n).step_by(PIECE).collect();
+    let piece = |&s: &usize| {
+        let e = (s + PIECE).min(n);
+        f(&base[s..e], &d[s..e])
+    };
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        if starts.len() > 1 {
+            return starts.par_iter().map(piece).collect();
+        }
+    }
+    starts.iter().map(piece).collect()
+}
+
 /// max_i (base_i + a·d_i).
 pub fn max_shift(base: &[f32], d: &[f32], a: f32) -> f32 {
+    per_piece(base, d, |b, d| max_shift_piece(b, d, a)).into_iter().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// (Σ_i e_i, Σ_i e_i·d_i) with e_i = exp(base_i + a·d_i − m).
+pub fn exp_dot_shift(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
+    per_piece(base, d, |b, d| exp_dot_shift_piece(b, d, a, m))
+        .into_iter()
+        .fold((0.0, 0.0), |(s, sd), (ps, psd)| (s + ps, sd + psd))
+}
+
+fn max_shift_piece(base: &[f32], d: &[f32], a: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the features this function is compiled for were just detected.
@@ -724,8 +812,7 @@ pub fn max_shift(base: &[f32], d: &[f32], a: f32) -> f32 {
     max_shift_impl(base, d, a)
 }
 
-/// (Σ_i e_i, Σ_i e_i·d_i) with e_i = exp(base_i + a·d_i − m).
-pub fn exp_dot_shift(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
+fn exp_dot_shift_piece(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the features this function is compiled for were just detected.
