@@ -503,6 +503,11 @@ impl Fusion {
         rows: &[RowState],
     ) -> Result<Vec<Option<Pick>>> {
         use chorus_gpu::fusion::Input;
+        // The step's forward kernels are still queued: wait for them first, so that the time below is the
+        // fusion's own (copies, kernel, read-back) and not the models'.
+        if let Some(t) = tensors.first() {
+            t.device().sync().map_err(|e| Error::Backend { backend: "wgpu".into(), reason: format!("{e:?}") })?;
+        }
         let ts = Instant::now();
         let mut enc = k.kernel.encoder();
         let mut guards = Vec::new();
