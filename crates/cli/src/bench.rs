@@ -66,7 +66,8 @@ pub struct BenchGenerateArgs {
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Weight storage: auto, f32 or quantized.
+    /// Weight storage: auto (CPU: q16, wgpu: f32), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
+    /// (GGUF blocks, inputs as two or one 8-bit planes).
     #[arg(long, default_value = "auto")]
     pub weights: String,
     /// Batch rows (the prompt repeated).

@@ -61,7 +61,9 @@ pub fn weight_mode(s: &str) -> Result<Option<WeightMode>> {
         "auto" => None,
         "f32" => Some(WeightMode::F32),
         "quantized" | "q" => Some(WeightMode::Quantized),
-        other => anyhow::bail!("--weights {other}: expected auto, f32 or quantized"),
+        "q16" => Some(WeightMode::Q16),
+        "q8" => Some(WeightMode::Q8),
+        other => anyhow::bail!("--weights {other}: expected auto, f32, quantized, q16 or q8"),
     })
 }
 

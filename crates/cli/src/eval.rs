@@ -47,7 +47,8 @@ pub struct EvalFuseArgs {
     /// cpu or wgpu.
     #[arg(long, default_value = "cpu")]
     backend: String,
-    /// Weight storage: auto, f32 or quantized.
+    /// Weight storage: auto (CPU: q16, wgpu: f32), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
+    /// (GGUF blocks, inputs as two or one 8-bit planes).
     #[arg(long, default_value = "auto")]
     weights: String,
     /// Write the results as JSON here (atomically).

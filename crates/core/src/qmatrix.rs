@@ -62,6 +62,36 @@ impl Codes {
         }
     }
 
+    /// The stored codes of global group `g` before the zero offset: value = `a·(u − zero) − b`.
+    #[inline(always)]
+    fn raw(&self, g: usize) -> [i32; GROUP] {
+        let mut u = [0i32; GROUP];
+        match self {
+            Codes::I8(q) => {
+                for (o, &v) in u.iter_mut().zip(&q[g * GROUP..(g + 1) * GROUP]) {
+                    *o = v as i32;
+                }
+            }
+            Codes::Packed { nib, high, .. } => {
+                let hb = high.as_ref().map_or(0, |h| h[g] as i32);
+                for j in 0..GROUP / 2 {
+                    let byte = nib[g * GROUP / 2 + j] as i32;
+                    u[j] = (byte & 15) | ((hb >> j) & 1) << 4;
+                    u[j + GROUP / 2] = (byte >> 4) | ((hb >> (j + GROUP / 2)) & 1) << 4;
+                }
+            }
+        }
+        u
+    }
+
+    /// The offset subtracted from stored codes (0 for byte codes).
+    fn zero(&self) -> i8 {
+        match self {
+            Codes::I8(_) => 0,
+            Codes::Packed { zero, .. } => *zero,
+        }
+    }
+
     fn unpack(&self) -> Vec<i8> {
         match self {
             Codes::I8(q) => q.clone(),
@@ -322,6 +352,161 @@ impl QMatrix {
         }
     }
 
+    /// `out[r] ≈ Σ_c W[r, c] · x[c]` for the rows `r0..r0 + out.len()` with the input quantized to
+    /// [`Q8Row`]: integer products in groups of four, each lane scaled by `a·d` in f32 (llama.cpp's
+    /// scheme for quantized weights). The portable reference of [`Self::dot_rows_q8_avx2`].
+    pub fn dot_rows_q8(&self, r0: usize, x: &Q8Row, out: &mut [f32]) {
+        let g = self.cols / GROUP;
+        let z = self.q.zero() as f32;
+        for (k, o) in out.iter_mut().enumerate() {
+            let base = (r0 + k) * g;
+            let (mut acc, mut bl) = ([0f32; 8], [0f32; 8]);
+            for gi in 0..g {
+                self.q8_group(base, gi, x, &mut acc);
+            }
+            self.q8_bias(base, 0, x, &mut bl);
+            *o = q8_finish(&acc, &bl, z);
+        }
+    }
+
+    /// Group `gi` of the row starting at group `base` into the lanes of `acc` (lanes 0–3 for even
+    /// groups, 4–7 for odd ones, as the AVX2 kernel lays out a pair of groups).
+    #[inline(always)]
+    fn q8_group(&self, base: usize, gi: usize, x: &Q8Row, acc: &mut [f32; 8]) {
+        let u = self.q.raw(base + gi);
+        let a = self.ab[base + gi][0];
+        for l in 0..LANES_PER_GROUP {
+            let mut s = 0i32;
+            for (p, q) in x.q.iter().enumerate() {
+                let xq = &q[gi * GROUP..(gi + 1) * GROUP];
+                let mut sp = 0i32;
+                for j in l * LANE..(l + 1) * LANE {
+                    sp += u[j] * xq[j] as i32;
+                }
+                s += if p == 0 && x.q.len() == 2 { PLANE_RATIO * sp } else { sp };
+            }
+            acc[(gi % 2) * LANES_PER_GROUP + l] += (a * x.d4[gi * LANES_PER_GROUP + l]) * s as f32;
+        }
+    }
+
+    /// The `a·s` and `b·s` lanes of groups `from..` of one row (group `gi` in lanes `2·(gi mod 4)` and
+    /// `2·(gi mod 4) + 1`, as the AVX2 kernel reads four `(a, b)` pairs at once).
+    #[inline(always)]
+    fn q8_bias(&self, base: usize, from: usize, x: &Q8Row, bl: &mut [f32; 8]) {
+        for gi in from..self.cols / GROUP {
+            let [a, b] = self.ab[base + gi];
+            let s = x.s2[2 * gi];
+            bl[2 * (gi % 4)] += a * s;
+            bl[2 * (gi % 4) + 1] += b * s;
+        }
+    }
+
+    /// [`Self::dot_rows_q8`] for up to [`Self::MULTI`] input rows at once with AVX2 (`maddubs`: unsigned
+    /// codes × signed inputs, signs moved onto the inputs for byte codes). `out` is `[xs.len()][n]`.
+    /// Results are identical to [`Self::dot_rows_q8`]: integer sums are exact and the f32 steps are the
+    /// same operations in the same order, without FMA contraction.
+    ///
+    /// # Safety
+    /// The processor must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dot_rows_q8_avx2(&self, r0: usize, n: usize, xs: &[&Q8Row], out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let m = xs.len().min(Self::MULTI);
+        let g = self.cols / GROUP;
+        let z = self.q.zero() as f32;
+        let mask = _mm_set1_epi8(0x0f);
+        let ones = _mm256_set1_epi16(1);
+        let ratio = _mm256_set1_epi16(PLANE_RATIO as i16);
+        let pick_a = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
+        // Bit j of a group's u16 high-bit mask is value j's fifth bit: spread bytes 0/1 (group 0) over
+        // the low lane and 2/3 (group 1) over the high lane, then test one bit per byte.
+        let spread = _mm256_setr_epi8(
+            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+        );
+        let bit = _mm256_setr_epi8(
+            1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16,
+            32, 64, -128,
+        );
+        let sixteen = _mm256_set1_epi8(16);
+        let ab = self.ab.as_ptr() as *const f32;
+        for k in 0..n {
+            let base = (r0 + k) * g;
+            let mut acc = [_mm256_setzero_ps(); Self::MULTI];
+            for gi in (0..g - g % 2).step_by(2) {
+                // Two groups' codes as bytes, in value order: group gi in the low lane.
+                let (w, signs) = match &self.q {
+                    Codes::I8(q) => {
+                        // SAFETY: groups gi and gi + 1 of this row are 32 codes inside `q`.
+                        let v = unsafe { _mm256_loadu_si256(q.as_ptr().add((base + gi) * GROUP) as *const __m256i) };
+                        (_mm256_abs_epi8(v), Some(v))
+                    }
+                    Codes::Packed { nib, high, .. } => {
+                        // SAFETY: groups gi and gi + 1 of this row are 16 bytes inside `nib`.
+                        let b = unsafe { _mm_loadu_si128(nib.as_ptr().add((base + gi) * GROUP / 2) as *const __m128i) };
+                        let lo = _mm_and_si128(b, mask);
+                        let hi = _mm_and_si128(_mm_srli_epi16(b, 4), mask);
+                        let mut w = _mm256_set_m128i(_mm_unpackhi_epi64(lo, hi), _mm_unpacklo_epi64(lo, hi));
+                        if let Some(h) = high {
+                            let hb = h[base + gi] as u32 | (h[base + gi + 1] as u32) << 16;
+                            let v = _mm256_shuffle_epi8(_mm256_set1_epi32(hb as i32), spread);
+                            let on = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+                            w = _mm256_or_si256(w, _mm256_and_si256(on, sixteen));
+                        }
+                        (w, None)
+                    }
+                };
+                // SAFETY: (a, b) pairs of groups gi and gi + 1 are four floats inside `ab`.
+                let pair = unsafe { _mm_loadu_ps(ab.add(2 * (base + gi))) };
+                let av = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(pair), pick_a);
+                for i in 0..m {
+                    let x = xs[i];
+                    let plane = |q: &[i8]| {
+                        // SAFETY: every plane holds `cols` codes; groups gi and gi + 1 are 32 of them.
+                        let xv = unsafe { _mm256_loadu_si256(q.as_ptr().add(gi * GROUP) as *const __m256i) };
+                        let xv = match signs {
+                            Some(s) => _mm256_sign_epi8(xv, s),
+                            None => xv,
+                        };
+                        _mm256_maddubs_epi16(w, xv)
+                    };
+                    let sums = match x.q.as_slice() {
+                        [q] => _mm256_madd_epi16(plane(q), ones),
+                        [q, q2] => {
+                            _mm256_add_epi32(_mm256_madd_epi16(plane(q), ratio), _mm256_madd_epi16(plane(q2), ones))
+                        }
+                        _ => continue,
+                    };
+                    // SAFETY: 4 units per group.
+                    let dv = unsafe { _mm256_loadu_ps(x.d4.as_ptr().add(gi * LANES_PER_GROUP)) };
+                    let scale = _mm256_mul_ps(av, dv);
+                    acc[i] = _mm256_add_ps(acc[i], _mm256_mul_ps(scale, _mm256_cvtepi32_ps(sums)));
+                }
+            }
+            for i in 0..m {
+                let x = xs[i];
+                let (mut lanes, mut bl) = ([0f32; 8], [0f32; 8]);
+                // SAFETY: both arrays hold 8 floats.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[i]) };
+                if g % 2 == 1 {
+                    self.q8_group(base, g - 1, x, &mut lanes);
+                }
+                let mut bacc = _mm256_setzero_ps();
+                for gi in (0..g - g % 4).step_by(4) {
+                    // SAFETY: four (a, b) pairs and four doubled sums from group gi on.
+                    let (v, s) = unsafe {
+                        (_mm256_loadu_ps(ab.add(2 * (base + gi))), _mm256_loadu_ps(x.s2.as_ptr().add(2 * gi)))
+                    };
+                    bacc = _mm256_add_ps(bacc, _mm256_mul_ps(v, s));
+                }
+                // SAFETY: as above.
+                unsafe { _mm256_storeu_ps(bl.as_mut_ptr(), bacc) };
+                self.q8_bias(base, g - g % 4, x, &mut bl);
+                out[i * n + k] = q8_finish(&lanes, &bl, z);
+            }
+        }
+    }
+
     /// Group sums of one input row, as [`Self::dot_rows`] needs them.
     pub fn group_sums(x: &[f32]) -> Vec<f32> {
         x.chunks_exact(GROUP).map(|g| g.iter().sum()).collect()
@@ -345,6 +530,77 @@ impl QMatrix {
     pub fn is_packed(&self) -> bool {
         self.code_bits() < 8
     }
+}
+
+/// One input row as the integer kernels ([`QMatrix::dot_rows_q8`]) read it: per 16-value group
+/// `x ≈ d·q` with `q` an `i8` in ±127 and `d = max|x| / 127` (ggml's Q8 activations, at a finer group),
+/// optionally plus a second plane `q₂` in ±64 for the remainder at a fixed 1/128 of the step, so that
+/// `x ≈ (d/128)·(128·q + q₂)` (about 15 bits per value: one large activation in a group no longer wipes
+/// out its neighbours), and the group's exact f32 sum for the `b` term.
+#[derive(Debug, Clone)]
+pub struct Q8Row {
+    /// Codes per plane.
+    q: Vec<Vec<i8>>,
+    /// Each group's unit (`d`, or `d/128` with two planes) four times: one per lane of four products.
+    d4: Vec<f32>,
+    /// Each group's exact sum twice: one for the `a·z` lane, one for the `b` lane.
+    s2: Vec<f32>,
+}
+
+/// Weight of the first plane relative to the second.
+const PLANE_RATIO: i32 = 128;
+
+impl Q8Row {
+    /// Quantizes `x` (a whole number of groups; a trailing partial group is ignored) into `planes`
+    /// (1 or 2) planes.
+    pub fn new(x: &[f32], planes: usize) -> Self {
+        let groups = x.len() / GROUP;
+        let planes = planes.clamp(1, 2);
+        let mut q = vec![Vec::with_capacity(groups * GROUP); planes];
+        let mut d4 = Vec::with_capacity(groups * LANES_PER_GROUP);
+        let mut s2 = Vec::with_capacity(groups * 2);
+        for g in x.chunks_exact(GROUP) {
+            let amax = g.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            // A zero (or non-finite) scale quantizes to zeros; the exact sum still carries inf/NaN.
+            let id = if d > 0.0 && d.is_finite() { 1.0 / d } else { 0.0 };
+            for &v in g {
+                let c = (v * id).round().clamp(-127.0, 127.0);
+                q[0].push(c as i8);
+                if planes == 2 {
+                    // |v·id − c| ≤ 1/2, so the remainder in 1/128 steps lies in ±64.
+                    let r = ((v * id - c) * PLANE_RATIO as f32).round().clamp(-64.0, 64.0);
+                    q[1].push(r as i8);
+                }
+            }
+            let unit = if planes == 2 { d / PLANE_RATIO as f32 } else { d };
+            d4.extend([unit; LANES_PER_GROUP]);
+            let s: f32 = g.iter().sum();
+            s2.extend([s, s]);
+        }
+        Self { q, d4, s2 }
+    }
+}
+
+/// Products per f32 lane in the integer kernels (one `madd` lane), and lanes per group.
+const LANE: usize = 4;
+const LANES_PER_GROUP: usize = GROUP / LANE;
+
+/// The final combination shared by the portable and AVX2 integer kernels (so they agree bit for bit):
+/// `acc` holds the `a·d·Σq·x` lanes; `bl` holds `a·s` in even and `b·s` in odd lanes.
+#[inline(always)]
+fn q8_finish(acc: &[f32; 8], bl: &[f32; 8], z: f32) -> f32 {
+    let mut dot = 0f32;
+    for v in acc {
+        dot += v;
+    }
+    let (mut a_s, mut b_s) = (0f32, 0f32);
+    for l in 0..4 {
+        a_s += bl[2 * l];
+        b_s += bl[2 * l + 1];
+    }
+    // value = a·(u − z) − b, so Σ value·x = Σ a·u·x − (Σ b·s + z·Σ a·s).
+    dot - (b_s + z * a_s)
 }
 
 fn h(b: &[u8], at: usize) -> f32 {
@@ -408,6 +664,96 @@ mod tests {
     use super::*;
     use crate::quant::dequantize;
     use crate::sampling::Rng;
+
+    /// Random blocks of `ty` with moderate f16 scales, as in real files.
+    fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> QMatrix {
+        let n = rows * cols / ty.block_elems();
+        let mut data: Vec<u8> = (0..n * ty.block_bytes()).map(|_| rng.next_u64() as u8).collect();
+        let scale_at: &[usize] = match ty {
+            GgmlType::Q6_K => &[208],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            _ => &[0],
+        };
+        for blk in data.chunks_exact_mut(ty.block_bytes()) {
+            for &at in scale_at {
+                let s = half::f16::from_f32((rng.next_f64() as f32 - 0.5) * 0.1);
+                blk[at..at + 2].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        QMatrix::from_ggml(ty, &data, rows, cols).unwrap()
+    }
+
+    /// The integer kernels: AVX2 (one to four input rows) equals the portable loop bit for bit, and both
+    /// stay within the activation rounding bound (half a step, max|x|/254, per value) of the exact product.
+    #[test]
+    fn q8_kernels_agree_and_stay_within_the_rounding_bound() {
+        let mut rng = Rng::new(21);
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+        ] {
+            // 96 columns leave a partial quad of groups (6 groups) for the bias lanes.
+            let cols = if ty.block_elems() == 32 { 96 } else { QK_K };
+            let rows = 7;
+            let m = random_matrix(ty, rows, cols, &mut rng);
+            let xs: Vec<Vec<f32>> =
+                (0..4).map(|_| (0..cols).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect()).collect();
+            for planes in [1, 2] {
+                let q8: Vec<Q8Row> = xs.iter().map(|x| Q8Row::new(x, planes)).collect();
+                let mut portable = vec![vec![0f32; rows]; 4];
+                for (i, x) in q8.iter().enumerate() {
+                    m.dot_rows_q8(0, x, &mut portable[i]);
+                    let xmax = xs[i].iter().fold(0f32, |a, v| a.max(v.abs())) as f64;
+                    for r in 0..rows {
+                        let exact: f64 = (0..cols).map(|c| m.value(r, c) as f64 * xs[i][c] as f64).sum();
+                        let wabs: f64 = (0..cols).map(|c| (m.value(r, c) as f64).abs()).sum();
+                        // Half a step per value; the second plane's step is at most 1/254 of the first's.
+                        let step = if planes == 1 { 254.0 } else { 254.0 * 254.0 };
+                        let bound = wabs * xmax / step * 1.001 + 1e-5;
+                        let err = (portable[i][r] as f64 - exact).abs();
+                        assert!(err <= bound, "{} row {r}: {} vs {exact} (bound {bound})", ty.name(), portable[i][r]);
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    for k in 1..=4 {
+                        let rows_in: Vec<&Q8Row> = q8[..k].iter().collect();
+                        let mut out = vec![0f32; k * (rows - 1)];
+                        // SAFETY: the feature was just detected.
+                        unsafe { m.dot_rows_q8_avx2(1, rows - 1, &rows_in, &mut out) };
+                        for i in 0..k {
+                            assert_eq!(
+                                &out[i * (rows - 1)..(i + 1) * (rows - 1)],
+                                &portable[i][1..],
+                                "{} k={k} i={i}",
+                                ty.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A zero input group and a zero matrix give exact zeros; an infinite input reaches the output.
+    #[test]
+    fn q8_rows_handle_zero_and_non_finite_groups() {
+        let mut rng = Rng::new(5);
+        let m = random_matrix(GgmlType::Q8_0, 2, 64, &mut rng);
+        let mut out = vec![1f32; 2];
+        m.dot_rows_q8(0, &Q8Row::new(&[0.0; 64], 2), &mut out);
+        assert_eq!(out, [0.0, 0.0]);
+        let mut x = vec![0.5f32; 64];
+        x[3] = f32::INFINITY;
+        m.dot_rows_q8(0, &Q8Row::new(&x, 2), &mut out);
+        assert!(out.iter().all(|v| !v.is_finite()), "{out:?}");
+    }
 
     /// Random blocks of every integer-coded type: a·q − b is bit-identical to ggml's dequantization.
     #[test]

@@ -3,25 +3,70 @@
 //! splits output rows across threads (rayon; sequential in wasm), and on x86-64 runs an AVX2+FMA build of
 //! the same loop when the processor has it.
 
-use chorus_core::qmatrix::QMatrix;
+use chorus_core::qmatrix::{Q8Row, QMatrix};
 
 /// Output rows per task: 64 rows of a 4864-wide matrix are ~470 KB of weights, so each input row
 /// reuses them from cache.
 const ROWS_PER_TASK: usize = 64;
 
+/// How [`qmatmul`] treats its input rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activations {
+    /// f32 inputs: exact against dequantize-then-multiply (up to summation order).
+    F32,
+    /// Inputs quantized per 16 values to `i8` ([`Q8Row`]) and integer dot products: llama.cpp's
+    /// scheme, the fastest, with an activation rounding of at most max|x|/254 per value (a group
+    /// holding one very large activation loses its small neighbours).
+    Q8,
+    /// The same with a second 8-bit plane for the remainder (rounding ≤ max|x|/64,516 per value):
+    /// close to f32 results at most of Q8's speed.
+    Q16,
+}
+
+impl Activations {
+    /// 8-bit planes per input value (0 for f32).
+    pub fn planes(self) -> usize {
+        match self {
+            Activations::F32 => 0,
+            Activations::Q8 => 1,
+            Activations::Q16 => 2,
+        }
+    }
+}
+
 /// `x · Wᵀ` for `x` of shape `[m, cols]` (row-major); returns `[m, rows]`.
-pub fn qmatmul(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
+pub fn qmatmul(w: &QMatrix, x: &[f32], m: usize, act: Activations) -> Vec<f32> {
     let (rows, cols) = (w.rows(), w.cols());
     debug_assert_eq!(x.len(), m * cols);
-    let xs: Vec<Vec<f32>> = (0..m).map(|i| QMatrix::group_sums(&x[i * cols..(i + 1) * cols])).collect();
+    let input_rows = (0..m).map(|i| &x[i * cols..(i + 1) * cols]);
+    match act {
+        Activations::F32 => {
+            let xs: Vec<Vec<f32>> = input_rows.clone().map(QMatrix::group_sums).collect();
+            let xr: Vec<&[f32]> = input_rows.collect();
+            split_rows(rows, m, |r0, n, i0, i1, out| {
+                let sums: Vec<&[f32]> = xs[i0..i1].iter().map(Vec::as_slice).collect();
+                dot_multi(w, r0, n, &xr[i0..i1], &sums, out)
+            })
+        }
+        Activations::Q8 | Activations::Q16 => {
+            let q8: Vec<Q8Row> = input_rows.map(|x| Q8Row::new(x, act.planes())).collect();
+            split_rows(rows, m, |r0, n, i0, i1, out| {
+                let xr: Vec<&Q8Row> = q8[i0..i1].iter().collect();
+                dot_q8(w, r0, n, &xr, out)
+            })
+        }
+    }
+}
+
+/// Runs `kernel(r0, n, i0, i1, out)` over tasks of [`ROWS_PER_TASK`] output rows (in parallel natively)
+/// and input rows in chunks of [`QMatrix::MULTI`] (`out` is `[i1 − i0][n]`); assembles `[m, rows]`.
+fn split_rows(rows: usize, m: usize, kernel: impl Fn(usize, usize, usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
     let task = |r0: usize| -> Vec<f32> {
         let n = ROWS_PER_TASK.min(rows - r0);
         let mut part = vec![0f32; m * n];
         for i0 in (0..m).step_by(QMatrix::MULTI) {
             let i1 = (i0 + QMatrix::MULTI).min(m);
-            let rows_x: Vec<&[f32]> = (i0..i1).map(|i| &x[i * cols..(i + 1) * cols]).collect();
-            let sums: Vec<&[f32]> = xs[i0..i1].iter().map(Vec::as_slice).collect();
-            dot_multi(w, r0, n, &rows_x, &sums, &mut part[i0 * n..i1 * n]);
+            kernel(r0, n, i0, i1, &mut part[i0 * n..i1 * n]);
         }
         part
     };
@@ -41,6 +86,19 @@ pub fn qmatmul(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Up to [`QMatrix::MULTI`] quantized input rows against output rows `r0..r0 + n` (`out` is `[rows][n]`).
+fn dot_q8(w: &QMatrix, r0: usize, n: usize, xs: &[&Q8Row], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the feature the kernel is compiled for was just detected.
+        unsafe { w.dot_rows_q8_avx2(r0, n, xs, out) };
+        return;
+    }
+    for (i, x) in xs.iter().enumerate() {
+        w.dot_rows_q8(r0, x, &mut out[i * n..(i + 1) * n]);
+    }
 }
 
 /// Up to [`QMatrix::MULTI`] input rows against output rows `r0..r0 + n` (`out` is `[rows][n]`): one
