@@ -665,8 +665,20 @@ mod tests {
     use crate::quant::dequantize;
     use crate::sampling::Rng;
 
-    /// Random blocks of `ty` with moderate f16 scales, as in real files.
-    fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> QMatrix {
+    /// Every integer-coded GGML type.
+    const INTEGER_TYPES: [GgmlType; 8] = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+
+    /// Random blocks of `ty` (`rows × cols` values) with finite, moderate f16 scales, as in real files.
+    fn random_blocks(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
         let n = rows * cols / ty.block_elems();
         let mut data: Vec<u8> = (0..n * ty.block_bytes()).map(|_| rng.next_u64() as u8).collect();
         let scale_at: &[usize] = match ty {
@@ -680,7 +692,11 @@ mod tests {
                 blk[at..at + 2].copy_from_slice(&s.to_le_bytes());
             }
         }
-        QMatrix::from_ggml(ty, &data, rows, cols).unwrap()
+        data
+    }
+
+    fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> QMatrix {
+        QMatrix::from_ggml(ty, &random_blocks(ty, rows, cols, rng), rows, cols).unwrap()
     }
 
     /// The integer kernels: AVX2 (one to four input rows) equals the portable loop bit for bit, and both
@@ -688,16 +704,7 @@ mod tests {
     #[test]
     fn q8_kernels_agree_and_stay_within_the_rounding_bound() {
         let mut rng = Rng::new(21);
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-            GgmlType::Q4_K,
-            GgmlType::Q5_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in INTEGER_TYPES {
             // 96 columns leave a partial quad of groups (6 groups) for the bias lanes.
             let cols = if ty.block_elems() == 32 { 96 } else { QK_K };
             let rows = 7;
@@ -759,31 +766,9 @@ mod tests {
     #[test]
     fn values_are_bit_identical_to_dequantize() {
         let mut rng = Rng::new(9);
-        for ty in [
-            GgmlType::Q4_0,
-            GgmlType::Q4_1,
-            GgmlType::Q5_0,
-            GgmlType::Q5_1,
-            GgmlType::Q8_0,
-            GgmlType::Q4_K,
-            GgmlType::Q5_K,
-            GgmlType::Q6_K,
-        ] {
+        for ty in INTEGER_TYPES {
             let (rows, cols) = (3, 2 * QK_K);
-            let n = rows * cols / ty.block_elems();
-            let mut data: Vec<u8> = (0..n * ty.block_bytes()).map(|_| rng.next_u64() as u8).collect();
-            // Keep the f16 scales finite and moderate, as in real files.
-            let scale_at: &[usize] = match ty {
-                GgmlType::Q6_K => &[208],
-                GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-                _ => &[0],
-            };
-            for blk in data.chunks_exact_mut(ty.block_bytes()) {
-                for &at in scale_at {
-                    let s = half::f16::from_f32((rng.next_f64() as f32 - 0.5) * 0.1);
-                    blk[at..at + 2].copy_from_slice(&s.to_le_bytes());
-                }
-            }
+            let data = random_blocks(ty, rows, cols, &mut rng);
             let want = dequantize(ty, &data, rows * cols, "t").unwrap();
             let m = QMatrix::from_ggml(ty, &data, rows, cols).unwrap();
             for r in 0..rows {
