@@ -18,7 +18,7 @@ pub enum Activations {
     /// scheme, the fastest, with an activation rounding of at most max|x|/254 per value (a group
     /// holding one very large activation loses its small neighbours).
     Q8,
-    /// The same with a second 8-bit plane for the remainder (rounding ≤ max|x|/64,516 per value):
+    /// The same with a second 8-bit plane for the remainder (the remainder in 1/128 steps: rounding ≤ max|x|/32,512 per value):
     /// close to f32 results at most of Q8's speed.
     Q16,
 }
