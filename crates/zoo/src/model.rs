@@ -114,6 +114,9 @@ impl ZooConfig {
     }
 }
 
+/// Row-major f32 values and shape of one exported tensor, by HF name.
+pub type HfTensors = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
+
 /// One decoder block.
 #[derive(Module, Debug)]
 pub struct Block {
@@ -213,7 +216,7 @@ impl ZooModel {
     }
 
     /// HF tensors (name → row-major f32 values and shape).
-    pub fn hf_tensors(&self) -> Result<BTreeMap<String, (Vec<f32>, Vec<usize>)>> {
+    pub fn hf_tensors(&self) -> Result<HfTensors> {
         let mut out = BTreeMap::new();
         let read = |t: TensorData| t.try_to_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")));
         let mut put = |name: String, data: TensorData| -> Result<()> {
@@ -351,7 +354,7 @@ mod tests {
         let dec = Decoder::load(&files, &device, WeightMode::F32, &mut |_, _| {}).unwrap();
         let ids: Vec<u32> = vec![3, 17, 5, 9, 22, 31, 2, 8, 8, 39];
         let mut cache = dec.new_cache(1);
-        let got = dec.forward(&[ids.clone()], &[vec![true; ids.len()]], &mut cache, true).unwrap();
+        let got = dec.forward(std::slice::from_ref(&ids), &[vec![true; ids.len()]], &mut cache, true).unwrap();
         let got = chorus_models::decoder::to_rows(got).unwrap();
         let x = Tensor::<1, Int>::from_data(
             TensorData::new(ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), [ids.len()]),
