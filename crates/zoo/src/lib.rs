@@ -4,5 +4,6 @@
 pub mod error;
 pub mod model;
 pub mod tasks;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
