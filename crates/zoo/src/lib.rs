@@ -2,6 +2,7 @@
 //! experts and fine-tunes), used as the embedded default for DLF, merging and the browser demos.
 
 pub mod error;
+pub mod corpus;
 pub mod model;
 pub mod tasks;
 pub mod tokenizer;
