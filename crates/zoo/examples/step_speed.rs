@@ -7,7 +7,16 @@ fn main() {
     let device = Device::flex().autodiff();
     device.seed(1);
     for (h, f, l, heads) in [(64usize, 192usize, 2usize, 4usize), (128, 384, 4, 4), (160, 448, 4, 5)] {
-        let cfg = ZooConfig { vocab_size: 320, hidden_size: h, intermediate_size: f, num_layers: l, num_heads: heads, max_positions: 64, rope_theta: 10_000.0, rms_norm_eps: 1e-5 };
+        let cfg = ZooConfig {
+            vocab_size: 320,
+            hidden_size: h,
+            intermediate_size: f,
+            num_layers: l,
+            num_heads: heads,
+            max_positions: 64,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-5,
+        };
         let mut m = ZooModel::new(&cfg, &device).unwrap();
         let mut opt = AdamWConfig::new().init();
         let (b, t) = (32usize, 48usize);

@@ -35,7 +35,14 @@ impl Default for Mix {
 pub fn sentence(rng: &mut Rng) -> String {
     let mut pick = |xs: &[&'static str]| xs[(rng.next_u64() % xs.len() as u64) as usize];
     let clause = |pick: &mut dyn FnMut(&[&'static str]) -> &'static str| {
-        format!("the {} {} {} the {} {}", pick(&ADJECTIVES), pick(&NOUNS), pick(&VERBS), pick(&ADJECTIVES), pick(&NOUNS))
+        format!(
+            "the {} {} {} the {} {}",
+            pick(&ADJECTIVES),
+            pick(&NOUNS),
+            pick(&VERBS),
+            pick(&ADJECTIVES),
+            pick(&NOUNS)
+        )
     };
     let first = clause(&mut pick);
     if rng.next_u64().is_multiple_of(2) {

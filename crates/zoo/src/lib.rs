@@ -1,8 +1,9 @@
 //! The Chorus zoo: a tiny decoder family that Chorus trains itself (a small and a large base, per-task
 //! experts and fine-tunes), used as the embedded default for DLF, merging and the browser demos.
 
-pub mod error;
 pub mod corpus;
+pub mod data;
+pub mod error;
 pub mod model;
 pub mod tasks;
 pub mod tokenizer;
