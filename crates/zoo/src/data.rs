@@ -89,7 +89,7 @@ mod tests {
         let w = w.into_data().try_to_vec::<f32>().unwrap();
         let n = s.ids.len() + 3;
         assert!(w[s.ids.len() - 1..n].iter().all(|&x| x == 0.0), "padding and the last token carry no loss");
-        let (_, cut) = batch(&[l.clone()], 4, 0, &device);
+        let (_, cut) = batch(std::slice::from_ref(&l), 4, 0, &device);
         assert_eq!(cut.into_data().try_to_vec::<f32>().unwrap(), vec![1.0, 1.0, 1.0, 0.0]);
     }
 }
