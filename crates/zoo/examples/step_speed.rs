@@ -1,5 +1,5 @@
 //! Measures training-step time for candidate zoo sizes (a planning aid; prints one line per size).
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use chorus_zoo::model::{ZooConfig, ZooModel};
 
