@@ -7,5 +7,6 @@ pub mod error;
 pub mod model;
 pub mod tasks;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};
