@@ -114,6 +114,16 @@ impl ZooConfig {
     }
 }
 
+/// Element type of exported weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreDtype {
+    /// 4 bytes per weight.
+    F32,
+    /// 2 bytes per weight.
+    F16,
+}
+
 /// Row-major f32 values and shape of one exported tensor, by HF name.
 pub type HfTensors = BTreeMap<String, (Vec<f32>, Vec<usize>)>;
 
@@ -246,15 +256,41 @@ impl ZooModel {
     /// Writes `config.json`, `model.safetensors` (f32) and `tokenizer.json` into `dir` (created), each
     /// through a temporary file renamed into place, so a failed export leaves no half-written file.
     pub fn export(&self, cfg: &ZooConfig, tokenizer_json: &[u8], bos: u32, eos: u32, dir: &Path) -> Result<()> {
+        self.export_as(cfg, tokenizer_json, bos, eos, dir, StoreDtype::F32)
+    }
+
+    /// [`Self::export`] with the stored element type (f16 halves the committed size; the evaluation
+    /// reads what was stored, so reported numbers are those of the shipped weights).
+    pub fn export_as(
+        &self,
+        cfg: &ZooConfig,
+        tokenizer_json: &[u8],
+        bos: u32,
+        eos: u32,
+        dir: &Path,
+        dtype: StoreDtype,
+    ) -> Result<()> {
         let io = |path: &Path, e: std::io::Error| Error::Io { path: path.to_path_buf(), reason: e.to_string() };
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let tensors = self.hf_tensors()?;
-        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
-            tensors.into_iter().map(|(n, (v, s))| (n, v.iter().flat_map(|x| x.to_le_bytes()).collect(), s)).collect();
+        let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+            .into_iter()
+            .map(|(n, (v, s))| {
+                let b = match dtype {
+                    StoreDtype::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    StoreDtype::F16 => v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+                };
+                (n, b, s)
+            })
+            .collect();
+        let st_dtype = match dtype {
+            StoreDtype::F32 => safetensors::Dtype::F32,
+            StoreDtype::F16 => safetensors::Dtype::F16,
+        };
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
             .iter()
             .map(|(n, b, s)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                safetensors::tensor::TensorView::new(st_dtype, s.clone(), b)
                     .map(|v| (n.clone(), v))
                     .map_err(|e| Error::Io { path: dir.join("model.safetensors"), reason: e.to_string() })
             })
@@ -367,6 +403,16 @@ mod tests {
                 let w = want[p * cfg.vocab_size + j];
                 assert!((g - w).abs() <= 1e-4, "position {p} token {j}: runtime {g} vs module {w}");
             }
+        }
+        // Stored as f16: the same logits up to the weights' rounding.
+        m.export_as(&cfg, &char_tokenizer(cfg.vocab_size), 0, 1, &dir, StoreDtype::F16).unwrap();
+        let st = std::fs::metadata(dir.join("model.safetensors")).unwrap().len() as usize;
+        assert!(st < cfg.parameters() * 2 + 4096, "f16 file of {st} bytes for {} weights", cfg.parameters());
+        let dec = Decoder::load(&ModelFiles::open(&dir).unwrap(), &device, WeightMode::F32, &mut |_, _| {}).unwrap();
+        let mut cache = dec.new_cache(1);
+        let half = dec.forward(std::slice::from_ref(&ids), &[vec![true; ids.len()]], &mut cache, true).unwrap();
+        for (a, b) in chorus_models::decoder::to_rows(half).unwrap().iter().flatten().zip(got.iter().flatten()) {
+            assert!((a - b).abs() <= 2e-2, "f16 {a} vs f32 {b}");
         }
         std::fs::remove_dir_all(&dir).ok();
     }
