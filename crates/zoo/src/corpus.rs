@@ -17,7 +17,7 @@ const VERBS: [&str; 12] =
 const LINKS: [&str; 6] = ["and", "but", "while", "because", "so", "then"];
 
 /// Mixture of a pretraining corpus.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Mix {
     /// Probability that a line is a task example (split evenly over the tasks).
     pub task_rate: f64,

@@ -4,6 +4,7 @@
 pub mod corpus;
 pub mod data;
 pub mod error;
+pub mod family;
 pub mod model;
 pub mod tasks;
 pub mod tokenizer;
