@@ -174,13 +174,11 @@ fn build(spec: &FamilySpec, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<Man
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A micro family (two tasks, a few steps each): every member is a loadable HF folder, the manifest
-    /// lists them, and an existing destination is refused without touching it.
-    #[test]
-    fn micro_family_trains_exports_and_refuses_to_overwrite() {
+    /// A micro family spec (two tasks, a few steps each): trains in well under a second.
+    pub(crate) fn micro_spec() -> FamilySpec {
         let cfg = |h: usize| ZooConfig {
             vocab_size: 0,
             hidden_size: h,
@@ -192,7 +190,7 @@ mod tests {
             rms_norm_eps: 1e-5,
         };
         let tc = TrainConfig { steps: 3, batch: 4, seq_len: 24, lr: 1e-3, warmup: 1, weight_decay: 0.0, seed: 1 };
-        let spec = FamilySpec {
+        FamilySpec {
             seed: 4,
             vocab_size: 300,
             small: cfg(8),
@@ -205,7 +203,14 @@ mod tests {
             pretrain: [tc; 2],
             finetune: [tc; 3],
             dtype: StoreDtype::F16,
-        };
+        }
+    }
+
+    /// Every member is a loadable HF folder, the manifest lists them, and an existing destination is
+    /// refused without touching it.
+    #[test]
+    fn micro_family_trains_exports_and_refuses_to_overwrite() {
+        let spec = micro_spec();
         let out = std::env::temp_dir().join(format!("chorus-zoo-family-{}", std::process::id()));
         std::fs::remove_dir_all(&out).ok();
         let mut lines = Vec::new();

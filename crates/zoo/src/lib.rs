@@ -4,6 +4,7 @@
 pub mod corpus;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod family;
 pub mod model;
 pub mod tasks;

@@ -1,0 +1,191 @@
+//! The zoo's evaluation: greedy exact match on each task's test split for the models alone, proxy-tuning
+//! (α = 1) and DLF (paper grid and refine), in the paper's single-task and multi-task tables (§A.8).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chorus_core::GenerateOptions;
+use chorus_core::fusion::{FusionConfig, Solver};
+use chorus_engine::{Backend, FuseOptions, Fusion, FusionSetup, LoadedModel, Member};
+use chorus_models::ModelFiles;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::family::{Manifest, member_name};
+use crate::tasks::{Example, Task};
+
+/// Split of the task generators used for testing (training uses split 0).
+pub const TEST_SPLIT: u64 = 2;
+
+/// Exact-match accuracy (0–100) of every method on one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRow {
+    /// Task name.
+    pub task: String,
+    /// Whether the multi-task fine-tune saw it.
+    pub seen: bool,
+    /// `method → accuracy`, in table order.
+    pub scores: Vec<(String, f64)>,
+}
+
+/// The evaluation's result (`chorus zoo eval --json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Test examples per task.
+    pub per_task: usize,
+    /// Single-task rows: large base, small expert, proxy-tuning, DLF paper, DLF refine, large fine-tune.
+    pub single: Vec<TaskRow>,
+    /// Multi-task rows: large base, DLF with all experts (paper), multi-task large fine-tune.
+    pub multi: Vec<TaskRow>,
+}
+
+fn load(dir: &Path) -> Result<Arc<LoadedModel>> {
+    let err = |e: String| Error::Io { path: dir.to_path_buf(), reason: e };
+    let files = ModelFiles::open(dir).map_err(|e| err(e.to_string()))?;
+    let device = chorus_engine::device(Backend::Cpu).map_err(|e| err(e.to_string()))?;
+    Ok(Arc::new(LoadedModel::load(files, Backend::Cpu, &device, None, &mut |_, _| {}).map_err(|e| err(e.to_string()))?))
+}
+
+fn opts() -> GenerateOptions {
+    GenerateOptions { max_new_tokens: 16, ..Default::default() }
+}
+
+fn accuracy(tests: &[Example], outputs: &[String]) -> f64 {
+    let ok = tests.iter().zip(outputs).filter(|(e, o)| e.is_correct(o)).count();
+    100.0 * ok as f64 / tests.len().max(1) as f64
+}
+
+fn alone(m: &LoadedModel, tests: &[Example]) -> Result<f64> {
+    let prompts: Vec<Vec<u32>> = tests
+        .iter()
+        .map(|e| m.files.tokenizer.encode(&e.prompt, false))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Device(e.to_string()))?;
+    let outs = m.generate_batch(&prompts, &opts()).map_err(|e| Error::Device(e.to_string()))?;
+    Ok(accuracy(tests, &outs.into_iter().map(|o| o.text).collect::<Vec<_>>()))
+}
+
+fn fused(setup: &FusionSetup, solver: Solver, tests: &[Example]) -> Result<f64> {
+    let f = Fusion::new(setup.clone()).map_err(|e| Error::Device(e.to_string()))?;
+    let o = FuseOptions { generate: opts(), fusion: FusionConfig::with_solver(solver), chat: false };
+    let prompts: Vec<String> = tests.iter().map(|e| e.prompt.clone()).collect();
+    let outs = f.generate_batch(&prompts, &o, &mut |_| {}).map_err(|e| Error::Device(e.to_string()))?;
+    Ok(accuracy(tests, &outs.into_iter().map(|o| o.text).collect::<Vec<_>>()))
+}
+
+/// Evaluates a trained family folder on `per_task` test examples per task; `log` gets progress lines.
+pub fn evaluate(dir: &Path, per_task: usize, log: &mut dyn FnMut(&str)) -> Result<Report> {
+    let manifest: Manifest = {
+        let p = dir.join("family.json");
+        let b = std::fs::read(&p).map_err(|e| Error::Io { path: p.clone(), reason: e.to_string() })?;
+        serde_json::from_slice(&b).map_err(|e| Error::Io { path: p, reason: e.to_string() })?
+    };
+    let m = |large: bool, role: &str| load(&dir.join(member_name(large, role)));
+    let member = |name: &str, model: &Arc<LoadedModel>| Member {
+        name: name.into(),
+        model: Arc::clone(model),
+        instruction: None,
+    };
+    let (large_base, small_base) = (m(true, "base")?, m(false, "base")?);
+    let experts: Vec<(Task, Arc<LoadedModel>)> =
+        manifest.spec.tasks.iter().map(|&t| Ok((t, m(false, t.name())?))).collect::<Result<_>>()?;
+    let mut single = Vec::new();
+    let mut multi = Vec::new();
+    let all_setup = FusionSetup {
+        large: member("large", &large_base),
+        base: member("base", &small_base),
+        experts: experts.iter().map(|(t, e)| member(t.name(), e)).collect(),
+    };
+    let multi_ft = m(true, "multi")?;
+    for (t, expert) in &experts {
+        let tests = t.examples(manifest.spec.seed, TEST_SPLIT, per_task);
+        let setup = FusionSetup {
+            large: member("large", &large_base),
+            base: member("base", &small_base),
+            experts: vec![member(t.name(), expert)],
+        };
+        let base = alone(&large_base, &tests)?;
+        let scores = vec![
+            ("large base".to_string(), base),
+            ("small expert".to_string(), alone(expert, &tests)?),
+            ("proxy-tuning".to_string(), fused(&setup, Solver::Static { alpha: 1.0 }, &tests)?),
+            ("DLF (paper)".to_string(), fused(&setup, Solver::Paper, &tests)?),
+            ("DLF (refine)".to_string(), fused(&setup, Solver::Refine, &tests)?),
+            ("large fine-tune".to_string(), alone(&*m(true, t.name())?, &tests)?),
+        ];
+        log(&format!("{}: {:?}", t.name(), scores));
+        let seen = manifest.spec.seen.contains(t);
+        single.push(TaskRow { task: t.name().into(), seen, scores });
+        let mscores = vec![
+            ("large base".to_string(), base),
+            ("DLF all experts".to_string(), fused(&all_setup, Solver::Paper, &tests)?),
+            ("multi-task fine-tune".to_string(), alone(&multi_ft, &tests)?),
+        ];
+        log(&format!("{} (multi): {:?}", t.name(), mscores));
+        multi.push(TaskRow { task: t.name().into(), seen, scores: mscores });
+    }
+    Ok(Report { per_task, single, multi })
+}
+
+/// The paper-style tables as text, with averages and the ratios DLF/FT and (DLF − base)/(FT − base).
+pub fn render(r: &Report) -> String {
+    let mut s = String::new();
+    let table = |s: &mut String, title: &str, rows: &[TaskRow]| {
+        let Some(first) = rows.first() else { return };
+        s.push_str(&format!("{title} (exact match %, {} test prompts per task)\n", r.per_task));
+        s.push_str(&format!("{:<22}", "method"));
+        for row in rows {
+            s.push_str(&format!("{:>9}", format!("{}{}", row.task, if row.seen { "" } else { "*" })));
+        }
+        s.push_str(&format!("{:>9}\n", "avg"));
+        for (k, (method, _)) in first.scores.iter().enumerate() {
+            s.push_str(&format!("{method:<22}"));
+            let vals: Vec<f64> = rows.iter().map(|row| row.scores[k].1).collect();
+            for v in &vals {
+                s.push_str(&format!("{v:>9.1}"));
+            }
+            s.push_str(&format!("{:>9.1}\n", vals.iter().sum::<f64>() / vals.len() as f64));
+        }
+    };
+    table(&mut s, "Single task", &r.single);
+    let avg = |rows: &[TaskRow], name: &str| -> Option<f64> {
+        let v: Vec<f64> =
+            rows.iter().filter_map(|row| row.scores.iter().find(|(m, _)| m == name).map(|x| x.1)).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    if let (Some(d), Some(f), Some(b)) =
+        (avg(&r.single, "DLF (paper)"), avg(&r.single, "large fine-tune"), avg(&r.single, "large base"))
+    {
+        s.push_str(&format!(
+            "DLF/FT = {:.1}%   (DLF − base)/(FT − base) = {:.1}%\n\n",
+            100.0 * d / f.max(1e-9),
+            100.0 * (d - b) / (f - b).max(1e-9)
+        ));
+    }
+    table(&mut s, "Multi-task (* = held out from the multi-task fine-tune)", &r.multi);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a micro family the evaluation runs every method through the real fusion engine and produces
+    /// both tables with accuracies in range.
+    #[test]
+    fn micro_family_evaluates_into_both_tables() {
+        let spec = crate::family::tests::micro_spec();
+        let out = std::env::temp_dir().join(format!("chorus-zoo-eval-{}", std::process::id()));
+        std::fs::remove_dir_all(&out).ok();
+        crate::family::train_family(&spec, &out, &mut |_| {}).unwrap();
+        let r = evaluate(&out, 3, &mut |_| {}).unwrap();
+        assert_eq!(r.single.len(), 2);
+        assert_eq!(r.single[0].scores.len(), 6);
+        assert_eq!(r.multi[1].scores.len(), 3);
+        assert!(r.single[0].seen && !r.single[1].seen);
+        assert!(r.single.iter().chain(&r.multi).flat_map(|row| &row.scores).all(|(_, v)| (0.0..=100.0).contains(v)));
+        let text = render(&r);
+        assert!(text.contains("DLF (paper)") && text.contains("date*"), "{text}");
+        std::fs::remove_dir_all(&out).ok();
+    }
+}
