@@ -45,6 +45,46 @@ pub struct FamilySpec {
     pub dtype: StoreDtype,
 }
 
+impl Default for FamilySpec {
+    /// The shipped family: a 2-layer, 64-wide small model (≈ 0.13 M parameters) and a 4-layer, 128-wide
+    /// large one (≈ 0.9 M, 7×), five tasks (date held out from the multi-task fine-tune), f16 weights.
+    fn default() -> Self {
+        let cfg = |h: usize, layers: usize| ZooConfig {
+            vocab_size: 0,
+            hidden_size: h,
+            intermediate_size: 3 * h,
+            num_layers: layers,
+            num_heads: 4,
+            max_positions: 64,
+            rope_theta: 10_000.0,
+            rms_norm_eps: 1e-5,
+        };
+        let tc = |steps: usize, lr: f64, seed: u64| TrainConfig {
+            steps,
+            batch: 32,
+            seq_len: 48,
+            lr,
+            warmup: (steps / 20).max(1),
+            weight_decay: 0.01,
+            seed,
+        };
+        Self {
+            seed: 1,
+            vocab_size: 320,
+            small: cfg(64, 2),
+            large: cfg(128, 4),
+            tasks: Task::ALL.to_vec(),
+            seen: vec![Task::Add, Task::Reverse, Task::Sort, Task::Recall],
+            corpus_lines: 40_000,
+            mix: Mix::default(),
+            finetune_examples: 4000,
+            pretrain: [tc(1500, 3e-3, 11), tc(1500, 2e-3, 12)],
+            finetune: [tc(800, 2e-3, 21), tc(400, 1e-3, 22), tc(800, 1e-3, 23)],
+            dtype: StoreDtype::F16,
+        }
+    }
+}
+
 /// One trained member.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {
