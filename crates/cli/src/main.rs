@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod eval;
 mod fuse;
+mod zoo;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Benchmarks that print machine-readable JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The zoo: a tiny model family trained by Chorus, and its evaluation tables.
+    #[command(subcommand)]
+    Zoo(zoo::ZooCommand),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Command::PlotTrace(a) => fuse::plot_trace(a),
         Command::Eval(e) => eval::run(e),
         Command::Bench(b) => bench::run(b),
+        Command::Zoo(z) => zoo::run(z),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
