@@ -32,7 +32,10 @@ pub fn train(texts: &[String], vocab_size: usize) -> Result<ZooTokenizer> {
     if vocab_size < 257 {
         return Err(err(format!("vocab_size {vocab_size} is below the 256 byte symbols plus one")));
     }
-    let pre = Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, false).into()]);
+    // GPT-2's split regex (the last `true`) keeps merges inside words: without it BPE learns pieces such as
+    // " = " that span a prompt's end and its answer's start, so a prompt encoded alone at inference ends in
+    // token pieces the model never saw in pretraining.
+    let pre = Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]);
     let mut tk: Impl = TokenizerBuilder::new()
         .with_model(BPE::default())
         .with_pre_tokenizer(Some(pre.into()))
@@ -72,6 +75,15 @@ mod tests {
                     let n = tk.encode(&format!(" {d}"), false).unwrap().len();
                     assert!(n >= d.len(), "{d}: {n} tokens");
                 }
+            }
+        }
+        // A prompt encoded alone followed by its answer encoded alone is the whole line encoded at once:
+        // inference (prompt alone) sees the token boundary pretraining (whole lines) saw.
+        for t in Task::ALL {
+            for e in t.examples(9, 1, 200) {
+                let mut split = tk.encode(&e.prompt, false).unwrap();
+                split.extend(tk.encode(&format!("{}\n", e.answer), false).unwrap());
+                assert_eq!(split, tk.encode(&e.text(), false).unwrap(), "{e:?}");
             }
         }
         assert_eq!(train(&texts, 320).unwrap().json, z.json, "training is deterministic");
