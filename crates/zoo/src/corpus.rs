@@ -1,6 +1,10 @@
 //! Training text of the zoo. Pretraining lines are mostly a small synthetic language (templated
-//! sentences over a fixed word list) with task examples that are rare and partly wrong, so a base model
-//! knows the tasks only a little, and a larger base more; fine-tuning lines are clean task examples.
+//! sentences over a fixed word list) with task examples that are a minority, partly wrong and mostly
+//! *run on* (the answer is followed by more text on the same line instead of ending it), so a base model
+//! knows the tasks (a larger base more of them) but does not answer in the task's format: it rambles
+//! past the answer, as base language models do. Fine-tuning lines are clean examples that end at the
+//! answer, so a fine-tune learns the format (where an answer stops) and sharpens the skill. This split of
+//! "knowledge from pretraining, format from fine-tuning" is the miniature of the setting DLF targets.
 
 use chorus_core::sampling::Rng;
 
@@ -23,11 +27,14 @@ pub struct Mix {
     pub task_rate: f64,
     /// Probability that a task example in the corpus carries a wrong answer.
     pub noise: f64,
+    /// Probability that a task example's line goes on after the answer (` ; ` and a sentence).
+    #[serde(default)]
+    pub run_on: f64,
 }
 
 impl Default for Mix {
     fn default() -> Self {
-        Self { task_rate: 0.15, noise: 0.2 }
+        Self { task_rate: 0.5, noise: 0.1, run_on: 0.7 }
     }
 }
 
@@ -66,7 +73,11 @@ pub fn pretrain_lines(seed: u64, n: usize, mix: Mix) -> Vec<String> {
                     // A wrong answer of the same form: another example's answer.
                     e.answer = t.example(&mut rng).answer;
                 }
-                e.text()
+                if rng.next_f64() < mix.run_on {
+                    format!("{}{} ; {}\n", e.prompt, e.answer, sentence(&mut rng))
+                } else {
+                    e.text()
+                }
             } else {
                 format!("{}\n", sentence(&mut rng))
             }
@@ -90,18 +101,21 @@ mod tests {
         assert_eq!(lines, pretrain_lines(3, 4000, Mix::default()));
         assert!(lines.iter().all(|l| l.ends_with('\n') && l.matches('\n').count() == 1));
         let tasks = lines.iter().filter(|l| l.contains(" = ")).count() as f64 / lines.len() as f64;
-        assert!((tasks - 0.15).abs() < 0.03, "task rate {tasks}");
+        assert!((tasks - 0.5).abs() < 0.03, "task rate {tasks}");
+        let run_on = lines.iter().filter(|l| l.contains(" ; ")).count() as f64 / lines.len() as f64 / tasks;
+        assert!((run_on - 0.7).abs() < 0.05, "run-on rate {run_on}");
         let adds: Vec<&String> = lines.iter().filter(|l| l.starts_with("add ")).collect();
         let wrong = adds
             .iter()
             .filter(|l| {
                 let (q, a) = l.trim_end().split_once(" = ").unwrap();
+                let a = a.split(" ; ").next().unwrap();
                 let s: u64 = q.split(' ').skip(1).map(|x| x.parse::<u64>().unwrap()).sum();
                 a != s.to_string()
             })
             .count() as f64
             / adds.len() as f64;
-        assert!(wrong > 0.08 && wrong < 0.35, "noise {wrong}");
+        assert!(wrong > 0.04 && wrong < 0.16, "noise {wrong}");
         let ft = finetune_examples(1, &[Task::Add, Task::Sort], 10);
         assert_eq!(ft.len(), 10);
         assert!(ft[0].prompt.starts_with("add") && ft[1].prompt.starts_with("sort"));

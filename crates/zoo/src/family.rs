@@ -62,7 +62,7 @@ impl Default for FamilySpec {
         let tc = |steps: usize, lr: f64, seed: u64| TrainConfig {
             steps,
             batch: 32,
-            seq_len: 48,
+            seq_len: 40,
             lr,
             warmup: (steps / 20).max(1),
             weight_decay: 0.01,
@@ -78,8 +78,8 @@ impl Default for FamilySpec {
             corpus_lines: 40_000,
             mix: Mix::default(),
             finetune_examples: 4000,
-            pretrain: [tc(1500, 3e-3, 11), tc(1500, 2e-3, 12)],
-            finetune: [tc(800, 2e-3, 21), tc(400, 1e-3, 22), tc(800, 1e-3, 23)],
+            pretrain: [tc(1500, 3e-3, 11), tc(2500, 2e-3, 12)],
+            finetune: [tc(800, 2e-3, 21), tc(300, 1e-3, 22), tc(800, 1e-3, 23)],
             dtype: StoreDtype::F16,
         }
     }

@@ -9,13 +9,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
-    /// Sum of two 2–4 digit numbers: `add 352 419 =` → ` 771`.
+    /// Sum of two 1–2 digit numbers: `add 52 49 =` → ` 101`.
     Add,
-    /// A 3–7 letter word backwards: `rev plant =` → ` tnalp`.
+    /// A 3–8 letter word backwards: `rev plant =` → ` tnalp`.
     Reverse,
-    /// 3–6 one-digit numbers in ascending order: `sort 5 2 9 1 =` → ` 1 2 5 9`.
+    /// 4–8 one-digit numbers in ascending order: `sort 5 2 9 1 =` → ` 1 2 5 9`.
     Sort,
-    /// The value of one key among 3–5 pairs: `get b in a=4 b=7 c=1 =` → ` 7`.
+    /// The value of one key among 3–6 pairs: `get b in a=4 b=7 c=1 =` → ` 7`.
     Recall,
     /// An ISO date as day/month/year: `date 2024-03-07 =` → ` 07/03/2024`.
     Date,
@@ -36,6 +36,23 @@ impl Task {
         }
     }
 
+    /// The word its prompts start with.
+    pub fn keyword(self) -> &'static str {
+        match self {
+            Task::Add => "add",
+            Task::Reverse => "rev",
+            Task::Sort => "sort",
+            Task::Recall => "get",
+            Task::Date => "date",
+        }
+    }
+
+    /// The task a prompt is written for, by its first word.
+    pub fn of_prompt(prompt: &str) -> Option<Task> {
+        let word = prompt.split_whitespace().next()?;
+        Task::ALL.into_iter().find(|t| t.keyword() == word)
+    }
+
     /// Parses [`Task::name`].
     pub fn parse(s: &str) -> Option<Task> {
         Task::ALL.into_iter().find(|t| t.name() == s)
@@ -47,26 +64,26 @@ impl Task {
         match self {
             Task::Add => {
                 let digits = |r: &mut dyn FnMut(u64, u64) -> u64| {
-                    let d = r(2, 4) as u32;
+                    let d = r(1, 2) as u32;
                     r(10u64.pow(d - 1), 10u64.pow(d) - 1)
                 };
                 let (a, b) = (digits(&mut r), digits(&mut r));
                 Example::new(format!("add {a} {b} ="), format!(" {}", a + b))
             }
             Task::Reverse => {
-                let n = r(3, 7);
+                let n = r(3, 8);
                 let w: String = (0..n).map(|_| (b'a' + r(0, 25) as u8) as char).collect();
                 Example::new(format!("rev {w} ="), format!(" {}", w.chars().rev().collect::<String>()))
             }
             Task::Sort => {
-                let n = r(3, 6);
+                let n = r(4, 8);
                 let mut v: Vec<u64> = (0..n).map(|_| r(0, 9)).collect();
                 let shown = join(&v);
                 v.sort_unstable();
                 Example::new(format!("sort {shown} ="), format!(" {}", join(&v)))
             }
             Task::Recall => {
-                let n = r(3, 5) as usize;
+                let n = r(3, 6) as usize;
                 // Distinct keys from a..h, in random order.
                 let mut keys: Vec<char> = ('a'..='h').collect();
                 for i in (1..keys.len()).rev() {
@@ -142,6 +159,7 @@ mod tests {
             assert_eq!(a, t.examples(1, 0, 200), "{}", t.name());
             assert_ne!(a, t.examples(1, 1, 200), "{}: splits differ", t.name());
             assert_eq!(Task::parse(t.name()), Some(t));
+            assert!(a.iter().all(|e| Task::of_prompt(&e.prompt) == Some(t)), "{}", t.name());
             for e in &a {
                 assert!(e.prompt.ends_with(" ="), "{e:?}");
                 assert!(e.answer.starts_with(' ') && !e.answer.contains('\n'), "{e:?}");
