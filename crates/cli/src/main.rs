@@ -3,6 +3,7 @@
 
 mod bench;
 mod commands;
+mod demo;
 mod eval;
 mod fuse;
 mod zoo;
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The embedded default: DLF on the zoo family built into the binary, with α per token.
+    Demo(demo::DemoArgs),
     /// Generate text with one model (GGUF file or HF folder), streaming tokens to stdout.
     Generate(commands::GenerateArgs),
     /// Describe a model file: architecture, parameters, tensor types, tokenizer, chat template.
@@ -43,6 +46,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Demo(a) => demo::demo(a),
         Command::Generate(a) => commands::generate(a),
         Command::Inspect(a) => commands::inspect(a),
         Command::Fuse(a) => fuse::fuse(a),

@@ -33,8 +33,8 @@ pub struct ZooTrainArgs {
 /// Arguments of `chorus zoo eval`.
 #[derive(Args)]
 pub struct ZooEvalArgs {
-    /// A trained family folder.
-    #[arg(long)]
+    /// A trained family folder (default: the shipped family in the source tree).
+    #[arg(long, default_value = chorus_zoo::embedded::DIR)]
     pub dir: PathBuf,
     /// Test prompts per task.
     #[arg(long, default_value_t = 100)]

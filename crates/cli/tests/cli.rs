@@ -127,3 +127,33 @@ fn fuse_json_trace_and_plot() {
     assert!(!dir.join("x.svg").exists(), "a failed run leaves no file");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `chorus demo` runs DLF on the embedded zoo family from any folder (no files, no download): one JSON
+/// object per default prompt (one per task) with the three answers and one α per generated token.
+#[test]
+fn demo_runs_on_the_embedded_family() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(["demo", "--json"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run chorus");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 5, "{stdout}");
+    for r in &rows {
+        let steps = r["alphas"].as_array().unwrap();
+        assert!(!steps.is_empty(), "{r}");
+        assert!(steps.iter().all(|s| s[1].as_array().is_some_and(|a| a.len() == 1)), "one expert per task: {r}");
+        assert!(r["fused"].is_string() && r["large_base"].is_string() && r["small_expert"].is_string(), "{r}");
+        assert!(r["correct"].is_boolean(), "{r}");
+    }
+    let (code, out, err) = chorus(&["demo", "--prompt", "the old fox", "--json", "--max-new-tokens", "4"]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["experts"].as_array().map(Vec::len), Some(5), "no task named: every expert fuses: {r}");
+    assert!(r["small_expert"].is_null() && r["correct"].is_null(), "{r}");
+    let (code, _, err) = chorus(&["demo", "--solver", "nonsense"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nonsense"), "{err}");
+}

@@ -13,6 +13,7 @@ pub struct FileBytes {
 
 enum Inner {
     Owned(Vec<u8>),
+    Static(&'static [u8]),
     #[cfg(not(target_family = "wasm"))]
     Mapped(memmap2::Mmap),
 }
@@ -21,6 +22,11 @@ impl FileBytes {
     /// Wraps bytes already in memory (a browser ArrayBuffer, a test fixture).
     pub fn from_vec(v: Vec<u8>) -> Self {
         Self { inner: Arc::new(Inner::Owned(v)) }
+    }
+
+    /// Wraps bytes compiled into the binary (the zoo's embedded family): no copy.
+    pub fn from_static(b: &'static [u8]) -> Self {
+        Self { inner: Arc::new(Inner::Static(b)) }
     }
 
     /// Memory-maps a file read-only; the file is never modified.
@@ -48,6 +54,7 @@ impl Deref for FileBytes {
     fn deref(&self) -> &[u8] {
         match &*self.inner {
             Inner::Owned(v) => v,
+            Inner::Static(b) => b,
             #[cfg(not(target_family = "wasm"))]
             Inner::Mapped(m) => m,
         }

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use chorus_core::GenerateOptions;
 use chorus_core::fusion::{FusionConfig, Solver};
-use chorus_engine::{Backend, FuseOptions, Fusion, FusionSetup, LoadedModel, Member};
+use chorus_engine::{Backend, FuseOptions, Fusion, FusionSetup, LoadedModel};
 use chorus_models::ModelFiles;
 use serde::{Deserialize, Serialize};
 
+use crate::demo::member;
 use crate::error::{Error, Result};
 use crate::family::{Manifest, member_name};
 use crate::tasks::{Example, Task};
@@ -81,11 +82,6 @@ pub fn evaluate(dir: &Path, per_task: usize, log: &mut dyn FnMut(&str)) -> Resul
         serde_json::from_slice(&b).map_err(|e| Error::Io { path: p, reason: e.to_string() })?
     };
     let m = |large: bool, role: &str| load(&dir.join(member_name(large, role)));
-    let member = |name: &str, model: &Arc<LoadedModel>| Member {
-        name: name.into(),
-        model: Arc::clone(model),
-        instruction: None,
-    };
     let (large_base, small_base) = (m(true, "base")?, m(false, "base")?);
     let experts: Vec<(Task, Arc<LoadedModel>)> =
         manifest.spec.tasks.iter().map(|&t| Ok((t, m(false, t.name())?))).collect::<Result<_>>()?;
@@ -166,9 +162,40 @@ pub fn render(r: &Report) -> String {
     s
 }
 
+/// Test prompts per task of the shipped family's fixture (`family/eval.json`).
+pub const FIXTURE_PER_TASK: usize = 100;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped family evaluated now agrees with `family/eval.json` (written by
+    /// `chorus zoo eval --json > crates/zoo/family/eval.json`), so any change that moves a number (runtime,
+    /// fusion solver, loader) shows up here. Up to two prompts per cell may differ: greedy near-ties can flip
+    /// with the summation order of another CPU's kernels.
+    #[test]
+    fn shipped_family_reproduces_its_eval_fixture() {
+        let path = Path::new(crate::embedded::DIR).join("eval.json");
+        let want: Report = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(want.per_task, FIXTURE_PER_TASK);
+        let got = evaluate(Path::new(crate::embedded::DIR), want.per_task, &mut |l| eprintln!("{l}")).unwrap();
+        eprintln!("{}", render(&got));
+        let tol = 2.0 * 100.0 / want.per_task as f64 + 1e-9;
+        let mut diffs = Vec::new();
+        for (table, w, g) in [("single", &want.single, &got.single), ("multi", &want.multi, &got.multi)] {
+            assert_eq!(w.len(), g.len(), "{table}: rows");
+            for (wr, gr) in w.iter().zip(g) {
+                assert_eq!((&wr.task, wr.seen), (&gr.task, gr.seen), "{table}: row");
+                for ((wm, wv), (gm, gv)) in wr.scores.iter().zip(&gr.scores) {
+                    assert_eq!(wm, gm, "{table}/{}: method", wr.task);
+                    if (wv - gv).abs() > tol {
+                        diffs.push(format!("{table}/{}/{wm}: fixture {wv:.1}, now {gv:.1}", wr.task));
+                    }
+                }
+            }
+        }
+        assert!(diffs.is_empty(), "the zoo's numbers moved (more than {tol:.0} points):\n{}", diffs.join("\n"));
+    }
 
     /// On a micro family the evaluation runs every method through the real fusion engine and produces
     /// both tables with accuracies in range.

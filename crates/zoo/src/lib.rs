@@ -3,6 +3,8 @@
 
 pub mod corpus;
 pub mod data;
+pub mod demo;
+pub mod embedded;
 pub mod error;
 pub mod eval;
 pub mod family;
