@@ -1,7 +1,7 @@
 //! A feasibility trial (planning aid): pretrain one model of the default family's corpus, fine-tune it on
 //! one task, export both, and print per-task greedy accuracy through the runtime: strict (the answer and
 //! then the end of the line, what the zoo's tables count) and lenient (the output starts with the answer).
-//! `cargo run -p chorus-zoo --example trial -- [small|large] [task] [pretrain_steps] [finetune_steps]`
+//! `cargo run -p chorus-zoo --example trial -- [small|large] [task] [pretrain_steps] [finetune_steps] [finetune_lr]`
 use std::time::Instant;
 
 use burn::tensor::Device;
@@ -71,7 +71,8 @@ fn main() {
         println!("base {:>8}: strict {s:.2} lenient {l:.2}", t.name());
     }
     let ft_seqs: Vec<data::Sequence> = ft_ex.iter().map(|e| data::example(&tk, e).unwrap()).collect();
-    let tf = TrainConfig { steps: ft, ..spec.finetune[large as usize] };
+    let lr = a.get(5).and_then(|s| s.parse().ok()).unwrap_or(spec.finetune[large as usize].lr);
+    let tf = TrainConfig { steps: ft, lr, warmup: (ft / 20).max(1), ..spec.finetune[large as usize] };
     let expert = train(base, &ft_seqs, &tf, z.eos, &device, &mut |s, l| {
         if s % 100 == 0 {
             eprintln!("finetune {s} loss {l:.3} ({:.0}s)", t0.elapsed().as_secs_f64());
