@@ -3,7 +3,7 @@ use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use chorus_zoo::model::{ZooConfig, ZooModel};
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let device = Device::flex().autodiff();
     device.seed(1);
     for (h, f, l, heads) in [(64usize, 192usize, 2usize, 4usize), (128, 384, 4, 4), (160, 448, 4, 5)] {
@@ -17,7 +17,7 @@ fn main() {
             rope_theta: 10_000.0,
             rms_norm_eps: 1e-5,
         };
-        let mut m = ZooModel::new(&cfg, &device).unwrap();
+        let mut m = ZooModel::new(&cfg, &device)?;
         let mut opt = AdamWConfig::new().init();
         let (b, t) = (32usize, 48usize);
         let ids: Vec<i64> = (0..b * t).map(|i| (i * 31 % 320) as i64).collect();
@@ -33,4 +33,5 @@ fn main() {
         let ms = start.elapsed().as_secs_f64() * 1000.0 / n as f64;
         println!("h={h} f={f} layers={l} params={} : {ms:.1} ms/step (batch {b}x{t})", cfg.parameters());
     }
+    Ok(())
 }

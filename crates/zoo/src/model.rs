@@ -35,39 +35,30 @@ pub struct ZooConfig {
 }
 
 impl ZooConfig {
-    /// Checks what the architecture needs; names the field at fault.
+    /// Checks what the architecture needs; names the field at fault. The runtime's own checks
+    /// (`ModelConfig::validate`) do the rest, so a config the zoo accepts is one the loaders accept.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, reason: String| Err(Error::Config { field: field.into(), reason });
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_layers", self.num_layers),
-            ("num_heads", self.num_heads),
-            ("max_positions", self.max_positions),
-        ] {
-            if v == 0 {
-                return bad(name, "must be at least 1".into());
-            }
+        if self.num_heads == 0 || !self.hidden_size.is_multiple_of(self.num_heads) {
+            return bad(
+                "num_heads",
+                format!("{} heads do not split hidden_size {} evenly", self.num_heads, self.hidden_size),
+            );
         }
-        if !self.hidden_size.is_multiple_of(self.num_heads) || !(self.hidden_size / self.num_heads).is_multiple_of(2) {
-            return bad("num_heads", format!("hidden_size {} must split into heads of even width", self.hidden_size));
-        }
-        if !(self.rope_theta > 0.0 && self.rms_norm_eps > 0.0) {
-            return bad("rope_theta/rms_norm_eps", "must be positive".into());
-        }
-        Ok(())
+        self.model_config().validate().map_err(|e| match e {
+            chorus_core::Error::Config { field, reason } => Error::Config { field, reason },
+            other => Error::Config { field: "config".into(), reason: other.to_string() },
+        })
     }
 
     /// Width of one head.
     pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_heads
+        self.hidden_size.checked_div(self.num_heads).unwrap_or(0)
     }
 
     /// Parameter count (embeddings counted once: the head is tied).
     pub fn parameters(&self) -> usize {
-        let (h, f) = (self.hidden_size, self.intermediate_size);
-        self.vocab_size * h + self.num_layers * (4 * h * h + 3 * h * f + 2 * h) + h
+        self.model_config().parameter_count()
     }
 
     /// The runtime's view of this model.
