@@ -87,6 +87,41 @@ impl Solver {
     }
 }
 
+/// How several experts (T > 1) share a step. The paper's rule is [`MultiRule::Centroid`]; the
+/// alternative is a choice of ours, recorded in ARCHITECTURE.md.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MultiRule {
+    /// The paper (§A.3/§A.4): every one-hot candidate is scored by the full T-term loss, so the fused
+    /// shift aims at the centroid of all experts' KL shifts, relevant or not.
+    #[default]
+    Centroid,
+    /// Route each step to the expert whose distribution moved furthest from the small base
+    /// (largest KL(Q_t‖Q) + KL(Q‖Q_t), first on ties), then solve that expert's single-task loss; the
+    /// other experts get α = 0. Off-task experts that stay close to the base then cannot dilute the
+    /// on-task one's shift, which is what the centroid does by construction.
+    Route,
+}
+
+impl MultiRule {
+    /// Parses the CLI / JSON name (`centroid`, `route`).
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "centroid" => Ok(Self::Centroid),
+            "route" => Ok(Self::Route),
+            other => Err(fusion_err("multi", format!("unknown multi-expert rule '{other}' (centroid, route)"))),
+        }
+    }
+
+    /// The name [`Self::parse`] accepts.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Centroid => "centroid",
+            Self::Route => "route",
+        }
+    }
+}
+
 /// Search range of one expert's α.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AlphaRange {
@@ -114,11 +149,14 @@ pub struct FusionConfig {
     pub step: f32,
     /// Continuous solvers stop when the bracket is narrower than this.
     pub tol: f32,
+    /// How several experts share a step (ignored for one expert and for the fixed-α solvers).
+    #[serde(default)]
+    pub multi: MultiRule,
 }
 
 impl Default for FusionConfig {
     fn default() -> Self {
-        Self { solver: Solver::Paper, ranges: Vec::new(), step: GRID_STEP, tol: 1e-4 }
+        Self { solver: Solver::Paper, ranges: Vec::new(), step: GRID_STEP, tol: 1e-4, multi: MultiRule::Centroid }
     }
 }
 
@@ -315,9 +353,62 @@ pub fn solve(cfg: &FusionConfig, ev: &mut impl Evaluator) -> Choice {
             let e = ev.eval(&a);
             Choice { alpha: a, eval: Some(e), evaluations: 1 }
         }
-        Solver::Paper => scan(&cfg.grid(t), ev).0,
+        Solver::Paper | Solver::Refine | Solver::Joint if t > 1 && cfg.multi == MultiRule::Route => {
+            let k = route(ev.constants());
+            // Only expert k may move; the others' lattices shrink to {0}.
+            let mut one = cfg.clone();
+            one.multi = MultiRule::Centroid;
+            one.ranges = (0..t).map(|j| if j == k { cfg.range(j) } else { AlphaRange { lo: 0.0, hi: 0.0 } }).collect();
+            search(&one, &mut Routed { inner: ev, k })
+        }
+        Solver::Paper | Solver::Refine | Solver::Joint => search(cfg, ev),
+    }
+}
+
+/// The searching solvers over the evaluator's full loss.
+fn search(cfg: &FusionConfig, ev: &mut impl Evaluator) -> Choice {
+    match cfg.solver {
         Solver::Refine => refine(cfg, ev),
         Solver::Joint => joint(cfg, ev),
+        _ => scan(&cfg.grid(ev.constants().expected_delta.len()), ev).0,
+    }
+}
+
+/// The expert [`MultiRule::Route`] picks: the largest symmetric KL shift from the small base, the
+/// first one on ties (so identical experts route to expert 0).
+pub fn route(c: &Constants) -> usize {
+    let shift = |t: usize| c.kl_expert_base[t] + c.kl_base_expert[t];
+    (0..c.kl_expert_base.len()).fold(0, |best, t| if shift(t) > shift(best) { t } else { best })
+}
+
+/// An evaluator whose loss keeps only expert `k`'s two terms: the single-task loss of the routed
+/// expert, with the fused-side KLs of the full α (the other α_t are 0).
+struct Routed<'a, E> {
+    inner: &'a mut E,
+    k: usize,
+}
+
+impl<E: Evaluator> Routed<'_, E> {
+    fn own(&self, e: Eval) -> Eval {
+        let c = self.inner.constants();
+        let (cf, cr) = (c.kl_expert_base[self.k], c.kl_base_expert[self.k]);
+        Eval { loss: (e.kl_fused_large - cf).powi(2) + (e.kl_large_fused - cr).powi(2), ..e }
+    }
+}
+
+impl<E: Evaluator> Evaluator for Routed<'_, E> {
+    fn constants(&self) -> &Constants {
+        self.inner.constants()
+    }
+
+    fn eval(&mut self, alpha: &[f32]) -> Eval {
+        let e = self.inner.eval(alpha);
+        self.own(e)
+    }
+
+    fn eval_all(&mut self, cands: &[Vec<f32>]) -> Vec<Eval> {
+        let all = self.inner.eval_all(cands);
+        all.into_iter().map(|e| self.own(e)).collect()
     }
 }
 
@@ -1132,6 +1223,32 @@ mod tests {
             assert!(a >= ranges[t].lo && a <= ranges[t].hi);
             assert!(((a * 10.0).round() - a * 10.0).abs() < 1e-5);
         }
+    }
+
+    /// `route` sends the step to the expert that moved furthest from the base and then solves exactly
+    /// that expert's single-task problem: an expert equal to the base is never chosen and changes
+    /// nothing, unlike the centroid, which it pulls towards zero shift.
+    #[test]
+    fn route_solves_the_furthest_experts_own_problem() {
+        let (l, s, e) = synthetic_logits(50, 800, 2);
+        for solver in [Solver::Paper, Solver::Refine, Solver::Joint] {
+            let single = solve_ref(&FusionConfig::with_solver(solver), row(&l, &s, &[e[1].as_slice()]));
+            let ex = [s.as_slice(), e[1].as_slice(), e[0].as_slice()];
+            let cfg = FusionConfig { multi: MultiRule::Route, ..FusionConfig::with_solver(solver) };
+            let routed = solve_ref(&cfg, row(&l, &s, &ex));
+            assert_eq!(routed.alpha, vec![0.0, single.alpha[0], 0.0], "{solver:?}");
+            assert!((routed.eval.unwrap().loss - single.eval.unwrap().loss).abs() < 1e-9, "{solver:?}");
+            let fast = solve_fast(&cfg, row(&l, &s, &ex));
+            assert_eq!(fast.alpha.iter().position(|&a| a != 0.0), Some(1), "{solver:?}");
+            let centroid = solve_ref(&FusionConfig::with_solver(solver), row(&l, &s, &ex));
+            assert!(centroid.alpha[1] <= routed.alpha[1], "{solver:?}: {centroid:?} vs {routed:?}");
+        }
+        // Expert 1 of synthetic_logits has the larger σ, so the larger shift.
+        let mut f = FastEvaluator::new();
+        let c = f.load(&row(&l, &s, &[e[0].as_slice(), e[1].as_slice()])).unwrap();
+        assert_eq!(route(c), 1);
+        assert_eq!(MultiRule::parse("route").unwrap().name(), "route");
+        assert!(MultiRule::parse("mean").unwrap_err().to_string().contains("mean"));
     }
 
     /// The continuous solvers never do worse than the grid, and the fast evaluator picks the same α.

@@ -472,8 +472,8 @@ impl Fusion {
     }
 
     /// The fusion kernel for a run, when every member runs on wgpu and the solver is one the kernel
-    /// evaluates in one pass (paper grid, static, large-only, expert-only). `refine` and `joint` take
-    /// the host path.
+    /// evaluates in one pass (paper grid, static, large-only, expert-only). `refine`, `joint` and the
+    /// `route` multi-expert rule take the host path.
     #[cfg(not(target_family = "wasm"))]
     fn device_kernel(&self, cfg: &FusionConfig, b: usize) -> Result<Option<DeviceKernel>> {
         if self.members.iter().any(|m| m.model.backend != crate::Backend::Wgpu) {
@@ -481,6 +481,8 @@ impl Fusion {
         }
         let t = self.experts();
         let (cands, expert_only) = match cfg.solver {
+            // Routing picks the expert from the step's constants first: the host path does that.
+            Solver::Paper if t > 1 && cfg.multi == fusion::MultiRule::Route => return Ok(None),
             Solver::Paper => (cfg.grid(t), false),
             Solver::Static { alpha } => (vec![vec![alpha; t]], false),
             Solver::LargeOnly => (vec![vec![0.0; t]], false),
