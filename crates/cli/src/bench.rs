@@ -176,8 +176,8 @@ fn fuse(a: BenchFuseArgs) -> Result<()> {
     };
     let j = serde_json::json!({
         "bench": "fuse",
-        "large": a.fusion.large.display().to_string(),
-        "base": a.fusion.base.display().to_string(),
+        "large": a.fusion.large.as_ref().map(|p| p.display().to_string()),
+        "base": a.fusion.base.as_ref().map(|p| p.display().to_string()),
         "experts": a.fusion.experts,
         "backend": large.backend.name(),
         "weights": a.fusion.weights,

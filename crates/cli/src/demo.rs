@@ -6,7 +6,7 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use chorus_core::GenerateOptions;
-use chorus_core::fusion::{FusionConfig, Solver};
+use chorus_core::fusion::{FusionConfig, MultiRule, Solver};
 use chorus_engine::{Backend, FuseOptions, Fusion, LoadedModel};
 use chorus_zoo::demo::Demo;
 use chorus_zoo::tasks::{Example, Task};
@@ -26,6 +26,9 @@ pub struct DemoArgs {
     /// The fixed α of --solver static.
     #[arg(long)]
     alpha: Option<f32>,
+    /// How several experts share a step (prompts of no known task): centroid (the paper) or route.
+    #[arg(long, default_value = "centroid")]
+    multi: String,
     /// cpu or wgpu.
     #[arg(long, default_value = "cpu")]
     backend: String,
@@ -50,6 +53,7 @@ fn line(s: &str) -> String {
 pub fn demo(a: DemoArgs) -> Result<()> {
     let backend: Backend = a.backend.parse()?;
     let solver = Solver::parse(&a.solver, a.alpha)?;
+    let fusion_cfg = FusionConfig { multi: MultiRule::parse(&a.multi)?, ..FusionConfig::with_solver(solver) };
     let t0 = std::time::Instant::now();
     let demo = Demo::load(backend).context("loading the embedded zoo family")?;
     eprintln!(
@@ -68,7 +72,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         let setup = demo.setup(prompt);
         let names: Vec<String> = setup.experts.iter().map(|m| m.name.clone()).collect();
         let fusion = Fusion::new(setup)?;
-        let opts = FuseOptions { generate: generate.clone(), fusion: FusionConfig::with_solver(solver), chat: false };
+        let opts = FuseOptions { generate: generate.clone(), fusion: fusion_cfg.clone(), chat: false };
         let out = fusion.generate_batch(std::slice::from_ref(prompt), &opts, &mut |_| {})?.remove(0);
         let large = alone(&demo.large, prompt, &generate)?;
         let expert = match Task::of_prompt(prompt).and_then(|t| demo.expert(t)) {
@@ -78,7 +82,7 @@ pub fn demo(a: DemoArgs) -> Result<()> {
         let alphas: Vec<(String, Vec<f32>)> = out.steps.iter().map(|s| (s.piece.clone(), s.alpha.clone())).collect();
         if a.json {
             let j = serde_json::json!({
-                "prompt": prompt, "expected": want, "experts": names, "solver": solver.name(),
+                "prompt": prompt, "expected": want, "experts": names, "solver": solver.name(), "multi": fusion_cfg.multi.name(),
                 "large_base": large, "small_expert": expert, "fused": out.text,
                 "correct": want.as_ref().map(|w| Example { prompt: prompt.clone(), answer: w.clone() }.is_correct(&out.text)),
                 "alphas": alphas, "decode_tokens_per_s": out.decode_tokens_per_s,

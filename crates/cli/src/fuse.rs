@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use chorus_core::GenerateOptions;
-use chorus_core::fusion::{AlphaRange, FusionConfig, Solver};
+use chorus_core::fusion::{AlphaRange, FusionConfig, MultiRule, Solver};
 use chorus_engine::{FuseOptions, Fusion, FusionSetup, LoadedModel, Member, StepRecord};
 use clap::Args;
 
@@ -56,15 +56,16 @@ impl SamplingArgs {
 /// Models and solver of a fusion (shared by `fuse`, `eval fuse` and `bench fuse`).
 #[derive(Args, Clone)]
 pub struct FusionArgs {
-    /// The large base model (GGUF file or HF folder).
+    /// The large base model (GGUF file or HF folder). With no --large, --base or --expert, `chorus fuse`
+    /// runs the embedded zoo family (the prompt's task expert, or all experts).
     #[arg(long)]
-    pub large: PathBuf,
+    pub large: Option<PathBuf>,
     /// The small base model the experts were tuned from.
     #[arg(long)]
-    pub base: PathBuf,
+    pub base: Option<PathBuf>,
     /// An expert, NAME=PATH (repeatable). PATH may be the base's: a prompt-defined expert that shares the
     /// loaded weights.
-    #[arg(long = "expert", value_name = "NAME=PATH", required = true)]
+    #[arg(long = "expert", value_name = "NAME=PATH")]
     pub experts: Vec<String>,
     /// An expert's instruction, NAME=TEXT: its system prompt with --chat, a prefix otherwise.
     #[arg(long = "expert-prompt", value_name = "NAME=TEXT")]
@@ -75,6 +76,10 @@ pub struct FusionArgs {
     /// The fixed α of --solver static (proxy-tuning is 1).
     #[arg(long)]
     pub alpha: Option<f32>,
+    /// How several experts share a step: centroid (the paper: one-hot search, loss over every expert) or
+    /// route (the expert furthest from the base this step, solved alone).
+    #[arg(long, default_value = "centroid")]
+    pub multi: String,
     /// Search range of an expert's α, NAME=LO:HI (repeatable; default 0:2).
     #[arg(long = "range", value_name = "NAME=LO:HI")]
     pub ranges: Vec<String>,
@@ -100,13 +105,29 @@ impl FusionArgs {
         self.experts.iter().map(|e| Ok(split_pair(e, "--expert")?.0.to_string())).collect()
     }
 
-    /// The solver configuration.
+    /// Whether no model was named (the embedded zoo family); naming only some of them is an error.
+    pub fn embedded(&self) -> Result<bool> {
+        match (&self.large, &self.base, self.experts.is_empty()) {
+            (None, None, true) if self.expert_prompts.is_empty() => Ok(true),
+            (Some(_), Some(_), false) => Ok(false),
+            _ => bail!(
+                "--large, --base and at least one --expert go together (name none of them to run the embedded zoo \
+                 family; --expert-prompt needs named experts)"
+            ),
+        }
+    }
+
+    /// The solver configuration for the named experts.
     pub fn config(&self) -> Result<FusionConfig> {
+        self.config_for(&self.expert_names()?)
+    }
+
+    /// The solver configuration for experts called `names` (in order).
+    pub fn config_for(&self, names: &[String]) -> Result<FusionConfig> {
         if self.alpha.is_some() && self.solver != "static" {
             bail!("--alpha is only used with --solver static");
         }
         let solver = Solver::parse(&self.solver, self.alpha)?;
-        let names = self.expert_names()?;
         let mut ranges = vec![AlphaRange::default(); names.len()];
         for r in &self.ranges {
             let (name, v) = split_pair(r, "--range")?;
@@ -116,7 +137,7 @@ impl FusionArgs {
             let hi: f32 = hi.parse().with_context(|| format!("--range {r}: HI {hi:?} is not a number"))?;
             ranges[t] = AlphaRange { lo, hi };
         }
-        let cfg = FusionConfig { solver, ranges, ..Default::default() };
+        let cfg = FusionConfig { solver, ranges, multi: MultiRule::parse(&self.multi)?, ..Default::default() };
         cfg.validate(names.len())?;
         Ok(cfg)
     }
@@ -145,8 +166,14 @@ impl FusionArgs {
                 bail!("--expert-prompt {n}=…: no --expert named {n:?}");
             }
         }
-        let large = Member { name: "large".into(), model: get(&self.large)?, instruction: None };
-        let base = Member { name: "base".into(), model: get(&self.base)?, instruction: None };
+        let (Some(large), Some(base)) = (&self.large, &self.base) else {
+            bail!("this command needs --large, --base and at least one --expert");
+        };
+        if self.experts.is_empty() {
+            bail!("this command needs at least one --expert NAME=PATH");
+        }
+        let large = Member { name: "large".into(), model: get(large)?, instruction: None };
+        let base = Member { name: "base".into(), model: get(base)?, instruction: None };
         let mut experts = Vec::new();
         for e in &self.experts {
             let (name, path) = split_pair(e, "--expert")?;
@@ -186,8 +213,18 @@ pub struct FuseArgs {
 
 /// `chorus fuse`.
 pub fn fuse(a: FuseArgs) -> Result<()> {
-    let cfg = a.fusion.config()?;
-    let fusion = a.fusion.load()?;
+    let (fusion, cfg) = if a.fusion.embedded()? {
+        let backend: chorus_engine::Backend = a.fusion.backend.parse()?;
+        let demo = chorus_zoo::demo::Demo::load(backend).context("loading the embedded zoo family")?;
+        let setup = demo.setup(&a.prompt);
+        let names: Vec<String> = setup.experts.iter().map(|m| m.name.clone()).collect();
+        eprintln!("no models named: the embedded zoo family, expert(s) {}", names.join(", "));
+        let cfg = a.fusion.config_for(&names)?;
+        (Fusion::new(setup)?, cfg)
+    } else {
+        let cfg = a.fusion.config()?;
+        (a.fusion.load()?, cfg)
+    };
     let opts = FuseOptions { generate: a.sampling.options(), fusion: cfg, chat: a.chat };
     let mut stdout = std::io::stdout().lock();
     if !a.json && !a.chat {
@@ -222,6 +259,7 @@ pub fn fuse(a: FuseArgs) -> Result<()> {
             "experts": names,
             "alphas": out.steps.iter().map(|s| &s.alpha).collect::<Vec<_>>(),
             "solver": opts.fusion.solver.name(),
+            "multi": opts.fusion.multi.name(),
             "stop_reason": out.stop_reason,
             "prompt_tokens": out.prompt_tokens,
             "prefill_ms": out.prefill_ms,

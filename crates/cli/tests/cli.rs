@@ -156,4 +156,30 @@ fn demo_runs_on_the_embedded_family() {
     let (code, _, err) = chorus(&["demo", "--solver", "nonsense"]);
     assert_eq!(code, 2);
     assert!(err.contains("nonsense"), "{err}");
+    let (code, _, err) = chorus(&["demo", "--multi", "mean"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("mean"), "{err}");
+}
+
+/// `chorus fuse` with no model arguments fuses on the embedded family: the prompt's task expert, or every
+/// expert (here with the `route` rule, which applies at most one expert per token); naming only some
+/// models is refused with a message that says what goes together.
+#[test]
+fn fuse_without_models_runs_the_embedded_family() {
+    let (code, out, err) = chorus(&["fuse", "--prompt", "sort 5 2 9 1 =", "--json", "--max-new-tokens", "8"]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["experts"], serde_json::json!(["sort"]), "{r}");
+    assert!(r["alphas"].as_array().is_some_and(|a| !a.is_empty()), "{r}");
+    let args = ["fuse", "--prompt", "the old fox", "--json", "--max-new-tokens", "4", "--multi", "route"];
+    let (code, out, err) = chorus(&args);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["experts"].as_array().map(Vec::len), Some(5), "{r}");
+    for a in r["alphas"].as_array().unwrap() {
+        assert!(a.as_array().unwrap().iter().filter(|x| x.as_f64() != Some(0.0)).count() <= 1, "one-hot: {r}");
+    }
+    let (code, _, err) = chorus(&["fuse", "--large", "nowhere.gguf", "--prompt", "x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("go together"), "{err}");
 }
