@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chorus_core::GenerateOptions;
-use chorus_core::fusion::{FusionConfig, Solver};
+use chorus_core::fusion::{FusionConfig, MultiRule, Solver};
 use chorus_engine::{Backend, FuseOptions, Fusion, FusionSetup, LoadedModel};
 use chorus_models::ModelFiles;
 use serde::{Deserialize, Serialize};
@@ -36,7 +36,8 @@ pub struct Report {
     pub per_task: usize,
     /// Single-task rows: large base, small expert, proxy-tuning, DLF paper, DLF refine, large fine-tune.
     pub single: Vec<TaskRow>,
-    /// Multi-task rows: large base, DLF with all experts (paper), multi-task large fine-tune.
+    /// Multi-task rows: large base, DLF with the seen tasks' experts (paper centroid, route), multi-task
+    /// large fine-tune.
     pub multi: Vec<TaskRow>,
 }
 
@@ -66,9 +67,13 @@ fn alone(m: &LoadedModel, tests: &[Example]) -> Result<f64> {
     Ok(accuracy(tests, &outs.into_iter().map(|o| o.text).collect::<Vec<_>>()))
 }
 
-fn fused(setup: &FusionSetup, solver: Solver, tests: &[Example]) -> Result<f64> {
+fn fused(setup: &FusionSetup, solver: Solver, multi: MultiRule, tests: &[Example]) -> Result<f64> {
     let f = Fusion::new(setup.clone()).map_err(|e| Error::Device(e.to_string()))?;
-    let o = FuseOptions { generate: opts(), fusion: FusionConfig::with_solver(solver), chat: false };
+    let o = FuseOptions {
+        generate: opts(),
+        fusion: FusionConfig { multi, ..FusionConfig::with_solver(solver) },
+        chat: false,
+    };
     let prompts: Vec<String> = tests.iter().map(|e| e.prompt.clone()).collect();
     let outs = f.generate_batch(&prompts, &o, &mut |_| {}).map_err(|e| Error::Device(e.to_string()))?;
     Ok(accuracy(tests, &outs.into_iter().map(|o| o.text).collect::<Vec<_>>()))
@@ -87,10 +92,15 @@ pub fn evaluate(dir: &Path, per_task: usize, log: &mut dyn FnMut(&str)) -> Resul
         manifest.spec.tasks.iter().map(|&t| Ok((t, m(false, t.name())?))).collect::<Result<_>>()?;
     let mut single = Vec::new();
     let mut multi = Vec::new();
+    // As in the paper's Table 2: experts of the seen tasks only; held-out tasks have none.
     let all_setup = FusionSetup {
         large: member("large", &large_base),
         base: member("base", &small_base),
-        experts: experts.iter().map(|(t, e)| member(t.name(), e)).collect(),
+        experts: experts
+            .iter()
+            .filter(|(t, _)| manifest.spec.seen.contains(t))
+            .map(|(t, e)| member(t.name(), e))
+            .collect(),
     };
     let multi_ft = m(true, "multi")?;
     for (t, expert) in &experts {
@@ -104,9 +114,9 @@ pub fn evaluate(dir: &Path, per_task: usize, log: &mut dyn FnMut(&str)) -> Resul
         let scores = vec![
             ("large base".to_string(), base),
             ("small expert".to_string(), alone(expert, &tests)?),
-            ("proxy-tuning".to_string(), fused(&setup, Solver::Static { alpha: 1.0 }, &tests)?),
-            ("DLF (paper)".to_string(), fused(&setup, Solver::Paper, &tests)?),
-            ("DLF (refine)".to_string(), fused(&setup, Solver::Refine, &tests)?),
+            ("proxy-tuning".to_string(), fused(&setup, Solver::Static { alpha: 1.0 }, MultiRule::Centroid, &tests)?),
+            ("DLF (paper)".to_string(), fused(&setup, Solver::Paper, MultiRule::Centroid, &tests)?),
+            ("DLF (refine)".to_string(), fused(&setup, Solver::Refine, MultiRule::Centroid, &tests)?),
             ("large fine-tune".to_string(), alone(&*m(true, t.name())?, &tests)?),
         ];
         log(&format!("{}: {:?}", t.name(), scores));
@@ -114,7 +124,8 @@ pub fn evaluate(dir: &Path, per_task: usize, log: &mut dyn FnMut(&str)) -> Resul
         single.push(TaskRow { task: t.name().into(), seen, scores });
         let mscores = vec![
             ("large base".to_string(), base),
-            ("DLF all experts".to_string(), fused(&all_setup, Solver::Paper, &tests)?),
+            ("DLF all experts (paper)".to_string(), fused(&all_setup, Solver::Paper, MultiRule::Centroid, &tests)?),
+            ("DLF all experts (route)".to_string(), fused(&all_setup, Solver::Paper, MultiRule::Route, &tests)?),
             ("multi-task fine-tune".to_string(), alone(&multi_ft, &tests)?),
         ];
         log(&format!("{} (multi): {:?}", t.name(), mscores));
@@ -129,13 +140,13 @@ pub fn render(r: &Report) -> String {
     let table = |s: &mut String, title: &str, rows: &[TaskRow]| {
         let Some(first) = rows.first() else { return };
         s.push_str(&format!("{title} (exact match %, {} test prompts per task)\n", r.per_task));
-        s.push_str(&format!("{:<22}", "method"));
+        s.push_str(&format!("{:<26}", "method"));
         for row in rows {
             s.push_str(&format!("{:>9}", format!("{}{}", row.task, if row.seen { "" } else { "*" })));
         }
         s.push_str(&format!("{:>9}\n", "avg"));
         for (k, (method, _)) in first.scores.iter().enumerate() {
-            s.push_str(&format!("{method:<22}"));
+            s.push_str(&format!("{method:<26}"));
             let vals: Vec<f64> = rows.iter().map(|row| row.scores[k].1).collect();
             for v in &vals {
                 s.push_str(&format!("{v:>9.1}"));
@@ -158,7 +169,19 @@ pub fn render(r: &Report) -> String {
             100.0 * (d - b) / (f - b).max(1e-9)
         ));
     }
-    table(&mut s, "Multi-task (* = held out from the multi-task fine-tune)", &r.multi);
+    table(
+        &mut s,
+        "Multi-task (* = held out from the multi-task fine-tune; DLF fuses the seen tasks' experts)",
+        &r.multi,
+    );
+    let seen: Vec<TaskRow> = r.multi.iter().filter(|row| row.seen).cloned().collect();
+    if let Some(f) = avg(&seen, "multi-task fine-tune") {
+        let ratios: Vec<String> = ["DLF all experts (paper)", "DLF all experts (route)"]
+            .iter()
+            .filter_map(|m| Some(format!("{m} = {:.1}%", 100.0 * avg(&seen, m)? / f.max(1e-9))))
+            .collect();
+        s.push_str(&format!("seen tasks, relative to the multi-task fine-tune: {}\n", ratios.join("   ")));
+    }
     s
 }
 
@@ -208,7 +231,7 @@ mod tests {
         let r = evaluate(&out, 3, &mut |_| {}).unwrap();
         assert_eq!(r.single.len(), 2);
         assert_eq!(r.single[0].scores.len(), 6);
-        assert_eq!(r.multi[1].scores.len(), 3);
+        assert_eq!(r.multi[1].scores.len(), 4);
         assert!(r.single[0].seen && !r.single[1].seen);
         assert!(r.single.iter().chain(&r.multi).flat_map(|row| &row.scores).all(|(_, v)| (0.0..=100.0).contains(v)));
         let text = render(&r);

@@ -37,6 +37,12 @@ pub struct FamilySpec {
     pub mix: Mix,
     /// Fine-tuning examples per task.
     pub finetune_examples: usize,
+    /// Share of a small expert's fine-tuning data that is replayed pretraining text of the *other* tasks
+    /// and the background language (0 = task examples only). Replay keeps an expert close to its base
+    /// off its task, so in multi-task DLF an off-task expert's logits barely move from the base's and
+    /// carry no false signal. Large fine-tunes (upper bounds) train on their task alone.
+    #[serde(default)]
+    pub replay: f64,
     /// Pretraining schedules (small, large).
     pub pretrain: [TrainConfig; 2],
     /// Fine-tuning schedules (small expert, large fine-tune, multi-task).
@@ -78,8 +84,9 @@ impl Default for FamilySpec {
             corpus_lines: 40_000,
             mix: Mix::default(),
             finetune_examples: 4000,
+            replay: 0.25,
             pretrain: [tc(1500, 3e-3, 11), tc(2500, 2e-3, 12)],
-            finetune: [tc(800, 2e-3, 21), tc(300, 1e-3, 22), tc(800, 1e-3, 23)],
+            finetune: [tc(800, 2e-3, 21), tc(600, 2e-3, 22), tc(1000, 2e-3, 23)],
             dtype: StoreDtype::F16,
         }
     }
@@ -156,6 +163,9 @@ fn build(spec: &FamilySpec, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<Man
         .collect::<Result<_>>()?;
     let device = Device::flex().autodiff();
     device.seed(spec.seed);
+    if !(0.0..1.0).contains(&spec.replay) {
+        return Err(Error::Config { field: "replay".into(), reason: format!("{} is not in [0, 1)", spec.replay) });
+    }
     let mut members = Vec::new();
     let mut run = |name: String,
                    cfg: &ZooConfig,
@@ -193,7 +203,8 @@ fn build(spec: &FamilySpec, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<Man
     let large_base =
         run(member_name(true, "base"), &large, ZooModel::new(&large, &device)?, &pre, &spec.pretrain[1], log)?;
     for (t, data) in &ft {
-        run(member_name(false, t.name()), &small, small_base.clone(), data, &spec.finetune[0], log)?;
+        let expert_data = with_replay(data, &lines, &pre, *t, spec.replay);
+        run(member_name(false, t.name()), &small, small_base.clone(), &expert_data, &spec.finetune[0], log)?;
         run(member_name(true, t.name()), &large, large_base.clone(), data, &spec.finetune[1], log)?;
     }
     // Multi-task: the seen tasks' examples interleaved.
@@ -211,6 +222,20 @@ fn build(spec: &FamilySpec, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<Man
     std::fs::write(dir.join("family.json"), json).map_err(|e| io(dir, e))?;
     log(&format!("family trained in {:.0}s", t0.elapsed().as_secs_f64()));
     Ok(manifest)
+}
+
+/// `data` plus pretraining sequences that are not examples of `task`, so that they make up `replay` of
+/// the result (rounded; the corpus is cycled if it runs short).
+fn with_replay(data: &[Sequence], lines: &[String], pre: &[Sequence], task: Task, replay: f64) -> Vec<Sequence> {
+    let n = (data.len() as f64 * replay / (1.0 - replay)).round() as usize;
+    let prefix = format!("{} ", task.keyword());
+    let other: Vec<&Sequence> =
+        lines.iter().zip(pre).filter(|(l, _)| !l.starts_with(&prefix)).map(|(_, s)| s).collect();
+    let mut out = data.to_vec();
+    if !other.is_empty() {
+        out.extend(other.iter().cycle().take(n).map(|&s| s.clone()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -240,10 +265,27 @@ pub(crate) mod tests {
             corpus_lines: 300,
             mix: Mix::default(),
             finetune_examples: 50,
+            replay: 0.25,
             pretrain: [tc; 2],
             finetune: [tc; 3],
             dtype: StoreDtype::F16,
         }
+    }
+
+    /// Replay adds the requested share of pretraining lines and none of the expert's own task.
+    #[test]
+    fn replay_mixes_in_other_lines_only() {
+        let lines: Vec<String> = ["add 1 2 = 3 ; the fox.\n", "the red fox sees the old tree.\n", "rev abc = cba\n"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let seq = |k: u32| Sequence { ids: vec![k], weights: vec![1.0] };
+        let pre: Vec<Sequence> = (0..3).map(seq).collect();
+        let data: Vec<Sequence> = (10..16).map(seq).collect();
+        let out = with_replay(&data, &lines, &pre, Task::Add, 0.25);
+        assert_eq!(out.len(), 8);
+        assert_eq!(out[6..].iter().map(|s| s.ids[0]).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(with_replay(&data, &lines, &pre, Task::Add, 0.0).len(), 6);
     }
 
     /// Every member is a loadable HF folder, the manifest lists them, and an existing destination is
