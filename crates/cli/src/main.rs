@@ -6,6 +6,7 @@ mod commands;
 mod demo;
 mod eval;
 mod fuse;
+mod merge;
 mod zoo;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Command {
     /// Benchmarks that print machine-readable JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Merge models offline from a mergekit YAML (linear, task_arithmetic, ties, dare_linear, dare_ties).
+    Merge(merge::MergeArgs),
     /// The zoo: a tiny model family trained by Chorus, and its evaluation tables.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::PlotTrace(a) => fuse::plot_trace(a),
         Command::Eval(e) => eval::run(e),
         Command::Bench(b) => bench::run(b),
+        Command::Merge(a) => merge::merge(a),
         Command::Zoo(z) => zoo::run(z),
     };
     match result {

@@ -183,3 +183,38 @@ fn fuse_without_models_runs_the_embedded_family() {
     assert_ne!(code, 0);
     assert!(err.contains("go together"), "{err}");
 }
+
+/// `chorus merge` on the mergekit fixtures: a JSON summary, a loadable HF folder; a bad YAML or a missing
+/// model exits with status 2, names the key or the model, and leaves nothing at the output path.
+#[test]
+fn merge_writes_a_folder_and_refuses_bad_configs() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/merge");
+    let dir = std::env::temp_dir().join(format!("chorus-cli-merge-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("ties");
+    let (code, stdout, err) =
+        chorus(&["merge", fixtures.join("ties.yml").to_str().unwrap(), "--out", out.to_str().unwrap(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let s: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(s["method"], "ties");
+    assert_eq!(s["tensors"], 21);
+    assert!(s["peak_rss_bytes"].as_u64().is_some_and(|b| b > 0), "{s}");
+    assert!(out.join("model.safetensors").exists() && out.join("config.json").exists());
+    let bad = dir.join("bad.yml");
+    std::fs::write(&bad, "merge_method: ties\nbase_model: nowhere\nmodels:\n  - model: nowhere2\n    parameters: {weight: 1, weigth: 2}\n").unwrap();
+    let out2 = dir.join("bad-out");
+    let (code, _, err) = chorus(&["merge", bad.to_str().unwrap(), "--out", out2.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("weigth") && err.contains("bad.yml"), "{err}");
+    std::fs::write(
+        &bad,
+        "merge_method: ties\nbase_model: nowhere\nmodels:\n  - model: nowhere2\n    parameters: {weight: 1}\n",
+    )
+    .unwrap();
+    let (code, _, err) = chorus(&["merge", bad.to_str().unwrap(), "--out", out2.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nowhere"), "{err}");
+    assert!(!out2.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

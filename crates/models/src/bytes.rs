@@ -49,6 +49,25 @@ impl FileBytes {
     }
 }
 
+impl FileBytes {
+    /// Tells the OS that `range` will not be read again soon, so a mapped file's pages can leave this
+    /// process's resident set (a streaming merge reads each tensor once). A no-op for bytes in memory.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(all(unix, not(target_family = "wasm")))]
+        if let Inner::Mapped(m) = &*self.inner
+            && range.start < range.end
+            && range.end <= m.len()
+        {
+            // SAFETY: the map is a read-only private file mapping: after MADV_DONTNEED the next read of
+            // these pages reloads them from the file, so no content this process can observe changes.
+            // The result is ignored: the advice is only an optimisation.
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len()) };
+        }
+        #[cfg(not(all(unix, not(target_family = "wasm"))))]
+        let _ = range;
+    }
+}
+
 impl Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {

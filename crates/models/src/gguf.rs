@@ -386,6 +386,16 @@ impl GgufFile {
         Ok(&self.bytes[start..start + size])
     }
 
+    /// Lets tensor `name`'s pages leave the resident set (see [`FileBytes::release`]).
+    pub fn release(&self, name: &str) {
+        if let Some(t) = self.tensor(name)
+            && let Some(size) = t.ggml_type().and_then(|ty| ty.bytes_for(t.elements()))
+        {
+            let start = self.data_start + t.offset as usize;
+            self.bytes.release(start..start + size);
+        }
+    }
+
     /// Decodes a tensor to f32; returns the values and the row-major shape.
     pub fn dequantize(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>)> {
         let t = self

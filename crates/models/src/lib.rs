@@ -17,5 +17,5 @@ pub use bytes::FileBytes;
 pub use decoder::{Decoder, KvCache, WeightMode};
 pub use error::{Error, Result};
 pub use gguf::GgufFile;
-pub use source::ModelFiles;
+pub use source::{ModelFiles, SafetensorsSet};
 pub use tokenizer::{ChatMessage, TextTokenizer};

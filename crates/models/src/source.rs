@@ -162,6 +162,14 @@ impl ModelFiles {
         Ok(Some(m.permute_rows(&order)))
     }
 
+    /// Lets a tensor's pages leave the resident set once read (by HF name; see [`FileBytes::release`]).
+    pub fn release(&self, hf_name: &str) {
+        match &self.weights {
+            WeightSource::Gguf(g) => g.release(&gguf_name(hf_name)),
+            WeightSource::Safetensors(s) => s.release(hf_name),
+        }
+    }
+
     /// Whether a tensor exists, by HF name.
     pub fn has(&self, hf_name: &str) -> bool {
         match &self.weights {
@@ -523,6 +531,18 @@ impl SafetensorsSet {
             }
         }
         Ok(Self { shards, index })
+    }
+
+    /// Lets the pages of tensor `name` leave the resident set (see [`FileBytes::release`]).
+    pub fn release(&self, name: &str) {
+        if let Some(e) = self.index.get(name) {
+            self.shards[e.shard].1.release(e.start..e.end);
+        }
+    }
+
+    /// The shard file holding tensor `name`.
+    pub fn shard_of(&self, name: &str) -> Option<&str> {
+        self.index.get(name).map(|e| self.shards[e.shard].0.as_str())
     }
 
     /// Decodes a tensor to f32.

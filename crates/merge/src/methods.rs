@@ -1,0 +1,275 @@
+//! The per-tensor merge arithmetic, with mergekit 0.1.5's semantics (`linear_merge`,
+//! `GeneralizedTaskArithmeticMerge`, `sparsify.magnitude`/`bernoulli`, `get_mask(method="sum")`), in f32
+//! and in mergekit's operation order so f32 results agree to rounding.
+//!
+//! Choices where mergekit leaves it to torch (recorded in ARCHITECTURE.md):
+//! - Magnitude pruning breaks ties in |δ| by position (lower index kept first); torch's unstable
+//!   `argsort` leaves them unspecified.
+//! - DARE's keep masks come from a [`Masks`] source: [`SeededMasks`] (Chorus's own RNG, seeded per
+//!   model and tensor, so a merge is reproducible and independent of tensor order) or [`ExplicitMasks`]
+//!   (masks recorded from mergekit, for the parity test). torch's Bernoulli stream cannot be reproduced.
+//! - Arithmetic is always f32 (mergekit computes task-arithmetic methods in the input dtype, e.g. bf16);
+//!   inputs are first rounded to the configured `dtype`, outputs rounded to `out_dtype` when written.
+
+use std::collections::HashMap;
+
+use chorus_core::sampling::Rng;
+
+use crate::config::{MergeConfig, Method, Sparsify};
+use crate::error::{Error, Result};
+
+/// Source of DARE's keep masks.
+pub trait Masks {
+    /// The keep mask of model `model`'s delta of `tensor` (`n` entries, each kept with probability
+    /// `density`).
+    fn mask(&mut self, model: usize, tensor: &str, n: usize, density: f64) -> Result<Vec<bool>>;
+}
+
+/// Masks from Chorus's RNG: entry j of model i's delta of a tensor is kept when the j-th uniform draw of
+/// the stream seeded by (seed, i, tensor name) is below the density.
+#[derive(Debug, Clone, Copy)]
+pub struct SeededMasks {
+    /// The run's seed (`chorus merge --seed`; mergekit's `--random-seed` has no equivalent stream).
+    pub seed: u64,
+}
+
+/// FNV-1a, so a tensor's stream depends on its name and not on where it sits in the files.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+impl Masks for SeededMasks {
+    fn mask(&mut self, model: usize, tensor: &str, n: usize, density: f64) -> Result<Vec<bool>> {
+        let mut rng = Rng::new(self.seed ^ fnv1a(tensor) ^ (model as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        Ok((0..n).map(|_| rng.next_f64() < density).collect())
+    }
+}
+
+/// Masks given in advance, by (model index, tensor name).
+#[derive(Debug, Clone, Default)]
+pub struct ExplicitMasks {
+    /// The masks.
+    pub masks: HashMap<(usize, String), Vec<bool>>,
+}
+
+impl Masks for ExplicitMasks {
+    fn mask(&mut self, model: usize, tensor: &str, n: usize, _density: f64) -> Result<Vec<bool>> {
+        let m = self.masks.get(&(model, tensor.to_string())).ok_or_else(|| Error::Input {
+            model: format!("model {model}"),
+            tensor: tensor.into(),
+            reason: "no explicit DARE mask given for this tensor".into(),
+        })?;
+        if m.len() != n {
+            return Err(Error::Input {
+                model: format!("model {model}"),
+                tensor: tensor.into(),
+                reason: format!("explicit mask has {} entries, the tensor {n}", m.len()),
+            });
+        }
+        Ok(m.clone())
+    }
+}
+
+/// Merges one tensor. `inputs` are the mixed models' values (config order, base excluded), `base` the
+/// base's (required for every method but linear); all already rounded to the config's `dtype`.
+pub fn merge_tensor(
+    cfg: &MergeConfig,
+    tensor: &str,
+    base: Option<&[f32]>,
+    inputs: &[&[f32]],
+    masks: &mut dyn Masks,
+) -> Result<Vec<f32>> {
+    let n = inputs.first().map_or(0, |x| x.len());
+    let weights: Vec<f32> = cfg.models.iter().map(|m| m.weight as f32).collect();
+    if cfg.method == Method::Linear {
+        let mut out = vec![0.0f32; n];
+        for (x, &w) in inputs.iter().zip(&weights) {
+            for (o, &v) in out.iter_mut().zip(x.iter()) {
+                *o += v * w;
+            }
+        }
+        if cfg.normalize {
+            let d: f32 = weights.iter().sum();
+            out.iter_mut().for_each(|o| *o /= d);
+        }
+        return Ok(out);
+    }
+    let base = base.ok_or_else(|| Error::Input {
+        model: "base_model".into(),
+        tensor: tensor.into(),
+        reason: format!("{} needs the base's tensor", cfg.method.name()),
+    })?;
+    let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(inputs.len());
+    for (i, x) in inputs.iter().enumerate() {
+        let mut d: Vec<f32> = x.iter().zip(base).map(|(a, b)| a - b).collect();
+        let density = cfg.models[i].density;
+        match cfg.method.sparsify() {
+            Sparsify::None => {}
+            Sparsify::Magnitude => {
+                let keep = magnitude_mask(&d, density);
+                d = rescaled(&d, &keep, cfg.rescale);
+            }
+            Sparsify::Random if density < 1.0 => {
+                let keep = masks.mask(i, tensor, n, density)?;
+                d = rescaled(&d, &keep, cfg.rescale);
+            }
+            Sparsify::Random => {}
+        }
+        let w = weights[i];
+        d.iter_mut().for_each(|v| *v *= w);
+        deltas.push(d);
+    }
+    let mut out = vec![0.0f32; n];
+    for j in 0..n {
+        let (mut mixed, mut divisor) = (0.0f32, 0.0f32);
+        if cfg.method.consensus() {
+            let sum: f32 = deltas.iter().map(|d| d[j]).sum();
+            let majority = if sum >= 0.0 { 1.0 } else { -1.0 };
+            for (d, &w) in deltas.iter().zip(&weights) {
+                if sign(d[j]) == majority {
+                    mixed += d[j];
+                    divisor += w;
+                }
+            }
+            if divisor == 0.0 {
+                divisor = 1.0;
+            }
+        } else {
+            for (d, &w) in deltas.iter().zip(&weights) {
+                mixed += d[j];
+                divisor += w;
+            }
+            if divisor.abs() < 1e-8 {
+                divisor = 1.0;
+            }
+        }
+        if cfg.normalize {
+            mixed /= divisor;
+        }
+        if cfg.lambda != 1.0 {
+            mixed *= cfg.lambda as f32;
+        }
+        out[j] = base[j] + mixed;
+    }
+    Ok(out)
+}
+
+/// torch's `sign`: 0 for 0.
+fn sign(x: f32) -> f32 {
+    if x > 0.0 {
+        1.0
+    } else if x < 0.0 {
+        -1.0
+    } else {
+        0.0
+    }
+}
+
+/// The ⌊density·n⌋ (at least one) largest |x| (ties by position); all for density ≥ 1, none for ≤ 0.
+pub fn magnitude_mask(x: &[f32], density: f64) -> Vec<bool> {
+    let n = x.len();
+    if density >= 1.0 {
+        return vec![true; n];
+    }
+    if density <= 0.0 || n == 0 {
+        return vec![false; n];
+    }
+    let k = ((density * n as f64) as usize).max(1);
+    let mut order: Vec<usize> = (0..n).collect();
+    // Descending |x|, stable: equal magnitudes keep index order.
+    order.sort_by(|&a, &b| x[b].abs().total_cmp(&x[a].abs()));
+    let mut keep = vec![false; n];
+    for &i in &order[..k] {
+        keep[i] = true;
+    }
+    keep
+}
+
+/// x·mask, and with `rescale` scaled so its L1 norm matches x's (mergekit's `RescaleNorm.l1`, skipped
+/// when either norm is below 1e-7).
+fn rescaled(x: &[f32], keep: &[bool], rescale: bool) -> Vec<f32> {
+    let masked: Vec<f32> = x.iter().zip(keep).map(|(&v, &k)| if k { v } else { 0.0 }).collect();
+    if !rescale {
+        return masked;
+    }
+    let before: f32 = x.iter().map(|v| v.abs()).sum();
+    let after: f32 = masked.iter().map(|v| v.abs()).sum();
+    if before < 1e-7 || after < 1e-7 {
+        return masked;
+    }
+    let s = before / after;
+    masked.into_iter().map(|v| v * s).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn cfg(y: &str) -> MergeConfig {
+        MergeConfig::from_yaml(y, Path::new("t.yml"), Path::new("/")).unwrap()
+    }
+
+    #[test]
+    fn linear_is_the_normalised_weighted_mean() {
+        let c = cfg(
+            "merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 3}}]\n",
+        );
+        let out = merge_tensor(&c, "w", None, &[&[1.0, 2.0], &[5.0, -2.0]], &mut SeededMasks { seed: 0 }).unwrap();
+        assert_eq!(out, vec![4.0, -1.0]);
+    }
+
+    #[test]
+    fn task_arithmetic_adds_scaled_deltas() {
+        let c = cfg(
+            "merge_method: task_arithmetic\nbase_model: z\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 0.5}}]\nparameters: {lambda: 0.5}\n",
+        );
+        let out = merge_tensor(&c, "w", Some(&[1.0, 1.0]), &[&[2.0, 1.0], &[1.0, 5.0]], &mut SeededMasks { seed: 0 })
+            .unwrap();
+        // base + 0.5·(1·δa + 0.5·δb) = 1 + 0.5·(1 + 0), 1 + 0.5·(0 + 2)
+        assert_eq!(out, vec![1.5, 2.0]);
+    }
+
+    #[test]
+    fn ties_keeps_the_top_magnitudes_and_the_elected_sign() {
+        let c = cfg(
+            "merge_method: ties\nbase_model: z\nmodels: [{model: a, parameters: {weight: 1, density: 0.5}}, {model: b, parameters: {weight: 1, density: 0.5}}, {model: c, parameters: {weight: 1, density: 1}}]\n",
+        );
+        let base = [0.0f32; 4];
+        let a = [3.0f32, -0.1, 0.2, -4.0];
+        let b = [-1.0f32, 0.5, -2.0, 0.1];
+        let cc = [1.0f32, 1.0, -1.0, -1.0];
+        // a keeps 3, −4; b keeps −1, −2; c keeps all. A pruned (zero) entry has sign 0: never elected.
+        // j0: 3 − 1 + 1 ≥ 0 → + : (3 + 1)/2 = 2; j1: 0 + 0 + 1 → + : 1/1 = 1
+        // j2: 0 − 2 − 1 → − : (−2 − 1)/2 = −1.5; j3: −4 + 0 − 1 → − : (−4 − 1)/2 = −2.5
+        let out = merge_tensor(&c, "w", Some(&base), &[&a, &b, &cc], &mut SeededMasks { seed: 0 }).unwrap();
+        assert_eq!(out, vec![2.0, 1.0, -1.5, -2.5]);
+        assert_eq!(magnitude_mask(&[1.0, -1.0, 1.0, 0.5], 0.5), vec![true, true, false, false]);
+        assert_eq!(magnitude_mask(&[1.0, 2.0], 0.01), vec![false, true], "at least one entry");
+    }
+
+    #[test]
+    fn dare_drops_and_rescales_to_the_l1_norm() {
+        let c = cfg(
+            "merge_method: dare_linear\nbase_model: z\nmodels: [{model: a, parameters: {weight: 1, density: 0.5}}]\n",
+        );
+        let mut m = ExplicitMasks::default();
+        m.masks.insert((0, "w".into()), vec![true, false, true, false]);
+        let out = merge_tensor(&c, "w", Some(&[0.0; 4]), &[&[1.0, 2.0, 3.0, 4.0]], &mut m).unwrap();
+        // kept 1 and 3 (L1 4) rescaled to L1 10: ×2.5
+        assert_eq!(out, vec![2.5, 0.0, 7.5, 0.0]);
+        let err = merge_tensor(&c, "v", Some(&[0.0; 4]), &[&[1.0; 4]], &mut m).unwrap_err().to_string();
+        assert!(err.contains("no explicit DARE mask"), "{err}");
+    }
+
+    #[test]
+    fn seeded_masks_are_reproducible_and_have_the_density() {
+        let mut s = SeededMasks { seed: 7 };
+        let a = s.mask(0, "layer.w", 20_000, 0.3).unwrap();
+        assert_eq!(a, s.mask(0, "layer.w", 20_000, 0.3).unwrap());
+        assert_ne!(a, s.mask(1, "layer.w", 20_000, 0.3).unwrap());
+        let share = a.iter().filter(|&&k| k).count() as f64 / a.len() as f64;
+        assert!((share - 0.3).abs() < 0.02, "{share}");
+    }
+}
