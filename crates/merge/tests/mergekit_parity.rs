@@ -61,6 +61,7 @@ fn every_method_matches_mergekit() {
                 worst = worst.max((x - y).abs());
             }
         }
+        eprintln!("{method}: max abs diff {worst:e}");
         assert!(worst <= 1e-6, "{method}: max |chorus − mergekit| = {worst:e}");
         assert!(out.join("config.json").exists() && out.join("chorus_merge.json").exists());
         std::fs::remove_dir_all(&out).ok();
