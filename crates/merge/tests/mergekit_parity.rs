@@ -88,6 +88,12 @@ fn seeded_dare_is_reproducible() {
     assert_eq!(merge("seeded-a"), merge("seeded-b"));
 }
 
+/// The error of a seeded merge that must fail.
+fn seeded_error(cfg: &MergeConfig, out: &Path) -> String {
+    let opts = RunOptions { shard_bytes: 1 << 30, masks: &mut SeededMasks { seed: 0 }, progress: &mut |_, _, _| {} };
+    run(cfg, out, opts).unwrap_err().to_string()
+}
+
 /// Bad inputs name the model and tensor and leave nothing at the output path.
 #[test]
 fn mismatched_inputs_fail_before_writing() {
@@ -123,26 +129,14 @@ fn mismatched_inputs_fail_before_writing() {
     );
     let cfg = MergeConfig::from_yaml(&yml, Path::new("bad.yml"), &dir).unwrap();
     let out = dir.join("out");
-    let err = run(
-        &cfg,
-        &out,
-        RunOptions { shard_bytes: 1 << 30, masks: &mut SeededMasks { seed: 0 }, progress: &mut |_, _, _| {} },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = seeded_error(&cfg, &out);
     assert!(err.contains("model.norm.weight") && err.contains("bad") && err.contains("shape"), "{err}");
     assert!(!out.exists());
     assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("tmp")));
     // An existing output is refused untouched.
     std::fs::create_dir_all(&out).unwrap();
     let cfg = MergeConfig::from_file(&fixtures().join("linear.yml")).unwrap();
-    let err = run(
-        &cfg,
-        &out,
-        RunOptions { shard_bytes: 1 << 30, masks: &mut SeededMasks { seed: 0 }, progress: &mut |_, _, _| {} },
-    )
-    .unwrap_err()
-    .to_string();
+    let err = seeded_error(&cfg, &out);
     assert!(err.contains("already exists"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
