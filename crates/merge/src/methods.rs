@@ -71,22 +71,35 @@ impl Masks for ExplicitMasks {
 }
 
 /// Merges one tensor. `inputs` are the mixed models' values (config order, base excluded), `base` the
-/// base's (required for every method but linear); all already rounded to the config's `dtype`.
+/// base's (required for every method but linear); all already rounded to the config's `dtype`. The input
+/// buffers are consumed and reused (deltas are formed in place, the result is written into the first), so a
+/// merge holds T + 1 copies of a tensor, not 2T + 2.
 pub fn merge_tensor(
     cfg: &MergeConfig,
     tensor: &str,
     base: Option<&[f32]>,
-    inputs: &[&[f32]],
+    mut inputs: Vec<Vec<f32>>,
     masks: &mut dyn Masks,
 ) -> Result<Vec<f32>> {
-    let n = inputs.first().map_or(0, |x| x.len());
+    let n = inputs.first().map_or(0, Vec::len);
     let weights: Vec<f32> = cfg.models.iter().map(|m| m.weight as f32).collect();
+    if inputs.is_empty() || inputs.len() != weights.len() || inputs.iter().any(|x| x.len() != n) {
+        return Err(Error::Input {
+            model: "*".into(),
+            tensor: tensor.into(),
+            reason: format!("{} inputs for {} models, or unequal lengths", inputs.len(), weights.len()),
+        });
+    }
     if cfg.method == Method::Linear {
-        let mut out = vec![0.0f32; n];
-        for (x, &w) in inputs.iter().zip(&weights) {
+        // mergekit: result = 0; result += x_i · w_i in order; / Σ w. 0 + a = a, so start from x_0 · w_0.
+        let mut rest = inputs.split_off(1);
+        let mut out = inputs.pop().unwrap_or_default();
+        out.iter_mut().for_each(|v| *v *= weights[0]);
+        for (x, &w) in rest.iter_mut().zip(&weights[1..]) {
             for (o, &v) in out.iter_mut().zip(x.iter()) {
                 *o += v * w;
             }
+            *x = Vec::new();
         }
         if cfg.normalize {
             let d: f32 = weights.iter().sum();
@@ -94,38 +107,36 @@ pub fn merge_tensor(
         }
         return Ok(out);
     }
-    let base = base.ok_or_else(|| Error::Input {
+    let base = base.filter(|b| b.len() == n).ok_or_else(|| Error::Input {
         model: "base_model".into(),
         tensor: tensor.into(),
-        reason: format!("{} needs the base's tensor", cfg.method.name()),
+        reason: format!("{} needs the base's tensor, of the models' length", cfg.method.name()),
     })?;
-    let mut deltas: Vec<Vec<f32>> = Vec::with_capacity(inputs.len());
-    for (i, x) in inputs.iter().enumerate() {
-        let mut d: Vec<f32> = x.iter().zip(base).map(|(a, b)| a - b).collect();
+    for (i, d) in inputs.iter_mut().enumerate() {
+        d.iter_mut().zip(base).for_each(|(a, b)| *a -= b);
         let density = cfg.models[i].density;
         match cfg.method.sparsify() {
             Sparsify::None => {}
             Sparsify::Magnitude => {
-                let keep = magnitude_mask(&d, density);
-                d = rescaled(&d, &keep, cfg.rescale);
+                let keep = magnitude_mask(d, density);
+                mask_in_place(d, &keep, cfg.rescale);
             }
             Sparsify::Random if density < 1.0 => {
                 let keep = masks.mask(i, tensor, n, density)?;
-                d = rescaled(&d, &keep, cfg.rescale);
+                mask_in_place(d, &keep, cfg.rescale);
             }
             Sparsify::Random => {}
         }
         let w = weights[i];
         d.iter_mut().for_each(|v| *v *= w);
-        deltas.push(d);
     }
-    let mut out = vec![0.0f32; n];
+    let consensus = cfg.method.consensus();
     for j in 0..n {
         let (mut mixed, mut divisor) = (0.0f32, 0.0f32);
-        if cfg.method.consensus() {
-            let sum: f32 = deltas.iter().map(|d| d[j]).sum();
+        if consensus {
+            let sum: f32 = inputs.iter().map(|d| d[j]).sum();
             let majority = if sum >= 0.0 { 1.0 } else { -1.0 };
-            for (d, &w) in deltas.iter().zip(&weights) {
+            for (d, &w) in inputs.iter().zip(&weights) {
                 if sign(d[j]) == majority {
                     mixed += d[j];
                     divisor += w;
@@ -135,7 +146,7 @@ pub fn merge_tensor(
                 divisor = 1.0;
             }
         } else {
-            for (d, &w) in deltas.iter().zip(&weights) {
+            for (d, &w) in inputs.iter().zip(&weights) {
                 mixed += d[j];
                 divisor += w;
             }
@@ -149,9 +160,11 @@ pub fn merge_tensor(
         if cfg.lambda != 1.0 {
             mixed *= cfg.lambda as f32;
         }
-        out[j] = base[j] + mixed;
+        // Every delta at j has been read: the first buffer can hold the result.
+        inputs[0][j] = base[j] + mixed;
     }
-    Ok(out)
+    inputs.truncate(1);
+    Ok(inputs.pop().unwrap_or_default())
 }
 
 /// torch's `sign`: 0 for 0.
@@ -165,7 +178,8 @@ fn sign(x: f32) -> f32 {
     }
 }
 
-/// The ⌊density·n⌋ (at least one) largest |x| (ties by position); all for density ≥ 1, none for ≤ 0.
+/// The ⌊density·n⌋ (at least one) largest |x|, ties by position (what a stable descending sort keeps);
+/// all for density ≥ 1, none for ≤ 0. Linear time through a selection, one f32 copy of memory.
 pub fn magnitude_mask(x: &[f32], density: f64) -> Vec<bool> {
     let n = x.len();
     if density >= 1.0 {
@@ -174,31 +188,43 @@ pub fn magnitude_mask(x: &[f32], density: f64) -> Vec<bool> {
     if density <= 0.0 || n == 0 {
         return vec![false; n];
     }
-    let k = ((density * n as f64) as usize).max(1);
-    let mut order: Vec<usize> = (0..n).collect();
-    // Descending |x|, stable: equal magnitudes keep index order.
-    order.sort_by(|&a, &b| x[b].abs().total_cmp(&x[a].abs()));
-    let mut keep = vec![false; n];
-    for &i in &order[..k] {
-        keep[i] = true;
-    }
-    keep
+    let k = ((density * n as f64) as usize).clamp(1, n);
+    let mut mags: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+    // The k-th largest magnitude: everything above it is kept, then equal ones in index order.
+    let (_, &mut t, _) = mags.select_nth_unstable_by(n - k, |a, b| a.total_cmp(b));
+    drop(mags);
+    let above = x.iter().filter(|v| v.abs().total_cmp(&t).is_gt()).count();
+    let mut ties_left = k - above;
+    x.iter()
+        .map(|v| match v.abs().total_cmp(&t) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Equal if ties_left > 0 => {
+                ties_left -= 1;
+                true
+            }
+            _ => false,
+        })
+        .collect()
 }
 
-/// x·mask, and with `rescale` scaled so its L1 norm matches x's (mergekit's `RescaleNorm.l1`, skipped
-/// when either norm is below 1e-7).
-fn rescaled(x: &[f32], keep: &[bool], rescale: bool) -> Vec<f32> {
-    let masked: Vec<f32> = x.iter().zip(keep).map(|(&v, &k)| if k { v } else { 0.0 }).collect();
+/// x·mask in place, and with `rescale` scaled so its L1 norm matches x's (mergekit's `RescaleNorm.l1`,
+/// skipped when either norm is below 1e-7).
+fn mask_in_place(x: &mut [f32], keep: &[bool], rescale: bool) {
+    let before: f32 = if rescale { x.iter().map(|v| v.abs()).sum() } else { 0.0 };
+    x.iter_mut().zip(keep).for_each(|(v, &k)| {
+        if !k {
+            *v = 0.0;
+        }
+    });
     if !rescale {
-        return masked;
+        return;
     }
-    let before: f32 = x.iter().map(|v| v.abs()).sum();
-    let after: f32 = masked.iter().map(|v| v.abs()).sum();
+    let after: f32 = x.iter().map(|v| v.abs()).sum();
     if before < 1e-7 || after < 1e-7 {
-        return masked;
+        return;
     }
     let s = before / after;
-    masked.into_iter().map(|v| v * s).collect()
+    x.iter_mut().for_each(|v| *v *= s);
 }
 
 #[cfg(test)]
@@ -216,7 +242,8 @@ mod tests {
         let c = cfg(
             "merge_method: linear\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 3}}]\n",
         );
-        let out = merge_tensor(&c, "w", None, &[&[1.0, 2.0], &[5.0, -2.0]], &mut SeededMasks { seed: 0 }).unwrap();
+        let out =
+            merge_tensor(&c, "w", None, vec![vec![1.0, 2.0], vec![5.0, -2.0]], &mut SeededMasks { seed: 0 }).unwrap();
         assert_eq!(out, vec![4.0, -1.0]);
     }
 
@@ -225,8 +252,14 @@ mod tests {
         let c = cfg(
             "merge_method: task_arithmetic\nbase_model: z\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 0.5}}]\nparameters: {lambda: 0.5}\n",
         );
-        let out = merge_tensor(&c, "w", Some(&[1.0, 1.0]), &[&[2.0, 1.0], &[1.0, 5.0]], &mut SeededMasks { seed: 0 })
-            .unwrap();
+        let out = merge_tensor(
+            &c,
+            "w",
+            Some(&[1.0, 1.0]),
+            vec![vec![2.0, 1.0], vec![1.0, 5.0]],
+            &mut SeededMasks { seed: 0 },
+        )
+        .unwrap();
         // base + 0.5·(1·δa + 0.5·δb) = 1 + 0.5·(1 + 0), 1 + 0.5·(0 + 2)
         assert_eq!(out, vec![1.5, 2.0]);
     }
@@ -243,10 +276,22 @@ mod tests {
         // a keeps 3, −4; b keeps −1, −2; c keeps all. A pruned (zero) entry has sign 0: never elected.
         // j0: 3 − 1 + 1 ≥ 0 → + : (3 + 1)/2 = 2; j1: 0 + 0 + 1 → + : 1/1 = 1
         // j2: 0 − 2 − 1 → − : (−2 − 1)/2 = −1.5; j3: −4 + 0 − 1 → − : (−4 − 1)/2 = −2.5
-        let out = merge_tensor(&c, "w", Some(&base), &[&a, &b, &cc], &mut SeededMasks { seed: 0 }).unwrap();
+        let out =
+            merge_tensor(&c, "w", Some(&base), vec![a.to_vec(), b.to_vec(), cc.to_vec()], &mut SeededMasks { seed: 0 })
+                .unwrap();
         assert_eq!(out, vec![2.0, 1.0, -1.5, -2.5]);
         assert_eq!(magnitude_mask(&[1.0, -1.0, 1.0, 0.5], 0.5), vec![true, true, false, false]);
         assert_eq!(magnitude_mask(&[1.0, 2.0], 0.01), vec![false, true], "at least one entry");
+        // Selection agrees with a stable descending sort, ties included.
+        let x: Vec<f32> = (0..500).map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.5).collect();
+        for density in [0.05, 0.3, 0.5, 0.77, 0.999] {
+            let k = ((density * x.len() as f64) as usize).max(1);
+            let mut order: Vec<usize> = (0..x.len()).collect();
+            order.sort_by(|&a, &b| x[b].abs().total_cmp(&x[a].abs()));
+            let mut want = vec![false; x.len()];
+            order[..k].iter().for_each(|&i| want[i] = true);
+            assert_eq!(magnitude_mask(&x, density), want, "density {density}");
+        }
     }
 
     #[test]
@@ -256,10 +301,10 @@ mod tests {
         );
         let mut m = ExplicitMasks::default();
         m.masks.insert((0, "w".into()), vec![true, false, true, false]);
-        let out = merge_tensor(&c, "w", Some(&[0.0; 4]), &[&[1.0, 2.0, 3.0, 4.0]], &mut m).unwrap();
+        let out = merge_tensor(&c, "w", Some(&[0.0; 4]), vec![vec![1.0, 2.0, 3.0, 4.0]], &mut m).unwrap();
         // kept 1 and 3 (L1 4) rescaled to L1 10: ×2.5
         assert_eq!(out, vec![2.5, 0.0, 7.5, 0.0]);
-        let err = merge_tensor(&c, "v", Some(&[0.0; 4]), &[&[1.0; 4]], &mut m).unwrap_err().to_string();
+        let err = merge_tensor(&c, "v", Some(&[0.0; 4]), vec![vec![1.0; 4]], &mut m).unwrap_err().to_string();
         assert!(err.contains("no explicit DARE mask"), "{err}");
     }
 

@@ -1,7 +1,8 @@
 //! Runs a merge: opens the inputs, checks that every model has every tensor of the base with the same
 //! shape (before anything is written), then streams tensor by tensor (read the inputs, merge, write,
 //! let the inputs' pages go) into a temporary folder that is renamed into place only on success.
-//! Peak memory is about (inputs + 2) × the largest tensor in f32 plus the write buffer.
+//! Peak memory is about (inputs + 1) × the largest tensor in f32 (the merge reuses the input buffers)
+//! plus a 1 MiB write buffer and the pages of the tensor being read.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -124,9 +125,8 @@ pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
             let b = base.as_ref().map(|b| b.read(name, shape).map(round)).transpose()?;
             let xs: Vec<Vec<f32>> = models.iter().map(|m| m.read(name, shape).map(round)).collect::<Result<_>>()?;
             input_values += (xs.len() + b.is_some() as usize) as u64 * xs[0].len() as u64;
-            let refs: Vec<&[f32]> = xs.iter().map(Vec::as_slice).collect();
-            let merged = merge_tensor(cfg, name, b.as_deref(), &refs, opts.masks)?;
-            drop(xs);
+            let merged = merge_tensor(cfg, name, b.as_deref(), xs, opts.masks)?;
+            drop(b);
             w.write(name, &merged)?;
             for m in base.iter().chain(&models) {
                 m.release(name);

@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use crate::config::Dtype;
 use crate::error::{Error, Result};
 
+/// Values encoded per write call.
+const CHUNK: usize = 1 << 16;
+
 /// Where each output tensor goes.
 #[derive(Debug, Clone)]
 pub struct ShardPlan {
@@ -120,16 +123,22 @@ impl ShardWriter {
         }
         let p = self.dir.join(self.plan.file_name(self.shard));
         let out = self.out.as_mut().ok_or_else(|| Error::Io { path: p.clone(), reason: "not open".into() })?;
-        let mut buf = Vec::with_capacity(values.len() * self.plan.dtype.width());
-        match self.plan.dtype {
-            Dtype::Float32 => values.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
-            Dtype::Float16 => values.iter().for_each(|&v| buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes())),
-            Dtype::Bfloat16 => {
-                values.iter().for_each(|&v| buf.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()))
+        // Encoded in chunks: no second full-size copy of the tensor.
+        let mut buf = Vec::with_capacity(CHUNK * 4);
+        for chunk in values.chunks(CHUNK) {
+            buf.clear();
+            match self.plan.dtype {
+                Dtype::Float32 => chunk.iter().for_each(|v| buf.extend_from_slice(&v.to_le_bytes())),
+                Dtype::Float16 => {
+                    chunk.iter().for_each(|&v| buf.extend_from_slice(&half::f16::from_f32(v).to_le_bytes()))
+                }
+                Dtype::Bfloat16 => {
+                    chunk.iter().for_each(|&v| buf.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes()))
+                }
             }
+            out.write_all(&buf).map_err(|e| io(&p, e))?;
+            self.written += buf.len() as u64;
         }
-        out.write_all(&buf).map_err(|e| io(&p, e))?;
-        self.written += buf.len() as u64;
         self.next += 1;
         if self.next == self.plan.shards[self.shard].len() {
             let f = self.out.take().ok_or_else(|| Error::Io { path: p.clone(), reason: "not open".into() })?;
