@@ -1,5 +1,6 @@
 //! The zoo's evaluation: greedy exact match on each task's test split for the models alone, proxy-tuning
-//! (α = 1) and DLF (paper grid and refine), in the paper's single-task and multi-task tables (§A.8).
+//! (α = 1) and DLF (paper grid and refine), in the paper's single-task and multi-task tables (§A.8), and
+//! the seen tasks' small experts merged by chorus-merge (linear, task arithmetic, TIES, DARE).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +40,74 @@ pub struct Report {
     /// Multi-task rows: large base, DLF with the seen tasks' experts (paper centroid, route), multi-task
     /// large fine-tune.
     pub multi: Vec<TaskRow>,
+    /// Merging rows: the small expert of each task, then the seen tasks' small experts merged into one
+    /// small model by each method of [`MERGES`].
+    #[serde(default)]
+    pub merging: Vec<TaskRow>,
+}
+
+/// The merges of the merging table: (row name, mergekit YAML body after `models:`' entries' parameters,
+/// per-model parameters). Hyper-parameters are the Twin-Merging paper's baselines where it gives them (task
+/// arithmetic λ 0.3, TIES keeping 10 % at scaling 0.7 ≈ density 0.1 with λ 0.7, DARE + TA density 0.3 at
+/// λ 0.7) and mergekit's defaults otherwise.
+pub const MERGES: [(&str, &str, &str); 4] = [
+    ("linear (average)", "merge_method: linear\n", "{weight: 1.0}"),
+    ("task arithmetic λ=0.3", "merge_method: task_arithmetic\nparameters: {lambda: 0.3}\n", "{weight: 1.0}"),
+    ("TIES d=0.1 λ=0.7", "merge_method: ties\nparameters: {lambda: 0.7}\n", "{weight: 1.0, density: 0.1}"),
+    ("DARE d=0.3 λ=0.7", "merge_method: dare_linear\nparameters: {lambda: 0.7}\n", "{weight: 1.0, density: 0.3}"),
+];
+
+/// Merges the seen tasks' small experts of the family in `dir` with each of [`MERGES`] (into a temporary
+/// folder) and scores each merged model alone on `tests` (per task).
+fn merging_rows(
+    dir: &Path,
+    manifest: &Manifest,
+    tests: &[(Task, Vec<Example>)],
+    experts: &[(Task, f64)],
+) -> Result<Vec<TaskRow>> {
+    let mut rows: Vec<TaskRow> = tests
+        .iter()
+        .zip(experts)
+        .map(|((t, _), (_, e))| TaskRow {
+            task: t.name().into(),
+            seen: manifest.spec.seen.contains(t),
+            scores: vec![("small expert".into(), *e)],
+        })
+        .collect();
+    let tmp = std::env::temp_dir().join(format!("chorus-zoo-merge-{}", std::process::id()));
+    std::fs::remove_dir_all(&tmp).ok();
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::Io { path: tmp.clone(), reason: e.to_string() })?;
+    let result = (|| -> Result<()> {
+        for (k, (name, head, params)) in MERGES.iter().enumerate() {
+            let mut yml = format!("{head}base_model: {}\nmodels:\n", dir.join(member_name(false, "base")).display());
+            for t in &manifest.spec.seen {
+                yml.push_str(&format!(
+                    "  - model: {}\n    parameters: {params}\n",
+                    dir.join(member_name(false, t.name())).display()
+                ));
+            }
+            if head.starts_with("merge_method: linear\n") {
+                yml = yml.replace(&format!("base_model: {}\n", dir.join(member_name(false, "base")).display()), "");
+            }
+            let merr =
+                |e: chorus_merge::Error| Error::Config { field: format!("merging/{name}"), reason: e.to_string() };
+            let cfg = chorus_merge::MergeConfig::from_yaml(&yml, Path::new(name), Path::new("")).map_err(merr)?;
+            let out = tmp.join(format!("m{k}"));
+            let opts = chorus_merge::RunOptions {
+                shard_bytes: u64::MAX,
+                masks: &mut chorus_merge::methods::SeededMasks { seed: manifest.spec.seed },
+                progress: &mut |_, _, _| {},
+            };
+            chorus_merge::run(&cfg, &out, opts).map_err(merr)?;
+            let model = load(&out)?;
+            for (row, (_, ex)) in rows.iter_mut().zip(tests) {
+                row.scores.push((name.to_string(), alone(&model, ex)?));
+            }
+        }
+        Ok(())
+    })();
+    std::fs::remove_dir_all(&tmp).ok();
+    result.map(|()| rows)
 }
 
 fn load(dir: &Path) -> Result<Arc<LoadedModel>> {
@@ -103,6 +172,8 @@ pub fn evaluate(dir: &Path, per_task: usize, log: &mut dyn FnMut(&str)) -> Resul
             .collect(),
     };
     let multi_ft = m(true, "multi")?;
+    let mut all_tests = Vec::new();
+    let mut expert_scores = Vec::new();
     for (t, expert) in &experts {
         let tests = t.examples(manifest.spec.seed, TEST_SPLIT, per_task);
         let setup = FusionSetup {
@@ -111,9 +182,11 @@ pub fn evaluate(dir: &Path, per_task: usize, log: &mut dyn FnMut(&str)) -> Resul
             experts: vec![member(t.name(), expert)],
         };
         let base = alone(&large_base, &tests)?;
+        let expert_score = alone(expert, &tests)?;
+        expert_scores.push((*t, expert_score));
         let scores = vec![
             ("large base".to_string(), base),
-            ("small expert".to_string(), alone(expert, &tests)?),
+            ("small expert".to_string(), expert_score),
             ("proxy-tuning".to_string(), fused(&setup, Solver::Static { alpha: 1.0 }, MultiRule::Centroid, &tests)?),
             ("DLF (paper)".to_string(), fused(&setup, Solver::Paper, MultiRule::Centroid, &tests)?),
             ("DLF (refine)".to_string(), fused(&setup, Solver::Refine, MultiRule::Centroid, &tests)?),
@@ -130,8 +203,11 @@ pub fn evaluate(dir: &Path, per_task: usize, log: &mut dyn FnMut(&str)) -> Resul
         ];
         log(&format!("{} (multi): {:?}", t.name(), mscores));
         multi.push(TaskRow { task: t.name().into(), seen, scores: mscores });
+        all_tests.push((*t, tests));
     }
-    Ok(Report { per_task, single, multi })
+    log("merging the seen tasks' small experts");
+    let merging = merging_rows(dir, &manifest, &all_tests, &expert_scores)?;
+    Ok(Report { per_task, single, multi, merging })
 }
 
 /// The paper-style tables as text, with averages and the ratios DLF/FT and (DLF − base)/(FT − base).
@@ -182,6 +258,22 @@ pub fn render(r: &Report) -> String {
             .collect();
         s.push_str(&format!("seen tasks, relative to the multi-task fine-tune: {}\n", ratios.join("   ")));
     }
+    if !r.merging.is_empty() {
+        s.push('\n');
+        table(&mut s, "Merging the seen tasks' small experts into one small model", &r.merging);
+        // The Twin-Merging paper's normalized score (Eq. 4): merged / the task's own expert, seen tasks.
+        let seen: Vec<&TaskRow> = r.merging.iter().filter(|row| row.seen).collect();
+        let norm: Vec<String> = r.merging[0].scores[1..]
+            .iter()
+            .enumerate()
+            .map(|(k, (m, _))| {
+                let v: Vec<f64> =
+                    seen.iter().map(|row| 100.0 * row.scores[k + 1].1 / row.scores[0].1.max(1e-9)).collect();
+                format!("{m} {:.1}", v.iter().sum::<f64>() / v.len().max(1) as f64)
+            })
+            .collect();
+        s.push_str(&format!("normalized score (seen tasks, % of each task's expert): {}\n", norm.join("   ")));
+    }
     s
 }
 
@@ -205,7 +297,11 @@ mod tests {
         eprintln!("{}", render(&got));
         let tol = 2.0 * 100.0 / want.per_task as f64 + 1e-9;
         let mut diffs = Vec::new();
-        for (table, w, g) in [("single", &want.single, &got.single), ("multi", &want.multi, &got.multi)] {
+        for (table, w, g) in [
+            ("single", &want.single, &got.single),
+            ("multi", &want.multi, &got.multi),
+            ("merging", &want.merging, &got.merging),
+        ] {
             assert_eq!(w.len(), g.len(), "{table}: rows");
             for (wr, gr) in w.iter().zip(g) {
                 assert_eq!((&wr.task, wr.seen), (&gr.task, gr.seen), "{table}: row");
@@ -232,6 +328,7 @@ mod tests {
         assert_eq!(r.single.len(), 2);
         assert_eq!(r.single[0].scores.len(), 6);
         assert_eq!(r.multi[1].scores.len(), 4);
+        assert_eq!(r.merging[0].scores.len(), 1 + MERGES.len());
         assert!(r.single[0].seen && !r.single[1].seen);
         assert!(r.single.iter().chain(&r.multi).flat_map(|row| &row.scores).all(|(_, v)| (0.0..=100.0).contains(v)));
         let text = render(&r);
