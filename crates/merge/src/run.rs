@@ -55,58 +55,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Merges into `out`, which must not exist. On error nothing is left at `out` (nor in its temporary).
 pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
     let t0 = Instant::now();
-    if out.exists() {
-        return Err(Error::Io { path: out.to_path_buf(), reason: "already exists (choose a new folder)".into() });
-    }
     let base = cfg.base.as_deref().map(Input::open).transpose()?;
     let models: Vec<Input> = cfg.models.iter().map(|m| Input::open(&m.path)).collect::<Result<_>>()?;
     // The reference model decides the tensor list and the companion files.
     let reference = base.as_ref().unwrap_or(&models[0]);
-    let tensors = reference.tensors();
-    if tensors.is_empty() {
-        return Err(Error::Input {
-            model: reference.path.display().to_string(),
-            tensor: "*".into(),
-            reason: "no floating-point tensors".into(),
-        });
-    }
-    // Check names and shapes up front so a mismatch fails before any output exists.
-    for m in base.iter().chain(&models) {
-        let theirs = m.tensors();
-        for (name, shape) in &tensors {
-            match theirs.binary_search_by(|(n, _)| natural_cmp(n, name)) {
-                Ok(i) if &theirs[i].1 == shape => {}
-                Ok(i) => {
-                    return Err(Error::Input {
-                        model: m.path.display().to_string(),
-                        tensor: name.clone(),
-                        reason: format!("shape {:?}, {} has {shape:?}", theirs[i].1, reference.path.display()),
-                    });
-                }
-                Err(_) => {
-                    return Err(Error::Input {
-                        model: m.path.display().to_string(),
-                        tensor: name.clone(),
-                        reason: format!("missing ({} has it)", reference.path.display()),
-                    });
-                }
-            }
-        }
-        if theirs.len() != tensors.len()
-            && let Some((extra, _)) =
-                theirs.iter().find(|(n, _)| tensors.binary_search_by(|(r, _)| natural_cmp(r, n)).is_err())
-        {
-            return Err(Error::Input {
-                model: m.path.display().to_string(),
-                tensor: extra.clone(),
-                reason: format!("not in {} (different architectures?)", reference.path.display()),
-            });
-        }
-    }
+    let others: Vec<&Input> = base.iter().chain(&models).collect();
+    let tensors = common_tensors(reference, &others)?;
     let companions = reference.companion_files()?;
-    let tmp = PathBuf::from(format!("{}.tmp-{}", out.display(), std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::Io { path: tmp.clone(), reason: e.to_string() })?;
-    let result = (|| -> Result<Summary> {
+    let mut summary = in_temp_dir(out, |tmp| {
         for (name, bytes) in &companions {
             let p = tmp.join(name);
             std::fs::write(&p, bytes).map_err(|e| Error::Io { path: p.clone(), reason: e.to_string() })?;
@@ -148,19 +104,79 @@ pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
             seconds: 0.0,
             peak_rss_bytes: None,
         })
-    })();
-    match result {
-        Ok(mut s) => {
-            std::fs::rename(&tmp, out).map_err(|e| Error::Io { path: out.to_path_buf(), reason: e.to_string() })?;
-            s.seconds = t0.elapsed().as_secs_f64();
-            s.peak_rss_bytes = peak_rss_bytes();
-            Ok(s)
-        }
+    })?;
+    summary.seconds = t0.elapsed().as_secs_f64();
+    summary.peak_rss_bytes = peak_rss_bytes();
+    Ok(summary)
+}
+
+/// Runs `fill` on a fresh temporary folder beside `out` and renames it to `out` when `fill` succeeds;
+/// on failure the temporary is removed, so nothing is ever left half-written at `out`.
+pub(crate) fn in_temp_dir<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    if out.exists() {
+        return Err(Error::Io { path: out.to_path_buf(), reason: "already exists (choose a new folder)".into() });
+    }
+    let tmp = PathBuf::from(format!("{}.tmp-{}", out.display(), std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::Io { path: tmp.clone(), reason: e.to_string() })?;
+    match fill(&tmp) {
+        Ok(v) => match std::fs::rename(&tmp, out) {
+            Ok(()) => Ok(v),
+            Err(e) => {
+                std::fs::remove_dir_all(&tmp).ok();
+                Err(Error::Io { path: out.to_path_buf(), reason: e.to_string() })
+            }
+        },
         Err(e) => {
             std::fs::remove_dir_all(&tmp).ok();
             Err(e)
         }
     }
+}
+
+/// The tensors of `reference` (sorted naturally), after checking that every model in `others` has each of
+/// them with the same shape and nothing more: all before anything is written.
+pub(crate) fn common_tensors(reference: &Input, others: &[&Input]) -> Result<Vec<(String, Vec<usize>)>> {
+    let tensors = reference.tensors();
+    if tensors.is_empty() {
+        return Err(Error::Input {
+            model: reference.path.display().to_string(),
+            tensor: "*".into(),
+            reason: "no floating-point tensors".into(),
+        });
+    }
+    for m in others {
+        let theirs = m.tensors();
+        for (name, shape) in &tensors {
+            match theirs.binary_search_by(|(n, _)| natural_cmp(n, name)) {
+                Ok(i) if &theirs[i].1 == shape => {}
+                Ok(i) => {
+                    return Err(Error::Input {
+                        model: m.path.display().to_string(),
+                        tensor: name.clone(),
+                        reason: format!("shape {:?}, {} has {shape:?}", theirs[i].1, reference.path.display()),
+                    });
+                }
+                Err(_) => {
+                    return Err(Error::Input {
+                        model: m.path.display().to_string(),
+                        tensor: name.clone(),
+                        reason: format!("missing ({} has it)", reference.path.display()),
+                    });
+                }
+            }
+        }
+        if theirs.len() != tensors.len()
+            && let Some((extra, _)) =
+                theirs.iter().find(|(n, _)| tensors.binary_search_by(|(r, _)| natural_cmp(r, n)).is_err())
+        {
+            return Err(Error::Input {
+                model: m.path.display().to_string(),
+                tensor: extra.clone(),
+                reason: format!("not in {} (different architectures?)", reference.path.display()),
+            });
+        }
+    }
+    Ok(tensors)
 }
 
 fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
