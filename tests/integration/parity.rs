@@ -194,3 +194,71 @@ fn dlf_kernel_modes_and_errors() {
     assert!(pollster::block_on(k.run(&[vec![1.0]], false)).is_err());
     assert!(FusionKernel::new(&ctx, 0, 10, 1).is_err());
 }
+
+/// Twin-Merging's mixed matmul: several tasks, a fused projection of three parts (one with no factors),
+/// different weights per row, widths that are not multiples of the workgroup.
+#[test]
+fn lowrank_mix_gpu_matches_reference() {
+    use chorus_core::reference::LowRankPart;
+    let Some(ctx) = crate::common::gpu_or_skip("lowrank_mix_gpu_matches_reference") else { return };
+    let mut rng = Rng::new(11);
+    for (rows, inp, tasks, outs, ranks) in [
+        (1usize, 8usize, 1usize, vec![5usize], vec![vec![2usize]]),
+        (5, 70, 3, vec![64, 16, 16], vec![vec![3, 1, 4], vec![2, 0, 1], vec![0, 0, 0]]),
+        (9, 130, 4, vec![200], vec![vec![6, 6, 6, 6]]),
+    ] {
+        let small = |rng: &mut Rng, n: usize| -> Vec<f32> { (0..n).map(|_| (rng.next_f64() - 0.5) as f32).collect() };
+        // Columns of z grouped by part, then task (the decoder's layout).
+        let (mut seg, mut parts, mut b) = (Vec::new(), Vec::new(), Vec::new());
+        let mut out0 = 0;
+        for (p, &out_n) in outs.iter().enumerate() {
+            let col0 = seg.len();
+            for (t, &r) in ranks[p].iter().enumerate() {
+                seg.extend(std::iter::repeat_n(t as u32, r));
+            }
+            let col_n = seg.len() - col0;
+            parts.push(LowRankPart { out0, out_n, col0, col_n, b_off: b.len() });
+            b.extend(small(&mut rng, col_n * out_n));
+            out0 += out_n;
+        }
+        let out = out0;
+        let r = seg.len();
+        let x = small(&mut rng, rows * inp);
+        let a = small(&mut rng, inp * r);
+        let mut w: Vec<f32> = (0..rows * tasks).map(|_| rng.next_f64() as f32).collect();
+        w[0] = 0.0;
+        let base = random_matrix(&mut rng, rows, out);
+        let want = reference::lowrank_mix(&x, &a, &w, &seg, &b, &parts, &base, rows, inp, tasks);
+        let op = chorus_gpu::lowrank::LowRankMix {
+            x: &x,
+            a: &a,
+            w: &w,
+            seg: &seg,
+            b: &b,
+            parts: &parts,
+            base: &base,
+            rows,
+            inp,
+            tasks,
+        };
+        let got = pollster::block_on(chorus_gpu::lowrank::lowrank_mix(&ctx, &op)).expect("kernel");
+        let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0f32, f32::max);
+        println!("lowrank_mix {rows}x{inp} -> {out}, {tasks} tasks, r {r}: max |gpu - ref| = {worst:e}");
+        assert!(worst < 1e-4, "{rows}x{inp}: {worst}");
+    }
+    // Shapes that do not fit are refused, not run.
+    let bad = chorus_gpu::lowrank::LowRankMix {
+        x: &[1.0; 4],
+        a: &[1.0; 2],
+        w: &[1.0],
+        seg: &[1],
+        b: &[1.0; 2],
+        parts: &[LowRankPart { out0: 0, out_n: 2, col0: 0, col_n: 1, b_off: 0 }],
+        base: &[0.0; 2],
+        rows: 1,
+        inp: 4,
+        tasks: 1,
+    };
+    let e = pollster::block_on(chorus_gpu::lowrank::lowrank_mix(&ctx, &bad)).unwrap_err();
+    assert!(e.to_string().contains("lowrank_mix"), "{e}");
+}

@@ -59,3 +59,55 @@ mod tests {
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
     }
 }
+
+/// One output part of a low-rank mixed projection: output columns `out0..out0 + out_n` take the z columns
+/// `col0..col0 + col_n` through the `[col_n, out_n]` matrix at offset `b_off` of the packed left factors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowRankPart {
+    /// First output column.
+    pub out0: usize,
+    /// Output columns.
+    pub out_n: usize,
+    /// First column of z.
+    pub col0: usize,
+    /// Columns of z.
+    pub col_n: usize,
+    /// Offset of the part's `[col_n, out_n]` left factor in the packed buffer.
+    pub b_off: usize,
+}
+
+/// Twin-Merging's per-row low-rank merged matmul (kernel `shaders/lowrank_mix.wgsl`):
+/// `y[m] = base[m] + Σ_parts ((x[m]·A) ⊙ w[m, seg]) · B_part` for `x` `[rows, inp]`, `a` `[inp, r]`,
+/// per-row task weights `w` `[rows, tasks]`, column tasks `seg` `[r]` and `base` `[rows, out]`.
+pub fn lowrank_mix(
+    x: &[f32],
+    a: &[f32],
+    w: &[f32],
+    seg: &[u32],
+    b: &[f32],
+    parts: &[LowRankPart],
+    base: &[f32],
+    rows: usize,
+    inp: usize,
+    tasks: usize,
+) -> Vec<f32> {
+    let r = seg.len();
+    let out = if rows == 0 { 0 } else { base.len() / rows };
+    let mut z = vec![0f64; rows * r];
+    for m in 0..rows {
+        for j in 0..r {
+            let dot: f64 = (0..inp).map(|i| x[m * inp + i] as f64 * a[i * r + j] as f64).sum();
+            z[m * r + j] = dot * w[m * tasks + seg[j] as usize] as f64;
+        }
+    }
+    let mut y: Vec<f32> = base.to_vec();
+    for m in 0..rows {
+        for p in parts {
+            for o in 0..p.out_n {
+                let acc: f64 = (0..p.col_n).map(|j| z[m * r + p.col0 + j] * b[p.b_off + j * p.out_n + o] as f64).sum();
+                y[m * out + p.out0 + o] = (y[m * out + p.out0 + o] as f64 + acc) as f32;
+            }
+        }
+    }
+    y
+}

@@ -28,6 +28,10 @@ pub enum Error {
         /// The model's context length.
         context: usize,
     },
+    /// A twin pack could not be read.
+    #[cfg(not(target_family = "wasm"))]
+    #[error(transparent)]
+    Merge(#[from] chorus_merge::Error),
     /// Invalid request (empty prompt, empty batch).
     #[error("invalid request: {0}")]
     Request(String),

@@ -199,6 +199,18 @@ impl LoadedModel {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(usize, u32, &str),
     ) -> Result<Vec<GenerateOutput>> {
+        self.generate_mixed_async(prompts, None, opts, on_token).await
+    }
+
+    /// [`Self::generate_batch_async`] with per-row task weights for a model with attached task deltas
+    /// (Twin-Merging: row `r` runs θ_s + Σ_t mix[r][t] v_t; see [`Decoder::attach_deltas`]).
+    pub async fn generate_mixed_async(
+        &self,
+        prompts: &[Vec<u32>],
+        mix: Option<&[Vec<f32>]>,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(usize, u32, &str),
+    ) -> Result<Vec<GenerateOutput>> {
         if prompts.is_empty() {
             return Err(Error::Request("empty batch".into()));
         }
@@ -220,7 +232,8 @@ impl LoadedModel {
         }
         let mut cache = self.decoder.new_cache(prompts.len());
         let t0 = Instant::now();
-        let mut logits = read_rows(self.decoder.forward(&toks, &valid, &mut cache, false)?).await?;
+        let mut logits =
+            read_rows(self.decoder.forward_mixed(&toks, &valid, &mut cache, decoder::Output::Last, mix)?).await?;
         let prefill_ms = ms(t0);
         let t1 = Instant::now();
         let mut steps = 0usize;
@@ -253,7 +266,8 @@ impl LoadedModel {
             }
             let step: Vec<Vec<u32>> = next.iter().map(|&i| vec![i]).collect();
             let live: Vec<Vec<bool>> = rows.iter().map(|r| vec![r.done.is_none()]).collect();
-            logits = read_rows(self.decoder.forward(&step, &live, &mut cache, false)?).await?;
+            logits =
+                read_rows(self.decoder.forward_mixed(&step, &live, &mut cache, decoder::Output::Last, mix)?).await?;
             steps += 1;
         }
         let decode_ms = ms(t1);
@@ -271,6 +285,31 @@ impl LoadedModel {
                 decode_tokens_per_s: rate,
             })
             .collect())
+    }
+
+    /// The mean over each prompt's positions of the final-normed last hidden state (Twin-Merging's router
+    /// features, §B.5), one row per prompt, with the attached deltas (if any) left out.
+    pub async fn mean_hidden_async(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            self.check_prompt(p)?;
+            let mut cache = self.decoder.new_cache(1);
+            let h = self.decoder.forward_mixed(
+                &[p.clone()],
+                &[vec![true; p.len()]],
+                &mut cache,
+                decoder::Output::Hidden,
+                None,
+            )?;
+            let rows = read_rows(h).await?;
+            let n = rows.len().max(1) as f32;
+            let mut mean = vec![0f32; rows.first().map_or(0, Vec::len)];
+            for r in &rows {
+                mean.iter_mut().zip(r).for_each(|(m, x)| *m += x / n);
+            }
+            out.push(mean);
+        }
+        Ok(out)
     }
 
     /// Generates for one prompt, streaming text deltas to `on_text`.
@@ -328,11 +367,34 @@ impl LoadedModel {
         pollster::block_on(self.generate_batch_async(prompts, opts, &mut |_, _, _| {}))
     }
 
+    /// Blocking [`Self::generate_mixed_async`].
+    #[cfg(not(target_family = "wasm"))]
+    pub fn generate_mixed(
+        &self,
+        prompts: &[Vec<u32>],
+        mix: Option<&[Vec<f32>]>,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<GenerateOutput>> {
+        pollster::block_on(self.generate_mixed_async(prompts, mix, opts, &mut |_, _, _| {}))
+    }
+
+    /// Blocking [`Self::mean_hidden_async`].
+    #[cfg(not(target_family = "wasm"))]
+    pub fn mean_hidden(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.mean_hidden_async(prompts))
+    }
+
     /// Blocking [`Self::greedy_trace_async`].
     #[cfg(not(target_family = "wasm"))]
     pub fn greedy_trace(&self, prompt: &[u32], steps: usize, k: usize) -> Result<Vec<StepTrace>> {
         pollster::block_on(self.greedy_trace_async(prompt, steps, k))
     }
+}
+
+/// Blocking [`read_rows`].
+#[cfg(not(target_family = "wasm"))]
+pub(crate) fn rows_blocking(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+    pollster::block_on(read_rows(x))
 }
 
 pub(crate) async fn read_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {

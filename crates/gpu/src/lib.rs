@@ -9,6 +9,7 @@
 pub mod context;
 pub mod error;
 pub mod fusion;
+pub mod lowrank;
 pub mod row_stats;
 pub mod shaders;
 

@@ -15,14 +15,25 @@ pub enum ShaderId {
     DlfLosses,
     /// DLF step 4: argmin, fused logits and greedy token per row.
     DlfSelect,
+    /// Twin-Merging mixed matmul, pass 1: per-row weighted projection onto every task's right factors.
+    LowRankProject,
+    /// Twin-Merging mixed matmul, pass 2: the left factors of each output part, added to the shared output.
+    LowRankExpand,
 }
 
 const DLF_FUSE: &str = include_str!("../../../shaders/dlf_fuse.wgsl");
 
 impl ShaderId {
     /// Every registered entry point.
-    pub const ALL: &'static [ShaderId] =
-        &[ShaderId::RowStats, ShaderId::DlfPrepare, ShaderId::DlfConstants, ShaderId::DlfLosses, ShaderId::DlfSelect];
+    pub const ALL: &'static [ShaderId] = &[
+        ShaderId::RowStats,
+        ShaderId::DlfPrepare,
+        ShaderId::DlfConstants,
+        ShaderId::DlfLosses,
+        ShaderId::DlfSelect,
+        ShaderId::LowRankProject,
+        ShaderId::LowRankExpand,
+    ];
 
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
@@ -31,6 +42,7 @@ impl ShaderId {
             ShaderId::DlfPrepare | ShaderId::DlfConstants | ShaderId::DlfLosses | ShaderId::DlfSelect => {
                 "dlf_fuse.wgsl"
             }
+            ShaderId::LowRankProject | ShaderId::LowRankExpand => "lowrank_mix.wgsl",
         }
     }
 
@@ -39,6 +51,7 @@ impl ShaderId {
         match self {
             ShaderId::RowStats => include_str!("../../../shaders/row_stats.wgsl"),
             ShaderId::DlfPrepare | ShaderId::DlfConstants | ShaderId::DlfLosses | ShaderId::DlfSelect => DLF_FUSE,
+            ShaderId::LowRankProject | ShaderId::LowRankExpand => include_str!("../../../shaders/lowrank_mix.wgsl"),
         }
     }
 
@@ -50,6 +63,8 @@ impl ShaderId {
             ShaderId::DlfConstants => "constants",
             ShaderId::DlfLosses => "losses_main",
             ShaderId::DlfSelect => "select_main",
+            ShaderId::LowRankProject => "project",
+            ShaderId::LowRankExpand => "expand",
         }
     }
 }

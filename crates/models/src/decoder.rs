@@ -14,6 +14,7 @@ use chorus_core::ModelConfig;
 use chorus_core::qmatrix::QMatrix;
 
 use crate::error::{Error, Result};
+use crate::lowrank::{Delta, DeltaSource, EmbedDeltas, LowRankAdd, vector_deltas};
 use crate::qlinear::Activations;
 use crate::source::ModelFiles;
 
@@ -60,6 +61,8 @@ struct Linear {
     q: Vec<Arc<QMatrix>>,
     act: Activations,
     b: Option<Tensor<1>>,
+    /// Task deltas mixed per row (Twin-Merging); `None` for a plain model.
+    lr: Option<LowRankAdd>,
 }
 
 impl Linear {
@@ -73,7 +76,7 @@ impl Linear {
                 tensor2(transpose(&rows[r0 * inp..(r0 + n) * inp], n, inp), [inp, n], dev)
             })
             .collect();
-        Self { w, q: Vec::new(), act: Activations::F32, b }
+        Self { w, q: Vec::new(), act: Activations::F32, b, lr: None }
     }
 
     /// From stacked parts: one matrix when their code widths agree, separate blocks otherwise.
@@ -87,10 +90,14 @@ impl Linear {
             }
             parts.into_iter().map(Arc::new).collect()
         };
-        Some(Self { w: Vec::new(), q, act, b })
+        Some(Self { w: Vec::new(), q, act, b, lr: None })
     }
 
-    fn forward(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+    fn forward(&self, x: Tensor<2>, mix: Option<&Tensor<2>>) -> Result<Tensor<2>> {
+        let add = match (&self.lr, mix) {
+            (Some(lr), Some(w)) => Some(lr.forward(x.clone(), w)),
+            _ => None,
+        };
         let y = if !self.q.is_empty() {
             let [m, _] = x.dims();
             let dev = x.device();
@@ -117,6 +124,10 @@ impl Linear {
         } else {
             Tensor::cat(self.w.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
         };
+        let y = match add {
+            Some(a) => y + a,
+            None => y,
+        };
         Ok(match &self.b {
             Some(b) => y + b.clone().unsqueeze_dim(0),
             None => y,
@@ -131,6 +142,20 @@ struct Layer {
     mlp_norm: Tensor<1>,
     gate_up: Linear,
     down: Linear,
+    /// Per-task changes of the two norm weights (`[T, H]`), when mixed.
+    attn_norm_d: Option<Tensor<2>>,
+    mlp_norm_d: Option<Tensor<2>>,
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Logits of each row's last position, `[B, vocab]`.
+    Last,
+    /// Logits of every position, `[B·T, vocab]`.
+    All,
+    /// The final-normed hidden state of every position, `[B·T, hidden]` (router features).
+    Hidden,
 }
 
 /// A loaded decoder on one burn device.
@@ -146,6 +171,10 @@ pub struct Decoder {
     cos: Tensor<2>,
     sin: Tensor<2>,
     device: Device,
+    /// Tasks whose deltas are attached (0: a plain model).
+    tasks: usize,
+    norm_d: Option<Tensor<2>>,
+    embed_d: Option<EmbedDeltas>,
 }
 
 /// Keys and values of every layer for the rows of one batch, plus which key positions are real tokens.
@@ -268,14 +297,80 @@ impl Decoder {
             let down = fused(&[(format!("{p}.mlp.down_proj.weight"), h)], f, None)?;
             let attn_norm = tensor1(files.require(&format!("{p}.input_layernorm.weight"), &[h])?, device);
             let mlp_norm = tensor1(files.require(&format!("{p}.post_attention_layernorm.weight"), &[h])?, device);
-            layers.push(Layer { attn_norm, qkv, o, mlp_norm, gate_up, down });
+            layers.push(Layer { attn_norm, qkv, o, mlp_norm, gate_up, down, attn_norm_d: None, mlp_norm_d: None });
         }
         let embed = files.require("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let head_name = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
         let lm_head = fused(&[(head_name.to_string(), c.vocab_size)], h, None)?;
         let norm = tensor1(files.require("model.norm.weight", &[h])?, device);
         let (cos, sin) = rope_tables(&c, device);
-        Ok(Self { config: c, embed, layers, norm, lm_head, cos, sin, device: device.clone() })
+        Ok(Self {
+            config: c,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            device: device.clone(),
+            tasks: 0,
+            norm_d: None,
+            embed_d: None,
+        })
+    }
+
+    /// Attaches `tasks` tasks' deltas of every weight (`get(task, HF name)`), to be mixed per input row by
+    /// [`Decoder::forward_mixed`]; the shared weights stay as loaded. Replaces earlier attachments.
+    pub fn attach_deltas(&mut self, tasks: usize, get: &mut DeltaSource) -> Result<()> {
+        let c = self.config.clone();
+        let (h, q, kv, f) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
+        let dev = self.device.clone();
+        let mut part = |name: String, out: usize, inp: usize| -> Result<(usize, Vec<Delta>)> {
+            let ds = (0..tasks).map(|t| get(t, &name)).collect::<Result<Vec<_>>>()?;
+            for (t, d) in ds.iter().enumerate() {
+                let found = match d {
+                    Delta::None => continue,
+                    Delta::Dense(v) if v.len() == out * inp => continue,
+                    Delta::LowRank { us, v, rank } if us.len() == out * rank && v.len() == inp * rank => continue,
+                    Delta::Dense(v) => vec![v.len()],
+                    Delta::LowRank { us, v, rank } => vec![us.len() / rank.max(&1), v.len() / rank.max(&1), *rank],
+                };
+                let file = format!("task {t}'s delta");
+                return Err(Error::Shape { file, tensor: name.clone(), expected: vec![out, inp], found });
+            }
+            Ok((out, ds))
+        };
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let p = format!("model.layers.{i}");
+            let qkv = [
+                part(format!("{p}.self_attn.q_proj.weight"), q, h)?,
+                part(format!("{p}.self_attn.k_proj.weight"), kv, h)?,
+                part(format!("{p}.self_attn.v_proj.weight"), kv, h)?,
+            ];
+            layer.qkv.lr = LowRankAdd::new(&qkv, h, &dev);
+            layer.o.lr = LowRankAdd::new(&[part(format!("{p}.self_attn.o_proj.weight"), h, q)?], q, &dev);
+            let gu = [part(format!("{p}.mlp.gate_proj.weight"), f, h)?, part(format!("{p}.mlp.up_proj.weight"), f, h)?];
+            layer.gate_up.lr = LowRankAdd::new(&gu, h, &dev);
+            layer.down.lr = LowRankAdd::new(&[part(format!("{p}.mlp.down_proj.weight"), h, f)?], f, &dev);
+            layer.attn_norm_d = vector_deltas(&part(format!("{p}.input_layernorm.weight"), h, 1)?.1, h, &dev);
+            layer.mlp_norm_d = vector_deltas(&part(format!("{p}.post_attention_layernorm.weight"), h, 1)?.1, h, &dev);
+        }
+        self.norm_d = vector_deltas(&part("model.norm.weight".into(), h, 1)?.1, h, &dev);
+        let (_, embed) = part("model.embed_tokens.weight".into(), c.vocab_size, h)?;
+        if c.tie_word_embeddings {
+            self.lm_head.lr = LowRankAdd::new(&[(c.vocab_size, embed.clone())], h, &dev);
+        } else {
+            self.lm_head.lr = LowRankAdd::new(&[part("lm_head.weight".into(), c.vocab_size, h)?], h, &dev);
+        }
+        self.embed_d =
+            (!embed.iter().all(|d| matches!(d, Delta::None))).then_some(EmbedDeltas { deltas: embed, hidden: h });
+        self.tasks = tasks;
+        Ok(())
+    }
+
+    /// Tasks whose deltas are attached.
+    pub fn tasks(&self) -> usize {
+        self.tasks
     }
 
     /// The device the weights live on.
@@ -298,6 +393,21 @@ impl Decoder {
         cache: &mut KvCache,
         all: bool,
     ) -> Result<Tensor<2>> {
+        self.forward_mixed(tokens, valid, cache, if all { Output::All } else { Output::Last }, None)
+    }
+
+    /// [`Decoder::forward`] with each row's task weights `mix[b]` (one per attached task) applied to the
+    /// attached deltas: θ*(row) = θ_s + Σ_t w_t v_t without forming θ*. `None` (or no attached deltas) runs
+    /// the shared model alone.
+    pub fn forward_mixed(
+        &self,
+        tokens: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        cache: &mut KvCache,
+        output: Output,
+        mix: Option<&[Vec<f32>]>,
+    ) -> Result<Tensor<2>> {
+        let all = output != Output::Last;
         let c = &self.config;
         let b = tokens.len();
         let t = tokens.first().map_or(0, Vec::len);
@@ -347,10 +457,37 @@ impl Decoder {
         }
         let dev = &self.device;
         let hsz = c.hidden_size;
+        let mix = match mix {
+            Some(m) if self.tasks > 0 => {
+                if m.len() != b || m.iter().any(|w| w.len() != self.tasks || w.iter().any(|x| !x.is_finite())) {
+                    return Err(Error::Device(format!(
+                        "forward: mixing weights must be {b} rows of {} finite numbers",
+                        self.tasks
+                    )));
+                }
+                Some(m)
+            }
+            _ => None,
+        };
         let mut rows = Vec::with_capacity(b * t * hsz);
-        for &id in &ids {
+        for (k, &id) in ids.iter().enumerate() {
+            let start = rows.len();
             rows.extend_from_slice(&self.embed[id as usize * hsz..(id as usize + 1) * hsz]);
+            if let (Some(ed), Some(m)) = (&self.embed_d, mix) {
+                ed.add(id as usize, &m[k / t], &mut rows[start..]);
+            }
         }
+        // Per-row weights for the B·T token rows and for the B last rows.
+        let (w_rows, w_last) = match mix {
+            Some(m) => {
+                let nt = self.tasks;
+                let per_tok: Vec<f32> = (0..b * t).flat_map(|k| m[k / t].iter().copied()).collect();
+                let last: Vec<f32> = m.iter().flatten().copied().collect();
+                (Some(tensor2(per_tok, [b * t, nt], dev)), Some(tensor2(last, [b, nt], dev)))
+            }
+            None => (None, None),
+        };
+        let w_rows = w_rows.as_ref();
         let pos = Tensor::<1, Int>::from_data(TensorData::new(pos, [b * t]), dev);
         let mask: Tensor<5> = Tensor::from_data(TensorData::new(mask, [b, 1, 1, t, s]), dev);
         let cos = self.cos.clone().select(0, pos.clone()).reshape([b, 1, t, hd / 2]);
@@ -359,8 +496,8 @@ impl Decoder {
 
         let mut x = tensor2(rows, [b * t, hsz], dev); // [B·T, H]
         for (li, layer) in self.layers.iter().enumerate() {
-            let hn = rms_norm(x.clone(), &layer.attn_norm, c.rms_norm_eps);
-            let qkv = layer.qkv.forward(hn)?.reshape([b, t, (nh + 2 * nkv) * hd]);
+            let hn = rms_norm_mixed(x.clone(), &layer.attn_norm, layer.attn_norm_d.as_ref(), w_rows, c.rms_norm_eps);
+            let qkv = layer.qkv.forward(hn, w_rows)?.reshape([b, t, (nh + 2 * nkv) * hd]);
             let q = qkv.clone().narrow(2, 0, nh * hd).reshape([b, t, nh, hd]).swap_dims(1, 2);
             let k = qkv.clone().narrow(2, nh * hd, nkv * hd).reshape([b, t, nkv, hd]).swap_dims(1, 2);
             let v = qkv.narrow(2, (nh + nkv) * hd, nkv * hd).reshape([b, t, nkv, hd]).swap_dims(1, 2);
@@ -375,24 +512,44 @@ impl Decoder {
             let scores = qg.matmul(k.swap_dims(2, 3)).mul_scalar(scale).reshape([b, nkv, rep, t, s]) + mask.clone();
             let probs = activation::softmax(scores, 4).reshape([b, nkv, rep * t, s]);
             let attn = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b * t, nh * hd]);
-            x = x + layer.o.forward(attn)?;
+            x = x + layer.o.forward(attn, w_rows)?;
 
-            let hn = rms_norm(x.clone(), &layer.mlp_norm, c.rms_norm_eps);
-            let gu = layer.gate_up.forward(hn)?;
+            let hn = rms_norm_mixed(x.clone(), &layer.mlp_norm, layer.mlp_norm_d.as_ref(), w_rows, c.rms_norm_eps);
+            let gu = layer.gate_up.forward(hn, w_rows)?;
             let f = c.intermediate_size;
             let g = gu.clone().narrow(1, 0, f);
             let u = gu.narrow(1, f, f);
-            x = x + layer.down.forward(activation::silu(g) * u)?;
+            x = x + layer.down.forward(activation::silu(g) * u, w_rows)?;
         }
-        let x = if all { x } else { x.reshape([b, t, c.hidden_size]).narrow(1, t - 1, 1).reshape([b, c.hidden_size]) };
-        let x = rms_norm(x, &self.norm, c.rms_norm_eps);
-        self.lm_head.forward(x)
+        let (x, w) = if all {
+            (x, w_rows)
+        } else {
+            (x.reshape([b, t, c.hidden_size]).narrow(1, t - 1, 1).reshape([b, c.hidden_size]), w_last.as_ref())
+        };
+        let x = rms_norm_mixed(x, &self.norm, self.norm_d.as_ref(), w, c.rms_norm_eps);
+        if output == Output::Hidden {
+            return Ok(x);
+        }
+        self.lm_head.forward(x, w)
     }
 }
 
 fn rms_norm(x: Tensor<2>, w: &Tensor<1>, eps: f32) -> Tensor<2> {
     let ms = x.clone().square().mean_dim(1);
     x * ms.add_scalar(eps).sqrt().recip() * w.clone().unsqueeze_dim(0)
+}
+
+/// RMSNorm whose weight is `w + mix · D` per row when task changes `D` (`[T, H]`) and row weights `mix`
+/// (`[M, T]`) are given.
+fn rms_norm_mixed(x: Tensor<2>, w: &Tensor<1>, d: Option<&Tensor<2>>, mix: Option<&Tensor<2>>, eps: f32) -> Tensor<2> {
+    match (d, mix) {
+        (Some(d), Some(m)) => {
+            let ms = x.clone().square().mean_dim(1);
+            let weight = w.clone().unsqueeze_dim(0) + m.clone().matmul(d.clone());
+            x * ms.add_scalar(eps).sqrt().recip() * weight
+        }
+        _ => rms_norm(x, w, eps),
+    }
 }
 
 /// HF half-split RoPE on `[B, heads, T, d]` with per-row `cos`/`sin` of shape `[B, 1, T, d/2]`.

@@ -9,13 +9,15 @@ pub mod decoder;
 pub mod error;
 pub mod gguf;
 pub mod gguf_write;
+pub mod lowrank;
 pub mod qlinear;
 pub mod source;
 pub mod tokenizer;
 
 pub use bytes::FileBytes;
-pub use decoder::{Decoder, KvCache, WeightMode};
+pub use decoder::{Decoder, KvCache, Output, WeightMode};
 pub use error::{Error, Result};
 pub use gguf::GgufFile;
+pub use lowrank::Delta;
 pub use source::{ModelFiles, SafetensorsSet};
 pub use tokenizer::{ChatMessage, TextTokenizer};

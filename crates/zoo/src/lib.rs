@@ -12,5 +12,6 @@ pub mod model;
 pub mod tasks;
 pub mod tokenizer;
 pub mod train;
+pub mod twin;
 
 pub use error::{Error, Result};

@@ -1,0 +1,396 @@
+//! Twin-Merging at inference (spec §B.5–B.6): the router MLP (trained with burn autodiff on task-labelled
+//! prompts, features = mean last hidden state of the shared model) and a [`TwinModel`] that runs the
+//! shared model with every task's exclusive factors attached, mixing them per input row with the
+//! router's softmax weights — θ* is never materialised.
+//!
+//! Choices where the reference is silent or flawed (also in ARCHITECTURE.md): the best epoch is picked on
+//! a held-out slice of the *training* prompts (`val_fraction`), never on test data as the reference does;
+//! the router and its config live in the pack as `router.safetensors` + `router.json`.
+
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use chorus_core::GenerateOptions;
+use chorus_core::sampling::Rng;
+use chorus_merge::TwinPack;
+use chorus_models::ModelFiles;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::generate::{GenerateOutput, LoadedModel};
+
+/// Router hyper-parameters (the reference: hidden = 2 × input, dropout 0.5, LeakyReLU 0.01).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// Feature width (the shared model's hidden size).
+    pub input: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Tasks.
+    pub tasks: usize,
+    /// Dropout probability while training.
+    pub dropout: f64,
+}
+
+/// Router training schedule (the reference: Adam lr 5e-4, batch 1024, 50 epochs, best epoch by accuracy).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RouterTrainConfig {
+    /// Epochs.
+    pub epochs: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Examples per batch.
+    pub batch: usize,
+    /// Share of each task's examples held out to choose the best epoch.
+    pub val_fraction: f64,
+    /// Seed of the initialisation, split and order.
+    pub seed: u64,
+}
+
+impl Default for RouterTrainConfig {
+    fn default() -> Self {
+        Self { epochs: 50, lr: 5e-4, batch: 1024, val_fraction: 0.1, seed: 0 }
+    }
+}
+
+/// Linear → BatchNorm → LeakyReLU → Dropout, twice, then Linear to one logit per task (§B.5).
+#[derive(Module, Debug)]
+pub struct Router {
+    l1: Linear,
+    bn1: BatchNorm,
+    l2: Linear,
+    bn2: BatchNorm,
+    l3: Linear,
+    drop: Dropout,
+}
+
+impl Router {
+    /// A freshly initialised router.
+    pub fn new(cfg: &RouterConfig, device: &Device) -> Self {
+        Self {
+            l1: LinearConfig::new(cfg.input, cfg.hidden).init(device),
+            bn1: BatchNormConfig::new(cfg.hidden).init(device),
+            l2: LinearConfig::new(cfg.hidden, cfg.hidden).init(device),
+            bn2: BatchNormConfig::new(cfg.hidden).init(device),
+            l3: LinearConfig::new(cfg.hidden, cfg.tasks).init(device),
+            drop: DropoutConfig::new(cfg.dropout).init(),
+        }
+    }
+
+    /// Logits `[N, T]` for features `[N, input]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = self.drop.forward(activation::leaky_relu(self.bn1.forward(self.l1.forward(x)), 0.01));
+        let x = self.drop.forward(activation::leaky_relu(self.bn2.forward(self.l2.forward(x)), 0.01));
+        self.l3.forward(x)
+    }
+
+    /// Softmax (temperature 1) of the logits of each feature row, in eval mode: on the simplex.
+    pub fn weights(&self, features: &[Vec<f32>], device: &Device) -> Result<Vec<Vec<f32>>> {
+        let x = matrix(features, device)?;
+        let p = activation::softmax(self.forward(x), 1);
+        crate::generate::rows_blocking(p)
+    }
+
+    fn tensors(&self) -> Vec<(String, Tensor<2>)> {
+        let lin = |n: &str, l: &Linear| {
+            let mut v = vec![(format!("{n}.weight"), l.weight.val())];
+            if let Some(b) = &l.bias {
+                v.push((format!("{n}.bias"), b.val().unsqueeze_dim(0)));
+            }
+            v
+        };
+        let bn = |n: &str, b: &BatchNorm| {
+            vec![
+                (format!("{n}.gamma"), b.gamma.val().unsqueeze_dim(0)),
+                (format!("{n}.beta"), b.beta.val().unsqueeze_dim(0)),
+                (format!("{n}.running_mean"), b.running_mean.value().unsqueeze_dim(0)),
+                (format!("{n}.running_var"), b.running_var.value().unsqueeze_dim(0)),
+            ]
+        };
+        [lin("l1", &self.l1), bn("bn1", &self.bn1), lin("l2", &self.l2), bn("bn2", &self.bn2), lin("l3", &self.l3)]
+            .concat()
+    }
+
+    /// Writes `router.safetensors` and `router.json` into `dir` (each through a temporary file).
+    pub fn save(&self, cfg: &RouterConfig, report: &RouterReport, dir: &Path) -> Result<()> {
+        let mut owned = Vec::new();
+        for (name, t) in self.tensors() {
+            let shape = t.dims().to_vec();
+            let v = t.into_data().try_to_vec::<f32>().map_err(|e| io_err(dir, format!("{e:?}")))?;
+            owned.push((name, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()));
+        }
+        let views = owned
+            .iter()
+            .map(|(n, s, b)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| io_err(dir, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = safetensors::serialize(views, None).map_err(|e| io_err(dir, e.to_string()))?;
+        let meta = serde_json::json!({ "config": cfg, "training": report });
+        write_atomic(&dir.join("router.safetensors"), &bytes)?;
+        write_atomic(&dir.join("router.json"), &serde_json::to_vec_pretty(&meta).unwrap_or_default())
+    }
+
+    /// Reads a router saved by [`Router::save`]; names the file and tensor at fault.
+    pub fn load(dir: &Path, device: &Device) -> Result<(Self, RouterConfig)> {
+        let jp = dir.join("router.json");
+        let text = std::fs::read(&jp).map_err(|e| io_err(&jp, e.to_string()))?;
+        let j: serde_json::Value = serde_json::from_slice(&text).map_err(|e| io_err(&jp, e.to_string()))?;
+        let cfg: RouterConfig =
+            serde_json::from_value(j["config"].clone()).map_err(|e| io_err(&jp, format!("config: {e}")))?;
+        let sp = dir.join("router.safetensors");
+        let bytes = std::fs::read(&sp).map_err(|e| io_err(&sp, e.to_string()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| io_err(&sp, e.to_string()))?;
+        let mut r = Router::new(&cfg, device);
+        let get = |name: &str, shape: &[usize]| -> Result<Tensor<2>> {
+            let v = st.tensor(name).map_err(|e| io_err(&sp, format!("{name}: {e}")))?;
+            let want: Vec<usize> = if shape.len() == 1 { vec![1, shape[0]] } else { shape.to_vec() };
+            if v.shape() != want.as_slice() || v.dtype() != safetensors::Dtype::F32 {
+                return Err(io_err(&sp, format!("{name}: {:?} {:?}, expected F32 {want:?}", v.dtype(), v.shape())));
+            }
+            let vals: Vec<f32> =
+                v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            Ok(Tensor::from_data(TensorData::new(vals, [want[0], want[1]]), device))
+        };
+        let (i, h, t) = (cfg.input, cfg.hidden, cfg.tasks);
+        let set_lin = |l: &mut Linear, n: &str, inp: usize, out: usize| -> Result<()> {
+            l.weight = Param::from_tensor(get(&format!("{n}.weight"), &[inp, out])?);
+            l.bias = Some(Param::from_tensor(get(&format!("{n}.bias"), &[out])?.squeeze_dim(0)));
+            Ok(())
+        };
+        set_lin(&mut r.l1, "l1", i, h)?;
+        set_lin(&mut r.l2, "l2", h, h)?;
+        set_lin(&mut r.l3, "l3", h, t)?;
+        for (b, n) in [(&mut r.bn1, "bn1"), (&mut r.bn2, "bn2")] {
+            b.gamma = Param::from_tensor(get(&format!("{n}.gamma"), &[h])?.squeeze_dim(0));
+            b.beta = Param::from_tensor(get(&format!("{n}.beta"), &[h])?.squeeze_dim(0));
+            b.running_mean = RunningState::new(get(&format!("{n}.running_mean"), &[h])?.squeeze_dim(0));
+            b.running_var = RunningState::new(get(&format!("{n}.running_var"), &[h])?.squeeze_dim(0));
+        }
+        Ok((r, cfg))
+    }
+}
+
+/// How router training went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterReport {
+    /// Training examples (after the held-out slice).
+    pub train_examples: usize,
+    /// Held-out examples.
+    pub val_examples: usize,
+    /// Epoch (1-based) whose weights were kept.
+    pub best_epoch: usize,
+    /// Held-out accuracy of the kept weights (0–1).
+    pub val_accuracy: f64,
+    /// Training accuracy of the kept weights (0–1).
+    pub train_accuracy: f64,
+}
+
+fn matrix(rows: &[Vec<f32>], device: &Device) -> Result<Tensor<2>> {
+    let w = rows.first().map_or(0, Vec::len);
+    if rows.is_empty() || w == 0 || rows.iter().any(|r| r.len() != w || r.iter().any(|x| !x.is_finite())) {
+        return Err(Error::Request(format!("router features must be non-empty rows of {w} finite numbers")));
+    }
+    Ok(Tensor::from_data(TensorData::new(rows.concat(), [rows.len(), w]), device))
+}
+
+fn accuracy(r: &Router, x: &[Vec<f32>], y: &[usize], device: &Device) -> Result<f64> {
+    if x.is_empty() {
+        return Ok(0.0);
+    }
+    let w = r.weights(x, device)?;
+    let ok = w.iter().zip(y).filter(|(p, t)| chorus_core::sampling::argmax(p) == **t).count();
+    Ok(ok as f64 / x.len() as f64)
+}
+
+/// Trains a router on `features` labelled with task indices `labels` (< `tasks`). Deterministic for a seed.
+/// `report(epoch, loss, val_accuracy)` after each epoch.
+pub fn train_router(
+    features: &[Vec<f32>],
+    labels: &[usize],
+    tasks: usize,
+    tc: &RouterTrainConfig,
+    report: &mut dyn FnMut(usize, f32, f64),
+) -> Result<(Router, RouterConfig, RouterReport)> {
+    if features.len() != labels.len() || features.is_empty() {
+        return Err(Error::Request(format!("{} feature rows for {} labels", features.len(), labels.len())));
+    }
+    if let Some(&bad) = labels.iter().find(|&&l| l >= tasks) {
+        return Err(Error::Request(format!("label {bad} is not one of the {tasks} tasks")));
+    }
+    if tc.epochs == 0 || tc.batch == 0 || !(0.0..1.0).contains(&tc.val_fraction) || !(tc.lr > 0.0) {
+        return Err(Error::Request(format!("router training: bad schedule {tc:?}")));
+    }
+    let input = features[0].len();
+    let cfg = RouterConfig { input, hidden: 2 * input, tasks, dropout: 0.5 };
+    // A stratified held-out slice: the first ⌈val_fraction · n_t⌉ of each task after a seeded shuffle.
+    let mut rng = Rng::new(tc.seed);
+    let mut order: Vec<usize> = (0..features.len()).collect();
+    shuffle(&mut order, &mut rng);
+    let (mut tr, mut va) = (Vec::new(), Vec::new());
+    for t in 0..tasks {
+        let of_t: Vec<usize> = order.iter().copied().filter(|&i| labels[i] == t).collect();
+        let nv = ((of_t.len() as f64) * tc.val_fraction).ceil() as usize;
+        let nv = if of_t.len() > 1 { nv.min(of_t.len() - 1) } else { 0 };
+        va.extend_from_slice(&of_t[..nv]);
+        tr.extend_from_slice(&of_t[nv..]);
+    }
+    let pick = |idx: &[usize]| -> (Vec<Vec<f32>>, Vec<usize>) {
+        (idx.iter().map(|&i| features[i].clone()).collect(), idx.iter().map(|&i| labels[i]).collect())
+    };
+    let (xv, yv) = pick(&va);
+    let (xt, yt) = pick(&tr);
+    let device = Device::flex().autodiff();
+    device.seed(tc.seed);
+    let eval_dev = Device::flex();
+    let mut model = Router::new(&cfg, &device);
+    let mut opt = AdamConfig::new().init();
+    let mut best: Option<(f64, usize, Router)> = None;
+    for epoch in 1..=tc.epochs {
+        shuffle(&mut tr, &mut rng);
+        let mut last = 0.0;
+        for chunk in tr.chunks(tc.batch) {
+            // BatchNorm needs two rows to estimate a variance; a lone trailing row is skipped.
+            if chunk.len() < 2 {
+                continue;
+            }
+            let (xb, yb) = pick(chunk);
+            let x = matrix(&xb, &device)?;
+            let y = Tensor::<1, Int>::from_data(
+                TensorData::new(yb.iter().map(|&v| v as i64).collect::<Vec<_>>(), [yb.len()]),
+                &device,
+            );
+            let logp = activation::log_softmax(model.forward(x), 1);
+            let loss = logp.gather(1, y.unsqueeze_dim(1)).mean().neg();
+            last = loss.clone().into_scalar::<f32>();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = opt.step(tc.lr, model, grads);
+        }
+        let eval = model.valid();
+        // Without a held-out slice (one example per task) the training accuracy picks the epoch.
+        let score =
+            if xv.is_empty() { accuracy(&eval, &xt, &yt, &eval_dev)? } else { accuracy(&eval, &xv, &yv, &eval_dev)? };
+        report(epoch, last, score);
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, epoch, eval));
+        }
+    }
+    let (val_accuracy, best_epoch, router) = best.ok_or_else(|| Error::Request("no epoch ran".into()))?;
+    let train_accuracy = accuracy(&router, &xt, &yt, &eval_dev)?;
+    let rep =
+        RouterReport { train_examples: xt.len(), val_examples: xv.len(), best_epoch, val_accuracy, train_accuracy };
+    Ok((router, cfg, rep))
+}
+
+fn shuffle(v: &mut [usize], rng: &mut Rng) {
+    for i in (1..v.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// How router weights are applied to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixMode {
+    /// Each row its own weights (the reference's per-sample merge, batched).
+    Row,
+    /// One weight vector per batch: the mean of its rows' router weights (the paper's group-wise variant).
+    Group,
+}
+
+/// A twin pack loaded for inference: the shared model with every task's factors attached, and its router.
+pub struct TwinModel {
+    /// The pack.
+    pub pack: TwinPack,
+    /// The shared model (deltas attached).
+    pub model: LoadedModel,
+    /// The router, once trained.
+    pub router: Option<Router>,
+}
+
+fn io_err(path: &Path, reason: String) -> Error {
+    Error::Request(format!("{}: {reason}", path.display()))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        std::fs::remove_file(&tmp).ok();
+        io_err(path, e.to_string())
+    })
+}
+
+impl TwinModel {
+    /// Opens a pack and loads its shared model on `backend` with all tasks' factors attached (and the
+    /// router, if the pack has one).
+    pub fn load(dir: &Path, backend: Backend, device: &Device) -> Result<Self> {
+        let pack = TwinPack::open(dir)?;
+        let files = ModelFiles::open(&pack.shared_dir())?;
+        let mut model =
+            LoadedModel::load(files, backend, device, Some(chorus_models::WeightMode::F32), &mut |_, _| {})?;
+        let tasks = pack.meta.tasks.clone();
+        model.decoder.attach_deltas(tasks.len(), &mut |t, name| {
+            pack.exclusive(&tasks[t], name).map_err(|e| chorus_models::Error::Device(e.to_string()))
+        })?;
+        let router = if dir.join("router.json").is_file() {
+            let (r, cfg) = Router::load(dir, &Device::flex())?;
+            if cfg.tasks != pack.meta.tasks.len() || cfg.input != model.decoder.config.hidden_size {
+                return Err(io_err(
+                    &dir.join("router.json"),
+                    format!(
+                        "router for {} tasks of width {}, the pack has {} tasks of width {}",
+                        cfg.tasks,
+                        cfg.input,
+                        pack.meta.tasks.len(),
+                        model.decoder.config.hidden_size
+                    ),
+                ));
+            }
+            Some(r)
+        } else {
+            None
+        };
+        Ok(Self { pack, model, router })
+    }
+
+    /// Router features (mean last hidden state of the shared model) of each prompt.
+    pub fn features(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        self.model.mean_hidden(prompts)
+    }
+
+    /// Router weights of each prompt (on the simplex).
+    pub fn route(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let r = self.router.as_ref().ok_or_else(|| {
+            Error::Request(format!("{} has no router yet (run `chorus twin train-router`)", self.pack.dir.display()))
+        })?;
+        r.weights(&self.features(prompts)?, &Device::flex())
+    }
+
+    /// Generates with router weights applied per row (or per batch), returning the outputs and the weights
+    /// each row ran with.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        mode: MixMode,
+        opts: &GenerateOptions,
+    ) -> Result<(Vec<GenerateOutput>, Vec<Vec<f32>>)> {
+        let mut w = self.route(prompts)?;
+        if mode == MixMode::Group {
+            let n = w.len() as f32;
+            let mean: Vec<f32> =
+                (0..self.pack.meta.tasks.len()).map(|t| w.iter().map(|r| r[t]).sum::<f32>() / n).collect();
+            w.iter_mut().for_each(|r| r.clone_from(&mean));
+        }
+        let out = self.model.generate_mixed(prompts, Some(&w), opts)?;
+        Ok((out, w))
+    }
+}
