@@ -7,6 +7,7 @@ mod demo;
 mod eval;
 mod fuse;
 mod merge;
+mod twin;
 mod zoo;
 
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Merge models offline from a mergekit YAML (linear, task_arithmetic, ties, dare_linear, dare_ties).
     Merge(merge::MergeArgs),
+    /// Twin-Merging: build a twin pack, train its router, generate with per-input merged weights.
+    #[command(subcommand)]
+    Twin(twin::TwinCommand),
     /// The zoo: a tiny model family trained by Chorus, and its evaluation tables.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         Command::Eval(e) => eval::run(e),
         Command::Bench(b) => bench::run(b),
         Command::Merge(a) => merge::merge(a),
+        Command::Twin(t) => twin::run(t),
         Command::Zoo(z) => zoo::run(z),
     };
     match result {

@@ -14,6 +14,19 @@ pub enum ZooCommand {
     Train(ZooTrainArgs),
     /// Evaluate a trained family: single-task and multi-task tables.
     Eval(ZooEvalArgs),
+    /// Write task-labelled prompts (JSON lines for `chorus twin train-router`) of the seen tasks.
+    RouterData(ZooRouterDataArgs),
+}
+
+/// Arguments of `chorus zoo router-data`.
+#[derive(Args)]
+pub struct ZooRouterDataArgs {
+    /// Destination file (JSON lines {"task", "text"}).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Prompts per task.
+    #[arg(long, default_value_t = chorus_zoo::twin::ROUTER_PROMPTS)]
+    pub per_task: usize,
 }
 
 /// Arguments of `chorus zoo train`.
@@ -71,6 +84,19 @@ pub fn run(c: ZooCommand) -> Result<()> {
                 );
             }
             eprintln!("{} members, {:.1} MB of weights in {}", m.members.len(), total as f64 / 1e6, a.out.display());
+        }
+        ZooCommand::RouterData(a) => {
+            let m = chorus_zoo::embedded::manifest()?;
+            let seen = &m.spec.seen;
+            let mut text = String::new();
+            for (t, p) in chorus_zoo::twin::router_data(seen, m.spec.seed, a.per_task) {
+                text.push_str(&serde_json::to_string(&serde_json::json!({ "task": seen[t].name(), "text": p }))?);
+                text.push('\n');
+            }
+            let tmp = a.out.with_extension("tmp");
+            std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            log(&format!("{} prompts of {} tasks → {}", seen.len() * a.per_task, seen.len(), a.out.display()));
         }
         ZooCommand::Eval(a) => {
             let r =

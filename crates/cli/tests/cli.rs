@@ -218,3 +218,92 @@ fn merge_writes_a_folder_and_refuses_bad_configs() {
     assert!(!out2.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `chorus twin build | train-router | generate` on the shipped zoo family, the way the README shows it:
+/// each prompt is routed to its own task's expert, rows of one batch get their own weights, and bad input
+/// (a task the pack lacks, a pack without a router, a malformed --expert) exits 2 naming it.
+#[test]
+fn twin_builds_trains_and_routes_each_prompt() {
+    let fam = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../zoo/family");
+    let dir = std::env::temp_dir().join(format!("chorus-cli-twin-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let pack = dir.join("pack");
+    let p = |s: &str| fam.join(s).to_str().unwrap().to_string();
+    let (base, add, rev, sort) = (p("small-base"), p("small-add"), p("small-reverse"), p("small-sort"));
+    let (e1, e2, e3) = (format!("add={add}"), format!("reverse={rev}"), format!("sort={sort}"));
+    let args = ["twin", "build", "--base", &base, "--expert", &e1, "--expert", &e2, "--expert", &e3];
+    let mut build = args.to_vec();
+    build.extend(["--density", "0.5", "--out", pack.to_str().unwrap(), "--json"]);
+    let (code, stdout, err) = chorus(&build);
+    assert_eq!(code, 0, "{err}");
+    let s: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((s["tasks"].as_u64(), s["tensors"].as_u64()), (Some(3), Some(20)), "{s}");
+    assert!(s["twin_bytes"].as_u64() < s["dense_equivalent_bytes"].as_u64(), "factors, not dense: {s}");
+    let (code, _, err) = chorus(&["twin", "generate", "--pack", pack.to_str().unwrap(), "--prompt", "add 1 + 2 ="]);
+    assert_eq!(code, 2);
+    assert!(err.contains("train-router"), "{err}");
+
+    let data = dir.join("tasks.jsonl");
+    let mut lines = String::new();
+    for (task, prompts) in [
+        ("add", ["add 12 + 7 =", "add 3 + 45 =", "add 60 + 9 =", "add 8 + 8 =", "add 21 + 30 =", "add 5 + 71 ="]),
+        ("reverse", ["rev plant =", "rev stone =", "rev cloud =", "rev river =", "rev lamp =", "rev quiet ="]),
+        ("sort", ["sort 5 3 9 1 =", "sort 8 2 6 =", "sort 4 4 1 7 =", "sort 9 0 3 =", "sort 6 5 =", "sort 7 1 2 8 ="]),
+    ] {
+        for t in prompts {
+            lines.push_str(&format!("{{\"task\": \"{task}\", \"text\": \"{t}\"}}\n"));
+        }
+    }
+    std::fs::write(&data, &lines).unwrap();
+    let (code, stdout, err) = chorus(&[
+        "twin",
+        "train-router",
+        "--pack",
+        pack.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--batch",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(r["val_accuracy"].as_f64().is_some(), "{r}");
+    let (code, stdout, err) = chorus(&[
+        "twin",
+        "generate",
+        "--pack",
+        pack.to_str().unwrap(),
+        "--prompt",
+        "add 14 + 3 =",
+        "--prompt",
+        "rev table =",
+        "--max-new-tokens",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let g: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let rows = g["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, task) in rows.iter().zip(["add", "reverse"]) {
+        let w = row["weights"].as_object().unwrap();
+        let sum: f64 = w.values().map(|x| x.as_f64().unwrap()).sum();
+        assert!((sum - 1.0).abs() < 1e-4, "{row}");
+        let top = w.iter().max_by(|a, b| a.1.as_f64().unwrap().total_cmp(&b.1.as_f64().unwrap())).unwrap().0;
+        assert_eq!(top, task, "{row}");
+    }
+
+    std::fs::write(&data, "{\"task\": \"poetry\", \"text\": \"roses\"}\n").unwrap();
+    let (code, _, err) =
+        chorus(&["twin", "train-router", "--pack", pack.to_str().unwrap(), "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("poetry") && err.contains("line 1"), "{err}");
+    let out2 = dir.join("pack2");
+    let (code, _, err) = chorus(&["twin", "build", "--base", &base, "--expert", &add, "--out", out2.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("NAME=PATH"), "{err}");
+    assert!(!out2.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -189,6 +189,8 @@ pub struct RouterReport {
     pub best_epoch: usize,
     /// Held-out accuracy of the kept weights (0–1).
     pub val_accuracy: f64,
+    /// Held-out mean cross-entropy of the kept weights (nats).
+    pub val_loss: f64,
     /// Training accuracy of the kept weights (0–1).
     pub train_accuracy: f64,
 }
@@ -201,13 +203,15 @@ fn matrix(rows: &[Vec<f32>], device: &Device) -> Result<Tensor<2>> {
     Ok(Tensor::from_data(TensorData::new(rows.concat(), [rows.len(), w]), device))
 }
 
-fn accuracy(r: &Router, x: &[Vec<f32>], y: &[usize], device: &Device) -> Result<f64> {
+/// Accuracy (0–1) and mean cross-entropy of the router on labelled features.
+fn evaluate(r: &Router, x: &[Vec<f32>], y: &[usize], device: &Device) -> Result<(f64, f64)> {
     if x.is_empty() {
-        return Ok(0.0);
+        return Ok((0.0, f64::INFINITY));
     }
     let w = r.weights(x, device)?;
     let ok = w.iter().zip(y).filter(|(p, t)| chorus_core::sampling::argmax(p) == **t).count();
-    Ok(ok as f64 / x.len() as f64)
+    let ce = w.iter().zip(y).map(|(p, &t)| -(p[t].max(1e-30) as f64).ln()).sum::<f64>() / x.len() as f64;
+    Ok((ok as f64 / x.len() as f64, ce))
 }
 
 /// Trains a router on `features` labelled with task indices `labels` (< `tasks`). Deterministic for a seed.
@@ -252,7 +256,9 @@ pub fn train_router(
     let eval_dev = Device::flex();
     let mut model = Router::new(&cfg, &device);
     let mut opt = AdamConfig::new().init();
-    let mut best: Option<(f64, usize, Router)> = None;
+    // Best epoch: highest held-out accuracy, ties broken by lower held-out cross-entropy (accuracy alone
+    // saturates early on separable tasks and would keep an undertrained, nearly uniform router).
+    let mut best: Option<((f64, f64), usize, Router)> = None;
     for epoch in 1..=tc.epochs {
         shuffle(&mut tr, &mut rng);
         let mut last = 0.0;
@@ -276,16 +282,22 @@ pub fn train_router(
         let eval = model.valid();
         // Without a held-out slice (one example per task) the training accuracy picks the epoch.
         let score =
-            if xv.is_empty() { accuracy(&eval, &xt, &yt, &eval_dev)? } else { accuracy(&eval, &xv, &yv, &eval_dev)? };
-        report(epoch, last, score);
-        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            if xv.is_empty() { evaluate(&eval, &xt, &yt, &eval_dev)? } else { evaluate(&eval, &xv, &yv, &eval_dev)? };
+        report(epoch, last, score.0);
+        if best.as_ref().is_none_or(|(s, _, _)| score.0 > s.0 || (score.0 == s.0 && score.1 < s.1)) {
             best = Some((score, epoch, eval));
         }
     }
-    let (val_accuracy, best_epoch, router) = best.ok_or_else(|| Error::Request("no epoch ran".into()))?;
-    let train_accuracy = accuracy(&router, &xt, &yt, &eval_dev)?;
-    let rep =
-        RouterReport { train_examples: xt.len(), val_examples: xv.len(), best_epoch, val_accuracy, train_accuracy };
+    let ((val_accuracy, val_loss), best_epoch, router) = best.ok_or_else(|| Error::Request("no epoch ran".into()))?;
+    let (train_accuracy, _) = evaluate(&router, &xt, &yt, &eval_dev)?;
+    let rep = RouterReport {
+        train_examples: xt.len(),
+        val_examples: xv.len(),
+        best_epoch,
+        val_accuracy,
+        val_loss,
+        train_accuracy,
+    };
     Ok((router, cfg, rep))
 }
 

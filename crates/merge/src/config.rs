@@ -103,7 +103,8 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    fn parse(s: &str) -> Option<Self> {
+    /// From a mergekit dtype name (`float32`/`fp32`/`f32`, `float16`/`fp16`/`half`, `bfloat16`/`bf16`).
+    pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "float32" | "fp32" | "f32" => Self::Float32,
             "float16" | "fp16" | "f16" | "half" => Self::Float16,

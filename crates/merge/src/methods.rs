@@ -92,79 +92,112 @@ pub fn merge_tensor(
     }
     if cfg.method == Method::Linear {
         // mergekit: result = 0; result += x_i · w_i in order; / Σ w. 0 + a = a, so start from x_0 · w_0.
-        let mut rest = inputs.split_off(1);
-        let mut out = inputs.pop().unwrap_or_default();
-        out.iter_mut().for_each(|v| *v *= weights[0]);
-        for (x, &w) in rest.iter_mut().zip(&weights[1..]) {
-            for (o, &v) in out.iter_mut().zip(x.iter()) {
-                *o += v * w;
+        let d: f32 = if cfg.normalize { weights.iter().sum() } else { 1.0 };
+        let (first, rest) = inputs.split_at_mut(1);
+        par_chunks(&mut first[0], |j0, out| {
+            for (k, o) in out.iter_mut().enumerate() {
+                let mut acc = *o * weights[0];
+                for (x, &w) in rest.iter().zip(&weights[1..]) {
+                    acc += x[j0 + k] * w;
+                }
+                *o = if cfg.normalize { acc / d } else { acc };
             }
-            *x = Vec::new();
-        }
-        if cfg.normalize {
-            let d: f32 = weights.iter().sum();
-            out.iter_mut().for_each(|o| *o /= d);
-        }
-        return Ok(out);
+        });
+        inputs.truncate(1);
+        return Ok(inputs.pop().unwrap_or_default());
     }
     let base = base.filter(|b| b.len() == n).ok_or_else(|| Error::Input {
         model: "base_model".into(),
         tensor: tensor.into(),
         reason: format!("{} needs the base's tensor, of the models' length", cfg.method.name()),
     })?;
-    for (i, d) in inputs.iter_mut().enumerate() {
+    // Deltas, sparsified and weighted. Each model's is independent: one thread per model, except for
+    // random masks, whose source is a `&mut` stream.
+    let prepare = |i: usize, d: &mut Vec<f32>, keep: Option<Vec<bool>>| {
         d.iter_mut().zip(base).for_each(|(a, b)| *a -= b);
-        let density = cfg.models[i].density;
-        match cfg.method.sparsify() {
-            Sparsify::None => {}
-            Sparsify::Magnitude => {
-                let keep = magnitude_mask(d, density);
-                mask_in_place(d, &keep, cfg.rescale);
-            }
-            Sparsify::Random if density < 1.0 => {
-                let keep = masks.mask(i, tensor, n, density)?;
-                mask_in_place(d, &keep, cfg.rescale);
-            }
-            Sparsify::Random => {}
+        let keep = match cfg.method.sparsify() {
+            Sparsify::Magnitude => Some(magnitude_mask(d, cfg.models[i].density)),
+            _ => keep,
+        };
+        if let Some(keep) = keep {
+            mask_in_place(d, &keep, cfg.rescale);
         }
         let w = weights[i];
         d.iter_mut().for_each(|v| *v *= w);
+    };
+    if matches!(cfg.method.sparsify(), Sparsify::Random) {
+        for (i, d) in inputs.iter_mut().enumerate() {
+            let density = cfg.models[i].density;
+            let keep = if density < 1.0 { Some(masks.mask(i, tensor, n, density)?) } else { None };
+            prepare(i, d, keep);
+        }
+    } else {
+        std::thread::scope(|s| {
+            for (i, d) in inputs.iter_mut().enumerate() {
+                let prepare = &prepare;
+                s.spawn(move || prepare(i, d, None));
+            }
+        });
     }
     let consensus = cfg.method.consensus();
-    for j in 0..n {
-        let (mut mixed, mut divisor) = (0.0f32, 0.0f32);
-        if consensus {
-            let sum: f32 = inputs.iter().map(|d| d[j]).sum();
-            let majority = if sum >= 0.0 { 1.0 } else { -1.0 };
-            for (d, &w) in inputs.iter().zip(&weights) {
-                if sign(d[j]) == majority {
-                    mixed += d[j];
+    let (first, rest) = inputs.split_at_mut(1);
+    par_chunks(&mut first[0], |j0, out| {
+        for (k, o) in out.iter_mut().enumerate() {
+            let j = j0 + k;
+            let d0 = *o;
+            let delta = |i: usize| if i == 0 { d0 } else { rest[i - 1][j] };
+            let (mut mixed, mut divisor) = (0.0f32, 0.0f32);
+            if consensus {
+                let sum: f32 = (0..weights.len()).map(delta).sum();
+                let majority = if sum >= 0.0 { 1.0 } else { -1.0 };
+                for (i, &w) in weights.iter().enumerate() {
+                    if sign(delta(i)) == majority {
+                        mixed += delta(i);
+                        divisor += w;
+                    }
+                }
+                if divisor == 0.0 {
+                    divisor = 1.0;
+                }
+            } else {
+                for (i, &w) in weights.iter().enumerate() {
+                    mixed += delta(i);
                     divisor += w;
                 }
+                if divisor.abs() < 1e-8 {
+                    divisor = 1.0;
+                }
             }
-            if divisor == 0.0 {
-                divisor = 1.0;
+            if cfg.normalize {
+                mixed /= divisor;
             }
-        } else {
-            for (d, &w) in inputs.iter().zip(&weights) {
-                mixed += d[j];
-                divisor += w;
+            if cfg.lambda != 1.0 {
+                mixed *= cfg.lambda as f32;
             }
-            if divisor.abs() < 1e-8 {
-                divisor = 1.0;
-            }
+            // Every delta at j has been read: the first buffer can hold the result.
+            *o = base[j] + mixed;
         }
-        if cfg.normalize {
-            mixed /= divisor;
-        }
-        if cfg.lambda != 1.0 {
-            mixed *= cfg.lambda as f32;
-        }
-        // Every delta at j has been read: the first buffer can hold the result.
-        inputs[0][j] = base[j] + mixed;
-    }
+    });
     inputs.truncate(1);
     Ok(inputs.pop().unwrap_or_default())
+}
+
+/// Runs `f(first index, chunk)` over `out` split into one contiguous chunk per available core (small
+/// tensors stay on the calling thread). Each element's result depends only on its own index, so the
+/// result does not depend on the split.
+fn par_chunks(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let chunk = out.len().div_ceil(threads).max(1 << 16);
+    if out.len() <= chunk {
+        f(0, out);
+        return;
+    }
+    std::thread::scope(|s| {
+        for (c, part) in out.chunks_mut(chunk).enumerate() {
+            let f = &f;
+            s.spawn(move || f(c * chunk, part));
+        }
+    });
 }
 
 /// torch's `sign`: 0 for 0.
@@ -235,6 +268,35 @@ mod tests {
 
     fn cfg(y: &str) -> MergeConfig {
         MergeConfig::from_yaml(y, Path::new("t.yml"), Path::new("/")).unwrap()
+    }
+
+    /// Tensors large enough to be split across threads merge exactly as the same values do in small,
+    /// single-threaded pieces (per-element methods; TIES at density 1 so no global pruning applies).
+    #[test]
+    fn threaded_merges_equal_piecewise_ones() {
+        let n = 300_001;
+        let mut rng = chorus_core::sampling::Rng::new(3);
+        let mut vals = |k: usize| -> Vec<Vec<f32>> {
+            (0..k).map(|_| (0..n).map(|_| (rng.next_f64() - 0.5) as f32).collect()).collect()
+        };
+        let (base, xs) = (vals(1).remove(0), vals(3));
+        let models = "models: [{model: a, parameters: {weight: 1, density: 1}}, {model: b, parameters: {weight: 0.5, density: 1}}, {model: c, parameters: {weight: 2, density: 1}}]\n";
+        for head in [
+            "merge_method: linear\n",
+            "merge_method: task_arithmetic\nbase_model: z\n",
+            "merge_method: ties\nbase_model: z\n",
+        ] {
+            let m = if head.contains("ties") { models.to_string() } else { models.replace(", density: 1", "") };
+            let c = cfg(&format!("{head}{m}"));
+            let whole = merge_tensor(&c, "w", Some(&base), xs.clone(), &mut SeededMasks { seed: 0 }).unwrap();
+            let mut pieces = Vec::new();
+            for r in (0..n).step_by(1000) {
+                let e = (r + 1000).min(n);
+                let part: Vec<Vec<f32>> = xs.iter().map(|x| x[r..e].to_vec()).collect();
+                pieces.extend(merge_tensor(&c, "w", Some(&base[r..e]), part, &mut SeededMasks { seed: 0 }).unwrap());
+            }
+            assert!(whole == pieces, "{head}");
+        }
     }
 
     #[test]

@@ -79,7 +79,22 @@ pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
                 v
             };
             let b = base.as_ref().map(|b| b.read(name, shape).map(round)).transpose()?;
-            let xs: Vec<Vec<f32>> = models.iter().map(|m| m.read(name, shape).map(round)).collect::<Result<_>>()?;
+            // One reader per model: page faults and decoding of different files overlap.
+            let xs: Vec<Vec<f32>> = std::thread::scope(|sc| {
+                let handles: Vec<_> = models.iter().map(|m| sc.spawn(move || m.read(name, shape).map(round))).collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::Input {
+                                model: "*".into(),
+                                tensor: name.clone(),
+                                reason: "reader panicked".into(),
+                            })
+                        })
+                    })
+                    .collect::<Result<_>>()
+            })?;
             input_values += (xs.len() + b.is_some() as usize) as u64 * xs[0].len() as u64;
             let merged = merge_tensor(cfg, name, b.as_deref(), xs, opts.masks)?;
             drop(b);

@@ -57,6 +57,13 @@ pub const MERGES: [(&str, &str, &str); 4] = [
     ("DARE d=0.3 λ=0.7", "merge_method: dare_linear\nparameters: {lambda: 0.7}\n", "{weight: 1.0, density: 0.3}"),
 ];
 
+/// The merging table's Twin-Merging rows (λ 0.3): the reference's density 0.1 (rank 6 of the small models'
+/// 64) and 0.5, to show what the rank buys on models this small.
+pub const TWIN_ROWS: [(&str, chorus_merge::Rank); 2] = [
+    ("Twin-Merging d=0.1 λ=0.3", chorus_merge::Rank::Density(0.1)),
+    ("Twin-Merging d=0.5 λ=0.3", chorus_merge::Rank::Density(0.5)),
+];
+
 /// Merges the seen tasks' small experts of the family in `dir` with each of [`MERGES`] (into a temporary
 /// folder) and scores each merged model alone on `tests` (per task).
 fn merging_rows(
@@ -102,6 +109,19 @@ fn merging_rows(
             let model = load(&out)?;
             for (row, (_, ex)) in rows.iter_mut().zip(tests) {
                 row.scores.push((name.to_string(), alone(&model, ex)?));
+            }
+        }
+        // Twin-Merging: the same experts as a twin pack, its router trained on the seen tasks' prompts
+        // (router split), weights per test prompt.
+        let data = crate::twin::router_data(&manifest.spec.seen, manifest.spec.seed, crate::twin::ROUTER_PROMPTS);
+        for (k, (name, rank)) in TWIN_ROWS.iter().enumerate() {
+            let pack = tmp.join(format!("twin{k}"));
+            let topts = chorus_merge::TwinOptions { lambda: 0.3, rank: *rank, ..Default::default() };
+            crate::twin::build_pack(dir, manifest, &pack, &topts)?;
+            let twin = crate::twin::train_pack_router(&pack, &data, &crate::twin::router_schedule())?;
+            let scored = crate::twin::score(&twin, tests, chorus_engine::twin::MixMode::Row)?;
+            for (row, (acc, _)) in rows.iter_mut().zip(scored) {
+                row.scores.push((name.to_string(), acc));
             }
         }
         Ok(())

@@ -18,6 +18,12 @@ pub const ROUTER_SPLIT: u64 = 1;
 /// Prompts per seen task the zoo's router is trained on.
 pub const ROUTER_PROMPTS: usize = 200;
 
+/// The zoo router's schedule: the reference's lr and epochs, with batches of 64 (its 1024 would be one step
+/// per epoch on 800 prompts; it trained on 5500 per task).
+pub fn router_schedule() -> RouterTrainConfig {
+    RouterTrainConfig { batch: 64, ..RouterTrainConfig::default() }
+}
+
 /// Builds a twin pack at `out` from the family in `dir`: its small base and the small experts of the
 /// tasks its multi-task fine-tune saw.
 pub fn build_pack(dir: &Path, manifest: &Manifest, out: &Path, opts: &TwinOptions) -> Result<TwinSummary> {
