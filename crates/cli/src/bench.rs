@@ -14,6 +14,8 @@ pub enum BenchCommand {
     Generate(BenchGenerateArgs),
     /// Fused (DLF) decode speed and the α search's share of a step, next to the large model alone.
     Fuse(BenchFuseArgs),
+    /// Twin-Merging's per-row mixed forward against the shared model's own forward (same pack, same batch).
+    Twin(BenchTwinArgs),
     /// The α search alone on synthetic logits (V = 151,665 by default): per-step milliseconds by solver.
     Search(BenchSearchArgs),
 }
@@ -75,13 +77,88 @@ pub struct BenchGenerateArgs {
     pub batch: usize,
 }
 
+/// Arguments of `chorus bench twin`.
+#[derive(Args)]
+pub struct BenchTwinArgs {
+    /// A twin pack (its router is not needed: rows get fixed, distinct weights).
+    #[arg(long)]
+    pub pack: std::path::PathBuf,
+    /// Backend: cpu or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// Prompt (repeated over the batch).
+    #[arg(long, default_value = "add 12 + 7 =")]
+    pub prompt: String,
+    /// Batch rows.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// New tokens per run (EOS ignored).
+    #[arg(long, default_value_t = 32)]
+    pub new_tokens: usize,
+    /// Timed runs per mode after one warm-up run.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
 /// Runs a benchmark.
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Generate(a) => generate(a),
         BenchCommand::Fuse(a) => fuse(a),
         BenchCommand::Search(a) => search(a),
+        BenchCommand::Twin(a) => twin(a),
     }
+}
+
+fn twin(a: BenchTwinArgs) -> Result<()> {
+    use chorus_engine::twin::TwinModel;
+    let backend: chorus_engine::Backend = a.backend.parse()?;
+    let device = chorus_engine::device(backend)?;
+    let tm = TwinModel::load(&a.pack, backend, &device)?;
+    let t = tm.pack.meta.tasks.len();
+    let ids = tm.model.files.tokenizer.encode(&a.prompt, false)?;
+    let batch = vec![ids.clone(); a.batch.max(1)];
+    // Row r leans on task r mod T: every row has its own weights, as in a mixed batch.
+    let rows: Vec<Vec<f32>> = (0..batch.len())
+        .map(|r| (0..t).map(|k| if k == r % t { 0.7 } else { 0.3 / (t.max(2) - 1) as f32 }).collect())
+        .collect();
+    let mean: Vec<f32> = (0..t).map(|k| rows.iter().map(|w| w[k]).sum::<f32>() / rows.len() as f32).collect();
+    let group = vec![mean; batch.len()];
+    let opts = GenerateOptions { max_new_tokens: a.new_tokens, stop_at_eos: false, ..Default::default() };
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut out = serde_json::Map::new();
+    for (name, mix) in [("shared", None), ("per_row", Some(rows.as_slice())), ("group", Some(group.as_slice()))] {
+        tm.model.generate_mixed(&batch, mix, &GenerateOptions { max_new_tokens: 2, ..opts.clone() })?;
+        let (mut pre, mut dec) = (Vec::new(), Vec::new());
+        for _ in 0..a.runs.max(1) {
+            let o = tm.model.generate_mixed(&batch, mix, &opts)?;
+            pre.push(o[0].prefill_ms);
+            dec.push(o[0].decode_ms / o[0].tokens.len().saturating_sub(1).max(1) as f64);
+        }
+        let (p, d) = (median(&mut pre), median(&mut dec));
+        eprintln!("{name}: prefill {p:.2} ms, {d:.3} ms per decode step");
+        out.insert(name.into(), serde_json::json!({ "prefill_ms": p, "decode_ms_per_step": d }));
+    }
+    let ratio =
+        |k: &str, f: &str| out[k][f].as_f64().unwrap_or(0.0) / out["shared"][f].as_f64().unwrap_or(1.0).max(1e-12);
+    let j = serde_json::json!({
+        "bench": "twin",
+        "pack": a.pack.display().to_string(),
+        "backend": tm.model.backend.name(),
+        "tasks": t,
+        "batch": batch.len(),
+        "prompt_tokens": ids.len(),
+        "new_tokens": a.new_tokens,
+        "parameters": tm.model.decoder.config.parameter_count(),
+        "modes": out,
+        "per_row_vs_shared": { "prefill": ratio("per_row", "prefill_ms"), "decode": ratio("per_row", "decode_ms_per_step") },
+        "group_vs_shared": { "prefill": ratio("group", "prefill_ms"), "decode": ratio("group", "decode_ms_per_step") },
+    });
+    println!("{j}");
+    Ok(())
 }
 
 fn generate(a: BenchGenerateArgs) -> Result<()> {

@@ -92,7 +92,7 @@ pub fn lowrank_mix(
     tasks: usize,
 ) -> Vec<f32> {
     let r = seg.len();
-    let out = if rows == 0 { 0 } else { base.len() / rows };
+    let out = base.len().checked_div(rows).unwrap_or(0);
     let mut z = vec![0f64; rows * r];
     for m in 0..rows {
         for j in 0..r {

@@ -295,7 +295,7 @@ impl LoadedModel {
             self.check_prompt(p)?;
             let mut cache = self.decoder.new_cache(1);
             let h = self.decoder.forward_mixed(
-                &[p.clone()],
+                std::slice::from_ref(p),
                 &[vec![true; p.len()]],
                 &mut cache,
                 decoder::Output::Hidden,

@@ -229,7 +229,8 @@ pub fn train_router(
     if let Some(&bad) = labels.iter().find(|&&l| l >= tasks) {
         return Err(Error::Request(format!("label {bad} is not one of the {tasks} tasks")));
     }
-    if tc.epochs == 0 || tc.batch == 0 || !(0.0..1.0).contains(&tc.val_fraction) || !(tc.lr > 0.0) {
+    if tc.epochs == 0 || tc.batch == 0 || !(0.0..1.0).contains(&tc.val_fraction) || !(tc.lr.is_finite() && tc.lr > 0.0)
+    {
         return Err(Error::Request(format!("router training: bad schedule {tc:?}")));
     }
     let input = features[0].len();

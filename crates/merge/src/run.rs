@@ -69,7 +69,7 @@ pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
         }
         let plan = ShardPlan::new(&tensors, cfg.out_dtype, opts.shard_bytes);
         let shards = plan.shards.len();
-        let mut w = ShardWriter::new(plan, &tmp);
+        let mut w = ShardWriter::new(plan, tmp);
         let mut input_values = 0u64;
         for (k, (name, shape)) in tensors.iter().enumerate() {
             let round = |mut v: Vec<f32>| {

@@ -162,15 +162,13 @@ pub fn shared_tensor(base: &[f32], experts: &[&[f32]], lambda: f64) -> Vec<f32> 
         .collect()
 }
 
+/// `(us, v, singular values)` of a truncated SVD.
+pub type Factors = (Vec<f32>, Vec<f32>, Vec<f64>);
+
 /// Rank-`r` factors of an `m × n` row-major matrix: `us` `[m, r]` = U_r·diag(S_r) and `v` `[n, r]` = V_r, so
 /// the matrix ≈ us · vᵀ (Eckart–Young optimal in Frobenius norm). The SVD runs in f64 (faer), which avoids
 /// the ill-conditioning failures the reference hit with CUDA's `gesvda` (its issue #8).
-pub fn svd_factors(
-    delta: &[f32],
-    m: usize,
-    n: usize,
-    r: usize,
-) -> std::result::Result<(Vec<f32>, Vec<f32>, Vec<f64>), String> {
+pub fn svd_factors(delta: &[f32], m: usize, n: usize, r: usize) -> std::result::Result<Factors, String> {
     let a = faer::Mat::<f64>::from_fn(m, n, |i, j| delta[i * n + j] as f64);
     let svd = a.thin_svd().map_err(|e| format!("SVD did not converge: {e:?}"))?;
     let (u, s, v) = (svd.U(), svd.S().column_vector(), svd.V());

@@ -634,12 +634,12 @@ mod tests {
         let f = Linear::new(&rows, 5, cols, None, &dev);
         let x: Vec<f32> = (0..2 * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
         let xq = tensor2(x.clone(), [2, cols], &dev);
-        let want = to_rows(f.forward(xq.clone()).unwrap()).unwrap();
+        let want = to_rows(f.forward(xq.clone(), None).unwrap()).unwrap();
         // Exact inputs to 1e-4; the two-plane integer inputs to their rounding (≤ max|x|/32,512 per value).
         for (act, tol) in [(Activations::F32, 1e-4), (Activations::Q16, 1e-3)] {
             let lin = Linear::quantized(vec![qa.clone(), qb.clone()], act, None).unwrap();
             assert_eq!(lin.q.len(), 2, "packed and byte codes are not stacked together");
-            let got = to_rows(lin.forward(xq.clone()).unwrap()).unwrap();
+            let got = to_rows(lin.forward(xq.clone(), None).unwrap()).unwrap();
             for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
                 assert!((g - w).abs() <= tol * w.abs().max(1.0), "{act:?}: {g} vs {w}");
             }
