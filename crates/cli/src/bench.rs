@@ -123,22 +123,27 @@ fn twin(a: BenchTwinArgs) -> Result<()> {
         .map(|r| (0..t).map(|k| if k == r % t { 0.7 } else { 0.3 / (t.max(2) - 1) as f32 }).collect())
         .collect();
     let mean: Vec<f32> = (0..t).map(|k| rows.iter().map(|w| w[k]).sum::<f32>() / rows.len() as f32).collect();
-    let group = vec![mean; batch.len()];
+    let t0 = std::time::Instant::now();
+    let merged = tm.model.decoder.merged(&mean)?;
+    let merge_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let opts = GenerateOptions { max_new_tokens: a.new_tokens, stop_at_eos: false, ..Default::default() };
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let mut out = serde_json::Map::new();
-    for (name, mix) in [("shared", None), ("per_row", Some(rows.as_slice())), ("group", Some(group.as_slice()))] {
-        tm.model.generate_mixed(&batch, mix, &GenerateOptions { max_new_tokens: 2, ..opts.clone() })?;
-        let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    let shared = &tm.model.decoder;
+    for (name, dec, mix) in
+        [("shared", shared, None), ("per_row", shared, Some(rows.as_slice())), ("group", &merged, None)]
+    {
+        tm.model.generate_on(dec, &batch, mix, &GenerateOptions { max_new_tokens: 2, ..opts.clone() })?;
+        let (mut pre, mut dec_ms) = (Vec::new(), Vec::new());
         for _ in 0..a.runs.max(1) {
-            let o = tm.model.generate_mixed(&batch, mix, &opts)?;
+            let o = tm.model.generate_on(dec, &batch, mix, &opts)?;
             pre.push(o[0].prefill_ms);
-            dec.push(o[0].decode_ms / o[0].tokens.len().saturating_sub(1).max(1) as f64);
+            dec_ms.push(o[0].decode_ms / o[0].tokens.len().saturating_sub(1).max(1) as f64);
         }
-        let (p, d) = (median(&mut pre), median(&mut dec));
+        let (p, d) = (median(&mut pre), median(&mut dec_ms));
         eprintln!("{name}: prefill {p:.2} ms, {d:.3} ms per decode step");
         out.insert(name.into(), serde_json::json!({ "prefill_ms": p, "decode_ms_per_step": d }));
     }
@@ -154,6 +159,7 @@ fn twin(a: BenchTwinArgs) -> Result<()> {
         "new_tokens": a.new_tokens,
         "parameters": tm.model.decoder.config.parameter_count(),
         "modes": out,
+        "group_merge_ms": merge_ms,
         "per_row_vs_shared": { "prefill": ratio("per_row", "prefill_ms"), "decode": ratio("per_row", "decode_ms_per_step") },
         "group_vs_shared": { "prefill": ratio("group", "prefill_ms"), "decode": ratio("group", "decode_ms_per_step") },
     });

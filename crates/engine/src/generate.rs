@@ -211,16 +211,32 @@ impl LoadedModel {
         opts: &GenerateOptions,
         on_token: &mut dyn FnMut(usize, u32, &str),
     ) -> Result<Vec<GenerateOutput>> {
+        self.generate_on_async(&self.decoder, prompts, mix, opts, on_token).await
+    }
+
+    /// [`Self::generate_mixed_async`] run by another decoder of this model's shape and tokenizer (a
+    /// group-wise merged copy, [`Decoder::merged`]).
+    pub async fn generate_on_async(
+        &self,
+        decoder: &Decoder,
+        prompts: &[Vec<u32>],
+        mix: Option<&[Vec<f32>]>,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(usize, u32, &str),
+    ) -> Result<Vec<GenerateOutput>> {
+        if decoder.config != self.decoder.config {
+            return Err(Error::Request("generate_on: the decoder's configuration differs from the model's".into()));
+        }
         if prompts.is_empty() {
             return Err(Error::Request("empty batch".into()));
         }
         for p in prompts {
             self.check_prompt(p)?;
         }
-        let ctx = self.decoder.config.max_position_embeddings;
+        let ctx = decoder.config.max_position_embeddings;
         let tk = &self.files.tokenizer;
         let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let pad = tk.pad_id.min(self.decoder.config.vocab_size as u32 - 1);
+        let pad = tk.pad_id.min(decoder.config.vocab_size as u32 - 1);
         let mut rows = Vec::with_capacity(prompts.len());
         let (mut toks, mut valid) = (Vec::new(), Vec::new());
         for (r, p) in prompts.iter().enumerate() {
@@ -230,10 +246,10 @@ impl LoadedModel {
             toks.push(std::iter::repeat_n(pad, n_pad).chain(p.iter().copied()).collect::<Vec<_>>());
             valid.push(std::iter::repeat_n(false, n_pad).chain(std::iter::repeat_n(true, p.len())).collect::<Vec<_>>());
         }
-        let mut cache = self.decoder.new_cache(prompts.len());
+        let mut cache = decoder.new_cache(prompts.len());
         let t0 = Instant::now();
         let mut logits =
-            read_rows(self.decoder.forward_mixed(&toks, &valid, &mut cache, decoder::Output::Last, mix)?).await?;
+            read_rows(decoder.forward_mixed(&toks, &valid, &mut cache, decoder::Output::Last, mix)?).await?;
         let prefill_ms = ms(t0);
         let t1 = Instant::now();
         let mut steps = 0usize;
@@ -266,8 +282,7 @@ impl LoadedModel {
             }
             let step: Vec<Vec<u32>> = next.iter().map(|&i| vec![i]).collect();
             let live: Vec<Vec<bool>> = rows.iter().map(|r| vec![r.done.is_none()]).collect();
-            logits =
-                read_rows(self.decoder.forward_mixed(&step, &live, &mut cache, decoder::Output::Last, mix)?).await?;
+            logits = read_rows(decoder.forward_mixed(&step, &live, &mut cache, decoder::Output::Last, mix)?).await?;
             steps += 1;
         }
         let decode_ms = ms(t1);
@@ -376,6 +391,18 @@ impl LoadedModel {
         opts: &GenerateOptions,
     ) -> Result<Vec<GenerateOutput>> {
         pollster::block_on(self.generate_mixed_async(prompts, mix, opts, &mut |_, _, _| {}))
+    }
+
+    /// Blocking [`Self::generate_on_async`].
+    #[cfg(not(target_family = "wasm"))]
+    pub fn generate_on(
+        &self,
+        decoder: &Decoder,
+        prompts: &[Vec<u32>],
+        mix: Option<&[Vec<f32>]>,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<GenerateOutput>> {
+        pollster::block_on(self.generate_on_async(decoder, prompts, mix, opts, &mut |_, _, _| {}))
     }
 
     /// Blocking [`Self::mean_hidden_async`].

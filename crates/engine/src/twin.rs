@@ -315,7 +315,8 @@ fn shuffle(v: &mut [usize], rng: &mut Rng) {
 pub enum MixMode {
     /// Each row its own weights (the reference's per-sample merge, batched).
     Row,
-    /// One weight vector per batch: the mean of its rows' router weights (the paper's group-wise variant).
+    /// One weight vector per batch: the mean of its rows' router weights, folded into one merged copy of
+    /// the weights for the batch (the paper's group-wise variant: θ* is materialised once per batch).
     Group,
 }
 
@@ -402,6 +403,10 @@ impl TwinModel {
             let mean: Vec<f32> =
                 (0..self.pack.meta.tasks.len()).map(|t| w.iter().map(|r| r[t]).sum::<f32>() / n).collect();
             w.iter_mut().for_each(|r| r.clone_from(&mean));
+            // One merged model for the batch: every step then costs what the shared model's does.
+            let merged = self.model.decoder.merged(&mean)?;
+            let out = self.model.generate_on(&merged, prompts, None, opts)?;
+            return Ok((out, w));
         }
         let out = self.model.generate_mixed(prompts, Some(&w), opts)?;
         Ok((out, w))

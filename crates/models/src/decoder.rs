@@ -56,6 +56,7 @@ impl WeightMode {
 /// `y = x · W (+ b)` with `W` held as column blocks of `[in, out_i]` on the device, or as host
 /// [`QMatrix`] row blocks (one block unless stacking would have widened packed 4-bit codes to bytes, as
 /// for Q4_K q/k next to a Q6_K v).
+#[derive(Clone)]
 struct Linear {
     w: Vec<Tensor<2>>,
     q: Vec<Arc<QMatrix>>,
@@ -91,6 +92,28 @@ impl Linear {
             parts.into_iter().map(Arc::new).collect()
         };
         Some(Self { w: Vec::new(), q, act, b, lr: None })
+    }
+
+    /// This projection with the attached deltas folded in for one weight vector `w` (`[T]`); unchanged
+    /// when it has none (callers refuse integer-coded blocks with deltas: they cannot absorb a dense change).
+    fn merged(&self, w: &Tensor<1>) -> Self {
+        let Some(lr) = &self.lr else { return self.clone() };
+        if !self.q.is_empty() {
+            return self.clone();
+        }
+        let d = lr.dense(w);
+        let mut c0 = 0;
+        let blocks = self
+            .w
+            .iter()
+            .map(|blk| {
+                let n = blk.dims()[1];
+                let merged = blk.clone() + d.clone().narrow(1, c0, n);
+                c0 += n;
+                merged
+            })
+            .collect();
+        Self { w: blocks, q: Vec::new(), act: self.act, b: self.b.clone(), lr: None }
     }
 
     fn forward(&self, x: Tensor<2>, mix: Option<&Tensor<2>>) -> Result<Tensor<2>> {
@@ -135,6 +158,7 @@ impl Linear {
     }
 }
 
+#[derive(Clone)]
 struct Layer {
     attn_norm: Tensor<1>,
     qkv: Linear,
@@ -366,6 +390,65 @@ impl Decoder {
             (!embed.iter().all(|d| matches!(d, Delta::None))).then_some(EmbedDeltas { deltas: embed, hidden: h });
         self.tasks = tasks;
         Ok(())
+    }
+
+    /// A copy of this model with θ* = θ_s + Σ_t w_t v_t materialised for one weight vector `w` (the
+    /// group-wise variant: one merged model serves a whole batch, so every later forward costs what the
+    /// shared model's does). Projection weights are new device tensors; a model whose mixed projections are
+    /// integer-coded blocks is refused.
+    pub fn merged(&self, w: &[f32]) -> Result<Self> {
+        if w.len() != self.tasks || w.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Device(format!("merged: {} weights for {} attached tasks", w.len(), self.tasks)));
+        }
+        let coded = |p: &Linear| p.lr.is_some() && !p.q.is_empty();
+        if self.layers.iter().any(|l| [&l.qkv, &l.o, &l.gate_up, &l.down].into_iter().any(coded))
+            || coded(&self.lm_head)
+        {
+            return Err(Error::Device(
+                "merged: integer-coded projections cannot absorb dense deltas; load the shared model with f32 weights"
+                    .into(),
+            ));
+        }
+        let dev = &self.device;
+        let wt = tensor1(w.to_vec(), dev);
+        let norm = |base: &Tensor<1>, d: &Option<Tensor<2>>| match d {
+            Some(d) => base.clone() + wt.clone().unsqueeze_dim::<2>(0).matmul(d.clone()).reshape([base.dims()[0]]),
+            None => base.clone(),
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| Layer {
+                attn_norm: norm(&l.attn_norm, &l.attn_norm_d),
+                qkv: l.qkv.merged(&wt),
+                o: l.o.merged(&wt),
+                mlp_norm: norm(&l.mlp_norm, &l.mlp_norm_d),
+                gate_up: l.gate_up.merged(&wt),
+                down: l.down.merged(&wt),
+                attn_norm_d: None,
+                mlp_norm_d: None,
+            })
+            .collect();
+        let mut embed = self.embed.clone();
+        if let Some(ed) = &self.embed_d {
+            let h = self.config.hidden_size;
+            for (id, row) in embed.chunks_exact_mut(h).enumerate() {
+                ed.add(id, w, row);
+            }
+        }
+        Ok(Self {
+            config: self.config.clone(),
+            embed,
+            layers,
+            norm: norm(&self.norm, &self.norm_d),
+            lm_head: self.lm_head.merged(&wt),
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            device: self.device.clone(),
+            tasks: 0,
+            norm_d: None,
+            embed_d: None,
+        })
     }
 
     /// Tasks whose deltas are attached.

@@ -28,6 +28,7 @@ pub enum Delta {
 pub type DeltaSource<'a> = dyn FnMut(usize, &str) -> crate::Result<Delta> + 'a;
 
 /// The mixable part of one projection (its output parts in order, e.g. q, k, v).
+#[derive(Clone)]
 pub(crate) struct LowRankAdd {
     /// `[in, R]`: every part's and task's right factors side by side (part-major, then task).
     a: Tensor<2>,
@@ -111,6 +112,25 @@ impl LowRankAdd {
     }
 }
 
+impl LowRankAdd {
+    /// The whole change for one weight vector `w` (`[T]`): A·diag(w[seg])·B as `[in, out]` (group-wise
+    /// merges, where one θ* serves a whole batch).
+    pub(crate) fn dense(&self, w: &Tensor<1>) -> Tensor<2> {
+        let [inp, _] = self.a.dims();
+        let dev = self.a.device();
+        let scaled = self.a.clone() * w.clone().select(0, self.seg.clone()).unsqueeze_dim(0);
+        let outs: Vec<Tensor<2>> = self
+            .parts
+            .iter()
+            .map(|(c0, n, b, out)| match b {
+                Some(b) => scaled.clone().narrow(1, *c0, *n).matmul(b.clone()),
+                None => Tensor::zeros([inp, *out], &dev),
+            })
+            .collect();
+        Tensor::cat(outs, 1)
+    }
+}
+
 /// Per-task dense changes of a vector (an RMSNorm weight): `[T, n]`, mixed per row as `w · D`.
 pub(crate) fn vector_deltas(deltas: &[Delta], n: usize, dev: &Device) -> Option<Tensor<2>> {
     if deltas.iter().all(|d| matches!(d, Delta::None)) {
@@ -127,6 +147,7 @@ pub(crate) fn vector_deltas(deltas: &[Delta], n: usize, dev: &Device) -> Option<
 }
 
 /// Host-side per-task embedding changes: for token `id`, `Σ_t w_t Δ_t[id]`.
+#[derive(Clone)]
 pub(crate) struct EmbedDeltas {
     pub(crate) deltas: Vec<Delta>,
     pub(crate) hidden: usize,

@@ -164,6 +164,15 @@ mod tests {
             let d = max_diff(rows, &dense);
             assert!(d < 2e-3, "row {r}: factored vs materialised θ* differ by {d}");
         }
+        // Group-wise: one merged copy for a weight vector gives what per-row mixing gives every row.
+        let merged = twin.model.decoder.merged(&ws[1]).unwrap();
+        let mut cache = merged.new_cache(prompts.len());
+        let valid = vec![vec![true; n]; prompts.len()];
+        let x = merged.forward_mixed(&prompts, &valid, &mut cache, Output::All, None).unwrap();
+        let grouped = chorus_models::decoder::to_rows(x).unwrap();
+        let same = vec![ws[1].clone(); prompts.len()];
+        let d = max_diff(&grouped, &logits(&twin.model, &prompts, Some(&same)));
+        assert!(d < 2e-3, "merged copy vs per-row mixing: {d}");
         // No weights: the shared model exactly.
         let shared = logits(&load(&twin.pack.shared_dir()), &prompts, None);
         assert_eq!(logits(&twin.model, &prompts, None), shared);
