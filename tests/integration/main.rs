@@ -18,5 +18,7 @@ mod parity;
 mod quant;
 // Every WGSL file under shaders/ parses, validates with naga and is registered.
 mod shaders;
+// Twin-Merging's mixed forward on wgpu (the WGSL kernel on burn's buffers) against the CPU.
+mod twin;
 // Tokenizers built from GGUF metadata against transformers' ids; chat templates.
 mod tokenizer;

@@ -11,6 +11,8 @@ mod fuse_gpu;
 pub mod generate;
 #[cfg(not(target_family = "wasm"))]
 pub mod twin;
+#[cfg(not(target_family = "wasm"))]
+pub mod twin_gpu;
 
 pub use backend::{Backend, device};
 pub use error::{Error, Result};

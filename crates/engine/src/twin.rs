@@ -8,6 +8,7 @@
 //! the router and its config live in the pack as `router.safetensors` + `router.json`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
@@ -355,6 +356,11 @@ impl TwinModel {
         model.decoder.attach_deltas(tasks.len(), &mut |t, name| {
             pack.exclusive(&tasks[t], name).map_err(|e| chorus_models::Error::Device(e.to_string()))
         })?;
+        if backend == Backend::Wgpu {
+            // The mixed projections run as the WGSL kernel on burn's buffers (`twin_gpu`).
+            let k = crate::twin_gpu::WgpuLowRank::new(crate::backend::gpu_context()?);
+            model.decoder.set_lowrank_kernel(Some(Arc::new(k)));
+        }
         let router = if dir.join("router.json").is_file() {
             let (r, cfg) = Router::load(dir, &Device::flex())?;
             if cfg.tasks != pack.meta.tasks.len() || cfg.input != model.decoder.config.hidden_size {

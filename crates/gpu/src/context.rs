@@ -103,6 +103,16 @@ impl GpuContext {
         buf
     }
 
+    /// An uninitialised storage buffer of `bytes` bytes that copies fill (device-to-device staging).
+    pub fn scratch(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
     /// An uninitialised storage buffer of `bytes` bytes that kernels write.
     pub fn output(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {

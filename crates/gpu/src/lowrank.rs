@@ -57,14 +57,145 @@ pub struct LowRankMix<'a> {
 
 const WG: u32 = 64;
 
-/// Runs the two passes on the GPU and reads `y` back.
+fn bad(reason: String) -> Error {
+    Error::Shape { kernel: "lowrank_mix", reason }
+}
+
+/// The constant operands of one mixed projection uploaded once (right factors, column tasks, packed left
+/// factors, parts); [`LowRankDevice::record`] then mixes any batch of rows on the device.
+pub struct LowRankDevice {
+    a: wgpu::Buffer,
+    seg: wgpu::Buffer,
+    b: wgpu::Buffer,
+    parts: wgpu::Buffer,
+    inp: usize,
+    r: usize,
+    out: usize,
+    n_parts: usize,
+    tasks: usize,
+}
+
+/// Buffers one recorded mix needs until its submission.
+pub struct Scratch(#[allow(dead_code)] Vec<wgpu::Buffer>);
+
+impl LowRankDevice {
+    /// Checks and uploads the constants: `a` `[inp, r]`, `seg` `[r]` (< `tasks`), packed `b`, `parts` within
+    /// `out` columns.
+    pub fn new(
+        ctx: &GpuContext,
+        a: &[f32],
+        seg: &[u32],
+        b: &[f32],
+        parts: &[LowRankPart],
+        inp: usize,
+        out: usize,
+        tasks: usize,
+    ) -> Result<Self> {
+        let r = seg.len();
+        if inp == 0 || a.len() != inp * r {
+            return Err(bad(format!("a has {} values, want {inp}×{r}", a.len())));
+        }
+        if let Some(s) = seg.iter().find(|&&s| s as usize >= tasks) {
+            return Err(bad(format!("column task {s} ≥ {tasks} tasks")));
+        }
+        for p in parts {
+            if p.out0 + p.out_n > out || p.col0 + p.col_n > r || p.b_off + p.col_n * p.out_n > b.len() {
+                return Err(bad(format!("part {p:?} does not fit out {out}, r {r}, b {}", b.len())));
+            }
+        }
+        let u = |v: usize| v as u32;
+        let gp: Vec<Part> = parts
+            .iter()
+            .map(|p| Part {
+                out0: u(p.out0),
+                out_n: u(p.out_n),
+                col0: u(p.col0),
+                col_n: u(p.col_n),
+                b_off: u(p.b_off),
+                _pad: [0; 3],
+            })
+            .collect();
+        Ok(Self {
+            a: ctx.storage("lowrank.a", a),
+            seg: ctx.storage("lowrank.seg", seg),
+            b: ctx.storage("lowrank.b", b),
+            parts: ctx.storage("lowrank.parts", &gp),
+            inp,
+            r,
+            out,
+            n_parts: parts.len(),
+            tasks,
+        })
+    }
+
+    /// Records into `enc`: copies of `rows` rows of x, w and base from `(buffer, byte offset)` sources, the
+    /// two passes, and the copy of y into `y`. Keep the returned scratch until `enc` is submitted.
+    pub fn record(
+        &self,
+        ctx: &GpuContext,
+        enc: &mut wgpu::CommandEncoder,
+        rows: usize,
+        x: (&wgpu::Buffer, u64),
+        w: (&wgpu::Buffer, u64),
+        base: (&wgpu::Buffer, u64),
+        y: (&wgpu::Buffer, u64),
+    ) -> Result<Scratch> {
+        let max_groups = ctx.device.limits().max_compute_workgroups_per_dimension as usize;
+        if rows == 0 || rows > max_groups || self.out.div_ceil(WG as usize) > max_groups {
+            return Err(bad(format!("{rows} rows × {} columns do not fit one dispatch", self.out)));
+        }
+        let u = |v: usize| v as u32;
+        let params = ctx.uniform(
+            "lowrank.params",
+            &Params {
+                rows: u(rows),
+                inp: u(self.inp),
+                r: u(self.r),
+                tasks: u(self.tasks),
+                out: u(self.out),
+                parts: u(self.n_parts),
+                _pad: [0; 2],
+            },
+        );
+        let f = 4u64;
+        let (nx, nw, ny) = ((rows * self.inp) as u64 * f, (rows * self.tasks) as u64 * f, (rows * self.out) as u64 * f);
+        let xb = ctx.scratch("lowrank.x", nx);
+        let wb = ctx.scratch("lowrank.w", nw);
+        let bb = ctx.scratch("lowrank.base", ny);
+        let z = ctx.output("lowrank.z", (rows * self.r.max(1)) as u64 * f);
+        let yb = ctx.output("lowrank.y", ny);
+        enc.copy_buffer_to_buffer(x.0, x.1, &xb, 0, nx);
+        enc.copy_buffer_to_buffer(w.0, w.1, &wb, 0, nw);
+        enc.copy_buffer_to_buffer(base.0, base.1, &bb, 0, ny);
+        let project = [(0, &params), (1, &xb), (2, &self.a), (3, &wb), (4, &self.seg), (5, &z)];
+        let expand = [(0, &params), (6, &z), (7, &self.b), (8, &self.parts), (9, &bb), (10, &yb)];
+        let mut passes = Vec::new();
+        if self.r > 0 {
+            passes.push(Pass {
+                id: ShaderId::LowRankProject,
+                bindings: &project,
+                groups: (u(self.r).div_ceil(WG), u(rows), 1),
+            });
+        }
+        passes.push(Pass {
+            id: ShaderId::LowRankExpand,
+            bindings: &expand,
+            groups: (u(self.out).div_ceil(WG), u(rows), 1),
+        });
+        ctx.record(enc, &passes);
+        enc.copy_buffer_to_buffer(&yb, 0, y.0, y.1, ny);
+        Ok(Scratch(vec![params, xb, wb, bb, z, yb]))
+    }
+}
+
+/// Runs the two passes on host operands and reads `y` back (the parity test's entry point).
 pub async fn lowrank_mix(ctx: &GpuContext, op: &LowRankMix<'_>) -> Result<Vec<f32>> {
-    let bad = |reason: String| Error::Shape { kernel: "lowrank_mix", reason };
-    let (rows, inp, tasks, r) = (op.rows, op.inp, op.tasks, op.seg.len());
+    let (rows, inp, tasks) = (op.rows, op.inp, op.tasks);
     if rows == 0 || inp == 0 {
         return Err(bad(format!("{rows} rows of width {inp}")));
     }
     let out = op.base.len() / rows;
+    let r = op.seg.len();
     if op.x.len() != rows * inp || op.a.len() != inp * r || op.w.len() != rows * tasks || op.base.len() != rows * out {
         return Err(bad(format!(
             "x {} (want {rows}×{inp}), a {} (want {inp}×{r}), w {} (want {rows}×{tasks}), base {}",
@@ -74,60 +205,13 @@ pub async fn lowrank_mix(ctx: &GpuContext, op: &LowRankMix<'_>) -> Result<Vec<f3
             op.base.len()
         )));
     }
-    if let Some(s) = op.seg.iter().find(|&&s| s as usize >= tasks) {
-        return Err(bad(format!("column task {s} ≥ {tasks} tasks")));
-    }
-    for p in op.parts {
-        if p.out0 + p.out_n > out || p.col0 + p.col_n > r || p.b_off + p.col_n * p.out_n > op.b.len() {
-            return Err(bad(format!("part {p:?} does not fit out {out}, r {r}, b {}", op.b.len())));
-        }
-    }
-    let max_groups = ctx.device.limits().max_compute_workgroups_per_dimension as usize;
-    if rows > max_groups || out.div_ceil(WG as usize) > max_groups {
-        return Err(bad(format!("{rows} rows × {out} columns exceed one dispatch")));
-    }
-    let u = |v: usize| v as u32;
-    let params = ctx.uniform(
-        "lowrank.params",
-        &Params {
-            rows: u(rows),
-            inp: u(inp),
-            r: u(r),
-            tasks: u(tasks),
-            out: u(out),
-            parts: u(op.parts.len()),
-            _pad: [0; 2],
-        },
-    );
-    let parts: Vec<Part> = op
-        .parts
-        .iter()
-        .map(|p| Part {
-            out0: u(p.out0),
-            out_n: u(p.out_n),
-            col0: u(p.col0),
-            col_n: u(p.col_n),
-            b_off: u(p.b_off),
-            _pad: [0; 3],
-        })
-        .collect();
-    let (x, a, w, seg) = (
-        ctx.storage("lowrank.x", op.x),
-        ctx.storage("lowrank.a", op.a),
-        ctx.storage("lowrank.w", op.w),
-        ctx.storage("lowrank.seg", op.seg),
-    );
-    let z = ctx.output("lowrank.z", (rows * r.max(1) * 4) as u64);
-    let (b, pb, base) =
-        (ctx.storage("lowrank.b", op.b), ctx.storage("lowrank.parts", &parts), ctx.storage("lowrank.base", op.base));
-    let y = ctx.output("lowrank.y", (rows * out * 4) as u64);
-    let project = [(0, &params), (1, &x), (2, &a), (3, &w), (4, &seg), (5, &z)];
-    let expand = [(0, &params), (6, &z), (7, &b), (8, &pb), (9, &base), (10, &y)];
-    let mut passes = Vec::new();
-    if r > 0 {
-        passes.push(Pass { id: ShaderId::LowRankProject, bindings: &project, groups: (u(r).div_ceil(WG), u(rows), 1) });
-    }
-    passes.push(Pass { id: ShaderId::LowRankExpand, bindings: &expand, groups: (u(out).div_ceil(WG), u(rows), 1) });
-    ctx.submit(&passes);
+    let k = LowRankDevice::new(ctx, op.a, op.seg, op.b, op.parts, inp, out, tasks)?;
+    let (x, w, base) =
+        (ctx.storage("lowrank.x_in", op.x), ctx.storage("lowrank.w_in", op.w), ctx.storage("lowrank.base_in", op.base));
+    let y = ctx.output("lowrank.y_out", (rows * out * 4) as u64);
+    let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lowrank") });
+    let scratch = k.record(ctx, &mut enc, rows, (&x, 0), (&w, 0), (&base, 0), (&y, 0))?;
+    ctx.queue.submit([enc.finish()]);
+    drop(scratch);
     ctx.read(&y, rows * out).await
 }

@@ -14,7 +14,7 @@ use chorus_core::ModelConfig;
 use chorus_core::qmatrix::QMatrix;
 
 use crate::error::{Error, Result};
-use crate::lowrank::{Delta, DeltaSource, EmbedDeltas, LowRankAdd, vector_deltas};
+use crate::lowrank::{Delta, DeltaSource, EmbedDeltas, LowRankAdd, LowRankKernel, vector_deltas};
 use crate::qlinear::Activations;
 use crate::source::ModelFiles;
 
@@ -116,9 +116,13 @@ impl Linear {
         Self { w: blocks, q: Vec::new(), act: self.act, b: self.b.clone(), lr: None }
     }
 
-    fn forward(&self, x: Tensor<2>, mix: Option<&Tensor<2>>) -> Result<Tensor<2>> {
+    fn forward(&self, x: Tensor<2>, mix: Option<&Mix>) -> Result<Tensor<2>> {
         let add = match (&self.lr, mix) {
-            (Some(lr), Some(w)) => Some(lr.forward(x.clone(), w)),
+            (Some(lr), Some(m)) if m.kernel.is_none() => Some(lr.forward(x.clone(), &m.w)),
+            _ => None,
+        };
+        let xk = match (&self.lr, mix) {
+            (Some(_), Some(Mix { kernel: Some(_), .. })) => Some(x.clone()),
             _ => None,
         };
         let y = if !self.q.is_empty() {
@@ -147,9 +151,10 @@ impl Linear {
         } else {
             Tensor::cat(self.w.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
         };
-        let y = match add {
-            Some(a) => y + a,
-            None => y,
+        let y = match (add, xk, &self.lr, mix) {
+            (Some(a), _, _, _) => y + a,
+            (None, Some(x), Some(lr), Some(Mix { w, kernel: Some(k) })) => k.apply(x, w, y, &lr.consts)?,
+            _ => y,
         };
         Ok(match &self.b {
             Some(b) => y + b.clone().unsqueeze_dim(0),
@@ -169,6 +174,12 @@ struct Layer {
     /// Per-task changes of the two norm weights (`[T, H]`), when mixed.
     attn_norm_d: Option<Tensor<2>>,
     mlp_norm_d: Option<Tensor<2>>,
+}
+
+/// Per-row task weights of one forward pass and the device kernel that mixes with them (if any).
+struct Mix<'a> {
+    w: Tensor<2>,
+    kernel: Option<&'a dyn LowRankKernel>,
 }
 
 /// What a forward pass returns.
@@ -197,6 +208,8 @@ pub struct Decoder {
     device: Device,
     /// Tasks whose deltas are attached (0: a plain model).
     tasks: usize,
+    /// Device kernel for the mixed projections (wgpu), instead of burn's matmuls.
+    kernel: Option<std::sync::Arc<dyn LowRankKernel>>,
     norm_d: Option<Tensor<2>>,
     embed_d: Option<EmbedDeltas>,
 }
@@ -338,6 +351,7 @@ impl Decoder {
             sin,
             device: device.clone(),
             tasks: 0,
+            kernel: None,
             norm_d: None,
             embed_d: None,
         })
@@ -446,9 +460,15 @@ impl Decoder {
             sin: self.sin.clone(),
             device: self.device.clone(),
             tasks: 0,
+            kernel: None,
             norm_d: None,
             embed_d: None,
         })
+    }
+
+    /// Runs the mixed projections through `kernel` (the WGSL kernel on wgpu) instead of burn's matmuls.
+    pub fn set_lowrank_kernel(&mut self, kernel: Option<std::sync::Arc<dyn LowRankKernel>>) {
+        self.kernel = kernel;
     }
 
     /// Tasks whose deltas are attached.
@@ -566,7 +586,11 @@ impl Decoder {
                 let nt = self.tasks;
                 let per_tok: Vec<f32> = (0..b * t).flat_map(|k| m[k / t].iter().copied()).collect();
                 let last: Vec<f32> = m.iter().flatten().copied().collect();
-                (Some(tensor2(per_tok, [b * t, nt], dev)), Some(tensor2(last, [b, nt], dev)))
+                let kernel = self.kernel.as_deref();
+                (
+                    Some(Mix { w: tensor2(per_tok, [b * t, nt], dev), kernel }),
+                    Some(Mix { w: tensor2(last, [b, nt], dev), kernel }),
+                )
             }
             None => (None, None),
         };
@@ -624,8 +648,8 @@ fn rms_norm(x: Tensor<2>, w: &Tensor<1>, eps: f32) -> Tensor<2> {
 
 /// RMSNorm whose weight is `w + mix · D` per row when task changes `D` (`[T, H]`) and row weights `mix`
 /// (`[M, T]`) are given.
-fn rms_norm_mixed(x: Tensor<2>, w: &Tensor<1>, d: Option<&Tensor<2>>, mix: Option<&Tensor<2>>, eps: f32) -> Tensor<2> {
-    match (d, mix) {
+fn rms_norm_mixed(x: Tensor<2>, w: &Tensor<1>, d: Option<&Tensor<2>>, mix: Option<&Mix>, eps: f32) -> Tensor<2> {
+    match (d, mix.map(|m| &m.w)) {
         (Some(d), Some(m)) => {
             let ms = x.clone().square().mean_dim(1);
             let weight = w.clone().unsqueeze_dim(0) + m.clone().matmul(d.clone());

@@ -18,6 +18,6 @@ pub use bytes::FileBytes;
 pub use decoder::{Decoder, KvCache, Output, WeightMode};
 pub use error::{Error, Result};
 pub use gguf::GgufFile;
-pub use lowrank::Delta;
+pub use lowrank::{Delta, LowRankConsts, LowRankKernel};
 pub use source::{ModelFiles, SafetensorsSet};
 pub use tokenizer::{ChatMessage, TextTokenizer};

@@ -4,7 +4,10 @@
 //! tasks' V_t are concatenated into one `[in, R]` matrix (one matmul), the per-row weights scale its R
 //! columns, and each output part (q, k, v of a fused projection) takes its own `[R_p, out_p]` product.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use chorus_core::reference::LowRankPart;
 
 /// One task's stored change to one tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,9 +30,40 @@ pub enum Delta {
 /// Where a model's task deltas come from: `get(task, tensor name)`.
 pub type DeltaSource<'a> = dyn FnMut(usize, &str) -> crate::Result<Delta> + 'a;
 
+/// A device implementation of the mixed addition (the engine's WGSL kernel on wgpu, see
+/// `chorus_gpu::lowrank`); without one, burn's matmuls do it.
+pub trait LowRankKernel: Send + Sync {
+    /// `base + ((x·A) ⊙ w[:, seg])·B` per part, for `x` `[M, in]`, `w` `[M, T]` and `base` `[M, out]` on the
+    /// device; the constant operands (`op`) are the same on every call with the same `op.id`.
+    fn apply(&self, x: Tensor<2>, w: &Tensor<2>, base: Tensor<2>, op: &LowRankConsts) -> crate::Result<Tensor<2>>;
+}
+
+/// The constant operands of one mixed projection, on the host (a kernel uploads them once per `id`).
+#[derive(Debug)]
+pub struct LowRankConsts {
+    /// Unique per projection (a cache key).
+    pub id: u64,
+    /// `[in, R]` right factors, row-major.
+    pub a: Vec<f32>,
+    /// Task of each of the R columns.
+    pub seg: Vec<u32>,
+    /// The parts' `[R_p, out_p]` left factors, back to back.
+    pub b: Vec<f32>,
+    /// Output parts.
+    pub parts: Vec<LowRankPart>,
+    /// Input width.
+    pub inp: usize,
+    /// Output width (all parts).
+    pub out: usize,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// The mixable part of one projection (its output parts in order, e.g. q, k, v).
 #[derive(Clone)]
 pub(crate) struct LowRankAdd {
+    /// Host copies of the constants, for a device kernel.
+    pub(crate) consts: std::sync::Arc<LowRankConsts>,
     /// `[in, R]`: every part's and task's right factors side by side (part-major, then task).
     a: Tensor<2>,
     /// Task of each of the R columns.
@@ -46,6 +80,7 @@ impl LowRankAdd {
         let mut seg = Vec::new();
         let mut out_parts = Vec::new();
         let mut r_total = 0usize;
+        let (mut b_all, mut lparts, mut out0) = (Vec::new(), Vec::new(), 0usize);
         for (out, deltas) in parts {
             let c0 = r_total;
             let mut b_rows: Vec<f32> = Vec::new();
@@ -77,6 +112,9 @@ impl LowRankAdd {
                 }
             }
             let n = r_total - c0;
+            lparts.push(LowRankPart { out0, out_n: *out, col0: c0, col_n: n, b_off: b_all.len() });
+            b_all.extend_from_slice(&b_rows);
+            out0 += out;
             let b = (n > 0).then(|| Tensor::from_data(TensorData::new(b_rows, [n, *out]), dev));
             out_parts.push((c0, n, b, *out));
         }
@@ -84,7 +122,17 @@ impl LowRankAdd {
             return None;
         }
         let a: Vec<f32> = cols.into_iter().flatten().collect();
+        let consts = LowRankConsts {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            a: a.clone(),
+            seg: seg.iter().map(|&t| t as u32).collect(),
+            b: b_all,
+            parts: lparts,
+            inp,
+            out: out0,
+        };
         Some(Self {
+            consts: std::sync::Arc::new(consts),
             a: Tensor::from_data(TensorData::new(a, [inp, r_total]), dev),
             seg: Tensor::from_data(TensorData::new(seg, [r_total]), dev),
             parts: out_parts,
