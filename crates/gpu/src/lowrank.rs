@@ -208,7 +208,7 @@ pub async fn lowrank_mix(ctx: &GpuContext, op: &LowRankMix<'_>) -> Result<Vec<f3
     let k = LowRankDevice::new(ctx, op.a, op.seg, op.b, op.parts, inp, out, tasks)?;
     let (x, w, base) =
         (ctx.storage("lowrank.x_in", op.x), ctx.storage("lowrank.w_in", op.w), ctx.storage("lowrank.base_in", op.base));
-    let y = ctx.output("lowrank.y_out", (rows * out * 4) as u64);
+    let y = ctx.scratch("lowrank.y_out", (rows * out * 4) as u64);
     let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lowrank") });
     let scratch = k.record(ctx, &mut enc, rows, (&x, 0), (&w, 0), (&base, 0), (&y, 0))?;
     ctx.queue.submit([enc.finish()]);

@@ -348,7 +348,8 @@ mod tests {
         assert_eq!(r.single.len(), 2);
         assert_eq!(r.single[0].scores.len(), 6);
         assert_eq!(r.multi[1].scores.len(), 4);
-        assert_eq!(r.merging[0].scores.len(), 1 + MERGES.len());
+        assert_eq!(r.merging[0].scores.len(), 1 + MERGES.len() + TWIN_ROWS.len());
+        assert!(r.merging.iter().flat_map(|row| &row.scores).all(|(_, v)| (0.0..=100.0).contains(v)));
         assert!(r.single[0].seen && !r.single[1].seen);
         assert!(r.single.iter().chain(&r.multi).flat_map(|row| &row.scores).all(|(_, v)| (0.0..=100.0).contains(v)));
         let text = render(&r);
