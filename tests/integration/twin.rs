@@ -54,7 +54,7 @@ fn mixed_forward_on_wgpu_runs_the_kernel_and_matches_the_cpu() {
         Arc::new(Counting(WgpuLowRank::new(chorus_engine::backend::gpu_context().unwrap()), AtomicUsize::new(0)));
     gpu.model.decoder.set_lowrank_kernel(Some(counting.clone()));
     let tk = &cpu.model.files.tokenizer;
-    let p = tk.encode("add 12 + 7 =", false).unwrap();
+    let p = tk.encode("add 12 7 =", false).unwrap();
     let q = tk.encode("rev plant =", false).unwrap();
     let n = p.len().min(q.len());
     let prompts = vec![p[..n].to_vec(), q[..n].to_vec()];

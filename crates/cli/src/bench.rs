@@ -87,7 +87,7 @@ pub struct BenchTwinArgs {
     #[arg(long, default_value = "cpu")]
     pub backend: String,
     /// Prompt (repeated over the batch).
-    #[arg(long, default_value = "add 12 + 7 =")]
+    #[arg(long, default_value = "add 12 7 =")]
     pub prompt: String,
     /// Batch rows.
     #[arg(long, default_value_t = 4)]

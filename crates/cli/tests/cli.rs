@@ -240,14 +240,14 @@ fn twin_builds_trains_and_routes_each_prompt() {
     let s: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!((s["tasks"].as_u64(), s["tensors"].as_u64()), (Some(3), Some(20)), "{s}");
     assert!(s["twin_bytes"].as_u64() < s["dense_equivalent_bytes"].as_u64(), "factors, not dense: {s}");
-    let (code, _, err) = chorus(&["twin", "generate", "--pack", pack.to_str().unwrap(), "--prompt", "add 1 + 2 ="]);
+    let (code, _, err) = chorus(&["twin", "generate", "--pack", pack.to_str().unwrap(), "--prompt", "add 1 2 ="]);
     assert_eq!(code, 2);
     assert!(err.contains("train-router"), "{err}");
 
     let data = dir.join("tasks.jsonl");
     let mut lines = String::new();
     for (task, prompts) in [
-        ("add", ["add 12 + 7 =", "add 3 + 45 =", "add 60 + 9 =", "add 8 + 8 =", "add 21 + 30 =", "add 5 + 71 ="]),
+        ("add", ["add 12 7 =", "add 3 45 =", "add 60 9 =", "add 8 8 =", "add 21 30 =", "add 5 71 ="]),
         ("reverse", ["rev plant =", "rev stone =", "rev cloud =", "rev river =", "rev lamp =", "rev quiet ="]),
         ("sort", ["sort 5 3 9 1 =", "sort 8 2 6 =", "sort 4 4 1 7 =", "sort 9 0 3 =", "sort 6 5 =", "sort 7 1 2 8 ="]),
     ] {
@@ -276,7 +276,7 @@ fn twin_builds_trains_and_routes_each_prompt() {
         "--pack",
         pack.to_str().unwrap(),
         "--prompt",
-        "add 14 + 3 =",
+        "add 14 3 =",
         "--prompt",
         "rev table =",
         "--max-new-tokens",

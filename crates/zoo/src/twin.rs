@@ -150,7 +150,7 @@ mod tests {
         let device = chorus_engine::device(Backend::Cpu).unwrap();
         let twin = TwinModel::load(&root.join("pack"), Backend::Cpu, &device).unwrap();
         let tk = &twin.model.files.tokenizer;
-        let p = tk.encode("add 12 + 7 =", false).unwrap();
+        let p = tk.encode("add 12 7 =", false).unwrap();
         let q = tk.encode("rev plant =", false).unwrap();
         let n = p.len().min(q.len());
         let prompts = vec![p[..n].to_vec(), q[..n].to_vec(), p[..n].to_vec()];
