@@ -203,18 +203,10 @@ fn generate(a: BenchGenerateArgs) -> Result<()> {
         "load_ms": model.load_ms,
         "prefill_tokens_per_s": median(&mut prefill),
         "decode_tokens_per_s": median(&mut decode),
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": chorus_merge::run::peak_rss_bytes(),
     });
     println!("{j}");
     Ok(())
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`), when the platform reports it.
-fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 fn fuse(a: BenchFuseArgs) -> Result<()> {
@@ -271,7 +263,7 @@ fn fuse(a: BenchFuseArgs) -> Result<()> {
         "search_ms_per_step": median(&mut search),
         "search_fraction_of_step": median(&mut frac),
         "large_alone_decode_tokens_per_s": alone.decode_tokens_per_s,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": chorus_merge::run::peak_rss_bytes(),
     });
     println!("{j}");
     Ok(())

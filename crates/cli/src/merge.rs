@@ -48,20 +48,29 @@ fn parse_size(s: &str) -> Result<u64> {
     Ok((n * mul as f64) as u64)
 }
 
-/// `chorus merge`.
-pub fn merge(a: MergeArgs) -> Result<()> {
-    let cfg = MergeConfig::from_file(&a.config)?;
-    let shard_bytes = parse_size(&a.shard_size)?;
+/// A progress bar over the tensors of a model (merges, twin packs).
+pub(crate) fn tensor_bar() -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tensors {elapsed} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut progress = |done: usize, total: usize, name: &str| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-        bar.set_message(name.to_string());
-    };
+    bar
+}
+
+/// Moves `bar` to `done` of `total`, showing the tensor's name.
+pub(crate) fn tick(bar: &indicatif::ProgressBar, done: usize, total: usize, name: &str) {
+    bar.set_length(total as u64);
+    bar.set_position(done as u64);
+    bar.set_message(name.to_string());
+}
+
+/// `chorus merge`.
+pub fn merge(a: MergeArgs) -> Result<()> {
+    let cfg = MergeConfig::from_file(&a.config)?;
+    let shard_bytes = parse_size(&a.shard_size)?;
+    let bar = tensor_bar();
+    let mut progress = |done: usize, total: usize, name: &str| tick(&bar, done, total, name);
     let summary = run(
         &cfg,
         &a.out,

@@ -129,11 +129,8 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
         None => Rank::Density(a.density),
     };
     let opts = TwinOptions { lambda: a.lambda, rank, exclude: a.exclude.clone(), dtype, ..TwinOptions::default() };
-    let bar = indicatif::ProgressBar::new(0);
-    let mut progress = |done: usize, total: usize, _: &str| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
+    let bar = crate::merge::tensor_bar();
+    let mut progress = |done: usize, total: usize, name: &str| crate::merge::tick(&bar, done, total, name);
     let s = build(&a.base, &experts, &a.out, &opts, &mut progress)
         .with_context(|| format!("building a twin pack at {}", a.out.display()))?;
     bar.finish_and_clear();

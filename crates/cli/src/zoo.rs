@@ -93,9 +93,7 @@ pub fn run(c: ZooCommand) -> Result<()> {
                 text.push_str(&serde_json::to_string(&serde_json::json!({ "task": seen[t].name(), "text": p }))?);
                 text.push('\n');
             }
-            let tmp = a.out.with_extension("tmp");
-            std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+            crate::fuse::write_atomic(&a.out, text.as_bytes())?;
             log(&format!("{} prompts of {} tasks → {}", seen.len() * a.per_task, seen.len(), a.out.display()));
         }
         ZooCommand::Eval(a) => {

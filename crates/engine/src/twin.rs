@@ -337,8 +337,7 @@ fn io_err(path: &Path, reason: String) -> Error {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| io_err(&tmp, e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
         std::fs::remove_file(&tmp).ok();
         io_err(path, e.to_string())
     })

@@ -310,7 +310,12 @@ pub fn build(
         for (k, entry) in meta.tensors.iter().enumerate() {
             let (name, shape) = (&entry.name, &entry.shape);
             let b = base_in.read(name, shape)?;
-            let xs: Vec<Vec<f32>> = models.iter().map(|m| m.read(name, shape)).collect::<Result<_>>()?;
+            // An excluded tensor is the base's and has no exclusive part: the experts' values are not needed.
+            let xs: Vec<Vec<f32>> = if entry.kind == Kind::Excluded {
+                Vec::new()
+            } else {
+                models.iter().map(|m| m.read(name, shape)).collect::<Result<_>>()?
+            };
             let shared = if entry.kind == Kind::Excluded {
                 b
             } else {
@@ -321,7 +326,8 @@ pub fn build(
                 s
             };
             shared_w.write(name, &shared)?;
-            for ((task, _), x) in experts.iter().zip(&xs) {
+            let stored = matches!(entry.kind, Kind::Dense | Kind::LowRank { rank: 1.. });
+            for ((task, _), x) in experts.iter().zip(&xs).filter(|_| stored) {
                 let delta: Vec<f32> = x.iter().zip(&shared).map(|(a, s)| a - s).collect();
                 match (&entry.kind, twin_w.as_mut()) {
                     (Kind::LowRank { rank }, Some(w)) if *rank > 0 => {
@@ -409,9 +415,37 @@ impl TwinPack {
             None
         };
         let pack = Self { dir: dir.to_path_buf(), meta, factors };
+        // Every promised factor is present with its shape (from the safetensors headers: nothing decoded).
         for t in &pack.meta.tensors {
+            let want: Vec<(&str, Vec<usize>)> = match t.kind {
+                Kind::Excluded | Kind::LowRank { rank: 0 } => Vec::new(),
+                Kind::LowRank { rank } => match t.shape[..] {
+                    [m, n] => vec![("us", vec![m, rank]), ("v", vec![n, rank])],
+                    _ => {
+                        return Err(Error::Config {
+                            file: p,
+                            field: format!("tensors.{}", t.name),
+                            reason: format!("low-rank factors need a matrix, the shape is {:?}", t.shape),
+                        });
+                    }
+                },
+                Kind::Dense => vec![("delta", t.shape.clone())],
+            };
             for task in &pack.meta.tasks {
-                pack.exclusive(task, &t.name)?;
+                for (part, shape) in &want {
+                    let key = factor_name(task, &t.name, part);
+                    let found = pack.factors.as_ref().and_then(|f| f.index.get(&key)).map(|e| &e.shape);
+                    if found != Some(shape) {
+                        return Err(Error::Input {
+                            model: twin_dir.display().to_string(),
+                            tensor: key,
+                            reason: match found {
+                                Some(f) => format!("shape {f:?}, twin.json says {shape:?}"),
+                                None => "missing".into(),
+                            },
+                        });
+                    }
+                }
             }
         }
         Ok(pack)

@@ -223,3 +223,24 @@ fn bad_inputs_are_named_and_leave_nothing() {
     assert!(e.to_string().contains("--exclude"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn a_pack_whose_metadata_disagrees_with_its_factors_is_refused() {
+    let toy = Toy::new("meta", 1);
+    let pack = toy.build("p", &opts(0.3, Rank::Fixed(1)));
+    let path = pack.dir.join("twin.json");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let t = j["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "a.weight").unwrap();
+    t["rank"] = 2.into();
+    std::fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+    let e = TwinPack::open(&pack.dir).err().expect("refused").to_string();
+    assert!(e.contains("task0/a.weight.us") && e.contains("shape"), "{e}");
+    let t = j["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "a.weight").unwrap();
+    t["rank"] = 1.into();
+    let t = j["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "norm.weight").unwrap();
+    t["kind"] = "lowrank".into();
+    t["rank"] = 1.into();
+    std::fs::write(&path, serde_json::to_vec(&j).unwrap()).unwrap();
+    let e = TwinPack::open(&pack.dir).err().expect("refused").to_string();
+    assert!(e.contains("norm.weight") && e.contains("matrix"), "{e}");
+}
