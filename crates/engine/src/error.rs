@@ -29,7 +29,6 @@ pub enum Error {
         context: usize,
     },
     /// A twin pack could not be read.
-    #[cfg(not(target_family = "wasm"))]
     #[error(transparent)]
     Merge(#[from] chorus_merge::Error),
     /// Invalid request (empty prompt, empty batch).

@@ -418,12 +418,6 @@ impl LoadedModel {
     }
 }
 
-/// Blocking [`read_rows`].
-#[cfg(not(target_family = "wasm"))]
-pub(crate) fn rows_blocking(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
-    pollster::block_on(read_rows(x))
-}
-
 pub(crate) async fn read_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     #[cfg(target_family = "wasm")]
     {

@@ -7,14 +7,18 @@
 //! a held-out slice of the *training* prompts (`val_fraction`), never on test data as the reference does;
 //! the router and its config live in the pack as `router.safetensors` + `router.json`.
 
+#[cfg(not(target_family = "wasm"))]
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
+#[cfg(not(target_family = "wasm"))]
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+#[cfg(not(target_family = "wasm"))]
+use burn::tensor::Int;
+use burn::tensor::{Device, Tensor, TensorData, activation};
 use chorus_core::GenerateOptions;
+#[cfg(not(target_family = "wasm"))]
 use chorus_core::sampling::Rng;
 use chorus_merge::TwinPack;
 use chorus_models::ModelFiles;
@@ -91,12 +95,19 @@ impl Router {
     }
 
     /// Softmax (temperature 1) of the logits of each feature row, in eval mode: on the simplex.
+    #[cfg(not(target_family = "wasm"))]
     pub fn weights(&self, features: &[Vec<f32>], device: &Device) -> Result<Vec<Vec<f32>>> {
-        let x = matrix(features, device)?;
-        let p = activation::softmax(self.forward(x), 1);
-        crate::generate::rows_blocking(p)
+        pollster::block_on(self.weights_async(features, device))
     }
 
+    /// [`Self::weights`] without blocking (the browser).
+    pub async fn weights_async(&self, features: &[Vec<f32>], device: &Device) -> Result<Vec<Vec<f32>>> {
+        let x = matrix(features, device)?;
+        let p = activation::softmax(self.forward(x), 1);
+        crate::generate::read_rows(p).await
+    }
+
+    #[cfg(not(target_family = "wasm"))]
     fn tensors(&self) -> Vec<(String, Tensor<2>)> {
         let lin = |n: &str, l: &Linear| {
             let mut v = vec![(format!("{n}.weight"), l.weight.val())];
@@ -118,6 +129,7 @@ impl Router {
     }
 
     /// Writes `router.safetensors` and `router.json` into `dir` (each through a temporary file).
+    #[cfg(not(target_family = "wasm"))]
     pub fn save(&self, cfg: &RouterConfig, report: &RouterReport, dir: &Path) -> Result<()> {
         let mut owned = Vec::new();
         for (name, t) in self.tensors() {
@@ -140,21 +152,35 @@ impl Router {
     }
 
     /// Reads a router saved by [`Router::save`]; names the file and tensor at fault.
+    #[cfg(not(target_family = "wasm"))]
     pub fn load(dir: &Path, device: &Device) -> Result<(Self, RouterConfig)> {
         let jp = dir.join("router.json");
         let text = std::fs::read(&jp).map_err(|e| io_err(&jp, e.to_string()))?;
-        let j: serde_json::Value = serde_json::from_slice(&text).map_err(|e| io_err(&jp, e.to_string()))?;
-        let cfg: RouterConfig =
-            serde_json::from_value(j["config"].clone()).map_err(|e| io_err(&jp, format!("config: {e}")))?;
         let sp = dir.join("router.safetensors");
         let bytes = std::fs::read(&sp).map_err(|e| io_err(&sp, e.to_string()))?;
-        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| io_err(&sp, e.to_string()))?;
+        Self::from_bytes(&text, &bytes, device, (&jp.display().to_string(), &sp.display().to_string()))
+    }
+
+    /// A router from the bytes of its `router.json` and `router.safetensors`; `names` = (json, weights)
+    /// name the files in errors.
+    pub fn from_bytes(
+        json: &[u8],
+        weights: &[u8],
+        device: &Device,
+        names: (&str, &str),
+    ) -> Result<(Self, RouterConfig)> {
+        let (jp, sp) = names;
+        let bad = |file: &str, reason: String| Error::Request(format!("{file}: {reason}"));
+        let j: serde_json::Value = serde_json::from_slice(json).map_err(|e| bad(jp, e.to_string()))?;
+        let cfg: RouterConfig =
+            serde_json::from_value(j["config"].clone()).map_err(|e| bad(jp, format!("config: {e}")))?;
+        let st = safetensors::SafeTensors::deserialize(weights).map_err(|e| bad(sp, e.to_string()))?;
         let mut r = Router::new(&cfg, device);
         let get = |name: &str, shape: &[usize]| -> Result<Tensor<2>> {
-            let v = st.tensor(name).map_err(|e| io_err(&sp, format!("{name}: {e}")))?;
+            let v = st.tensor(name).map_err(|e| bad(sp, format!("{name}: {e}")))?;
             let want: Vec<usize> = if shape.len() == 1 { vec![1, shape[0]] } else { shape.to_vec() };
             if v.shape() != want.as_slice() || v.dtype() != safetensors::Dtype::F32 {
-                return Err(io_err(&sp, format!("{name}: {:?} {:?}, expected F32 {want:?}", v.dtype(), v.shape())));
+                return Err(bad(sp, format!("{name}: {:?} {:?}, expected F32 {want:?}", v.dtype(), v.shape())));
             }
             let vals: Vec<f32> =
                 v.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
@@ -204,6 +230,7 @@ fn matrix(rows: &[Vec<f32>], device: &Device) -> Result<Tensor<2>> {
     Ok(Tensor::from_data(TensorData::new(rows.concat(), [rows.len(), w]), device))
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Accuracy (0–1) and mean cross-entropy of the router on labelled features.
 fn evaluate(r: &Router, x: &[Vec<f32>], y: &[usize], device: &Device) -> Result<(f64, f64)> {
     if x.is_empty() {
@@ -215,6 +242,7 @@ fn evaluate(r: &Router, x: &[Vec<f32>], y: &[usize], device: &Device) -> Result<
     Ok((ok as f64 / x.len() as f64, ce))
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Trains a router on `features` labelled with task indices `labels` (< `tasks`). Deterministic for a seed.
 /// `report(epoch, loss, val_accuracy)` after each epoch.
 pub fn train_router(
@@ -303,6 +331,7 @@ pub fn train_router(
     Ok((router, cfg, rep))
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn shuffle(v: &mut [usize], rng: &mut Rng) {
     for i in (1..v.len()).rev() {
         let j = (rng.next_u64() % (i as u64 + 1)) as usize;
@@ -331,10 +360,12 @@ pub struct TwinModel {
     pub router: Option<Router>,
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn io_err(path: &Path, reason: String) -> Error {
     Error::Request(format!("{}: {reason}", path.display()))
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
     std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
@@ -346,63 +377,103 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 impl TwinModel {
     /// Opens a pack and loads its shared model on `backend` with all tasks' factors attached (and the
     /// router, if the pack has one).
+    #[cfg(not(target_family = "wasm"))]
     pub fn load(dir: &Path, backend: Backend, device: &Device) -> Result<Self> {
         let pack = TwinPack::open(dir)?;
         let files = ModelFiles::open(&pack.shared_dir())?;
+        let router = if dir.join("router.json").is_file() { Some(Router::load(dir, &Device::flex())?) } else { None };
+        let mut twin = Self::from_parts(pack, files, router, backend, device)?;
+        pollster::block_on(twin.use_gpu_kernel())?;
+        Ok(twin)
+    }
+
+    /// On wgpu, runs the mixed projections as the WGSL kernel on burn's buffers (`twin_gpu`) instead of
+    /// burn matmuls; does nothing on the CPU. [`Self::load`] calls it; the browser awaits it after
+    /// [`Self::from_parts`].
+    pub async fn use_gpu_kernel(&mut self) -> Result<()> {
+        if self.model.backend == Backend::Wgpu {
+            let k = crate::twin_gpu::WgpuLowRank::new(crate::backend::gpu_context_async().await?);
+            self.model.decoder.set_lowrank_kernel(Some(std::sync::Arc::new(k)));
+        }
+        Ok(())
+    }
+
+    /// A twin model from an opened pack, its shared model's files and (optionally) its router: what
+    /// [`Self::load`] does after reading the folder, and what the browser does with fetched bytes.
+    pub fn from_parts(
+        pack: TwinPack,
+        files: ModelFiles,
+        router: Option<(Router, RouterConfig)>,
+        backend: Backend,
+        device: &Device,
+    ) -> Result<Self> {
         let mut model =
             LoadedModel::load(files, backend, device, Some(chorus_models::WeightMode::F32), &mut |_, _| {})?;
         let tasks = pack.meta.tasks.clone();
         model.decoder.attach_deltas(tasks.len(), &mut |t, name| {
             pack.exclusive(&tasks[t], name).map_err(|e| chorus_models::Error::Device(e.to_string()))
         })?;
-        if backend == Backend::Wgpu {
-            // The mixed projections run as the WGSL kernel on burn's buffers (`twin_gpu`).
-            let k = crate::twin_gpu::WgpuLowRank::new(crate::backend::gpu_context()?);
-            model.decoder.set_lowrank_kernel(Some(Arc::new(k)));
-        }
-        let router = if dir.join("router.json").is_file() {
-            let (r, cfg) = Router::load(dir, &Device::flex())?;
-            if cfg.tasks != pack.meta.tasks.len() || cfg.input != model.decoder.config.hidden_size {
-                return Err(io_err(
-                    &dir.join("router.json"),
-                    format!(
-                        "router for {} tasks of width {}, the pack has {} tasks of width {}",
+        let router = match router {
+            Some((r, cfg)) => {
+                if cfg.tasks != pack.meta.tasks.len() || cfg.input != model.decoder.config.hidden_size {
+                    return Err(Error::Request(format!(
+                        "{}: router for {} tasks of width {}, the pack has {} tasks of width {}",
+                        pack.dir.join("router.json").display(),
                         cfg.tasks,
                         cfg.input,
                         pack.meta.tasks.len(),
                         model.decoder.config.hidden_size
-                    ),
-                ));
+                    )));
+                }
+                Some(r)
             }
-            Some(r)
-        } else {
-            None
+            None => None,
         };
         Ok(Self { pack, model, router })
     }
 
     /// Router features (mean last hidden state of the shared model) of each prompt.
+    #[cfg(not(target_family = "wasm"))]
     pub fn features(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         self.model.mean_hidden(prompts)
     }
 
     /// Router weights of each prompt (on the simplex).
+    #[cfg(not(target_family = "wasm"))]
     pub fn route(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        pollster::block_on(self.route_async(prompts))
+    }
+
+    /// [`Self::route`] without blocking (the browser).
+    pub async fn route_async(&self, prompts: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         let r = self.router.as_ref().ok_or_else(|| {
             Error::Request(format!("{} has no router yet (run `chorus twin train-router`)", self.pack.dir.display()))
         })?;
-        r.weights(&self.features(prompts)?, &Device::flex())
+        let features = self.model.mean_hidden_async(prompts).await?;
+        r.weights_async(&features, &Device::flex()).await
     }
 
     /// Generates with router weights applied per row (or per batch), returning the outputs and the weights
     /// each row ran with.
+    #[cfg(not(target_family = "wasm"))]
     pub fn generate(
         &self,
         prompts: &[Vec<u32>],
         mode: MixMode,
         opts: &GenerateOptions,
     ) -> Result<(Vec<GenerateOutput>, Vec<Vec<f32>>)> {
-        let mut w = self.route(prompts)?;
+        pollster::block_on(self.generate_async(prompts, mode, opts, &mut |_, _, _| {}))
+    }
+
+    /// [`Self::generate`] without blocking, with `on_token(row, id, text)` for every token.
+    pub async fn generate_async(
+        &self,
+        prompts: &[Vec<u32>],
+        mode: MixMode,
+        opts: &GenerateOptions,
+        on_token: &mut dyn FnMut(usize, u32, &str),
+    ) -> Result<(Vec<GenerateOutput>, Vec<Vec<f32>>)> {
+        let mut w = self.route_async(prompts).await?;
         if mode == MixMode::Group {
             let n = w.len() as f32;
             let mean: Vec<f32> =
@@ -410,10 +481,10 @@ impl TwinModel {
             w.iter_mut().for_each(|r| r.clone_from(&mean));
             // One merged model for the batch: every step then costs what the shared model's does.
             let merged = self.model.decoder.merged(&mean)?;
-            let out = self.model.generate_on(&merged, prompts, None, opts)?;
+            let out = self.model.generate_on_async(&merged, prompts, None, opts, on_token).await?;
             return Ok((out, w));
         }
-        let out = self.model.generate_mixed(prompts, Some(&w), opts)?;
+        let out = self.model.generate_mixed_async(prompts, Some(&w), opts, on_token).await?;
         Ok((out, w))
     }
 }

@@ -10,6 +10,7 @@
 //! - `twin.json`: [`PackMeta`] (tasks, λ, rank rule, exclusions, per-tensor kind and rank).
 
 use std::path::{Path, PathBuf};
+#[cfg(not(target_family = "wasm"))]
 use std::time::Instant;
 
 use chorus_models::Delta;
@@ -17,8 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Dtype;
 use crate::error::{Error, Result};
+#[cfg(not(target_family = "wasm"))]
 use crate::input::Input;
+#[cfg(not(target_family = "wasm"))]
 use crate::run::{common_tensors, in_temp_dir, peak_rss_bytes};
+#[cfg(not(target_family = "wasm"))]
 use crate::writer::{ShardPlan, ShardWriter};
 
 /// How many singular triplets a matrix keeps.
@@ -205,6 +209,7 @@ pub fn reconstruct(us: &[f32], v: &[f32], m: usize, n: usize, r: usize) -> Vec<f
     out
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn compile(patterns: &[String]) -> Result<Vec<regex::Regex>> {
     patterns
         .iter()
@@ -218,6 +223,7 @@ fn compile(patterns: &[String]) -> Result<Vec<regex::Regex>> {
         .collect()
 }
 
+#[cfg(not(target_family = "wasm"))]
 /// Builds a twin pack at `out` (which must not exist) from `base` and the named `experts` (HF folders or
 /// GGUF files, all with the base's tensors and shapes). `progress(done, total, tensor)` after each tensor.
 pub fn build(
@@ -372,6 +378,7 @@ pub fn build(
     Ok(summary)
 }
 
+#[cfg(not(target_family = "wasm"))]
 fn experts_path(experts: &[(String, PathBuf)], task: &str) -> String {
     experts.iter().find(|(n, _)| n == task).map_or_else(|| task.to_string(), |(_, p)| p.display().to_string())
 }
@@ -388,21 +395,10 @@ pub struct TwinPack {
 impl TwinPack {
     /// Opens a pack folder, checking its format and that every factor its metadata promises is present
     /// with the right shape.
+    #[cfg(not(target_family = "wasm"))]
     pub fn open(dir: &Path) -> Result<Self> {
         let p = dir.join("twin.json");
         let text = std::fs::read(&p).map_err(|e| Error::Io { path: p.clone(), reason: e.to_string() })?;
-        let meta: PackMeta = serde_json::from_slice(&text).map_err(|e| Error::Config {
-            file: p.clone(),
-            field: "twin.json".into(),
-            reason: e.to_string(),
-        })?;
-        if meta.format != FORMAT {
-            return Err(Error::Config {
-                file: p,
-                field: "format".into(),
-                reason: format!("{:?}, expected {FORMAT:?}", meta.format),
-            });
-        }
         let twin_dir = dir.join("twin");
         let has_files = std::fs::read_dir(&twin_dir).map(|mut d| d.next().is_some()).unwrap_or(false);
         let factors = if has_files {
@@ -414,6 +410,26 @@ impl TwinPack {
         } else {
             None
         };
+        Self::from_parts(dir, &text, factors)
+    }
+
+    /// A pack from the bytes of its `twin.json` and its factor shards (already indexed), with the checks
+    /// of [`Self::open`]; `dir` only names the pack in errors (the browser has no folder).
+    pub fn from_parts(dir: &Path, twin_json: &[u8], factors: Option<chorus_models::SafetensorsSet>) -> Result<Self> {
+        let p = dir.join("twin.json");
+        let twin_dir = dir.join("twin");
+        let meta: PackMeta = serde_json::from_slice(twin_json).map_err(|e| Error::Config {
+            file: p.clone(),
+            field: "twin.json".into(),
+            reason: e.to_string(),
+        })?;
+        if meta.format != FORMAT {
+            return Err(Error::Config {
+                file: p,
+                field: "format".into(),
+                reason: format!("{:?}, expected {FORMAT:?}", meta.format),
+            });
+        }
         let pack = Self { dir: dir.to_path_buf(), meta, factors };
         // Every promised factor is present with its shape (from the safetensors headers: nothing decoded).
         for t in &pack.meta.tensors {
