@@ -52,8 +52,11 @@ fn finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
 }
 
+// A runtime value on purpose: browsers' WGSL compilers (Tint) reject -inf produced by a constant
+// expression ("value -inf cannot be represented as 'f32'"), naga does not.
 fn neg_inf() -> f32 {
-    return bitcast<f32>(0xff800000u);
+    var bits = 0xff800000u;
+    return bitcast<f32>(bits);
 }
 
 // Workgroup-wide sum and max; every invocation must call them (uniform control flow).

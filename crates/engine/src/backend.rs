@@ -58,6 +58,7 @@ fn shared_context(setup: burn::tensor::wgpu::WgpuSetup) -> GpuContext {
     let info = setup.adapter.get_info();
     let mut ctx = GpuContext::from_device(setup.device, setup.queue);
     ctx.adapter = format!("{} / {:?}", info.name, setup.backend);
+    ctx.software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
     ctx
 }
 
@@ -107,10 +108,30 @@ async fn wgpu_shared_async() -> Result<(Device, GpuContext)> {
     Ok(pair)
 }
 
-/// The [`GpuContext`] sharing burn's WebGPU device (browser).
-#[cfg(target_family = "wasm")]
+/// The [`GpuContext`] sharing burn's wgpu device, without blocking (the browser's WebGPU device, or
+/// natively the one [`gpu_context`] returns).
 pub async fn gpu_context_async() -> Result<GpuContext> {
-    Ok(wgpu_shared_async().await?.1)
+    #[cfg(target_family = "wasm")]
+    {
+        Ok(wgpu_shared_async().await?.1)
+    }
+    #[cfg(not(target_family = "wasm"))]
+    {
+        gpu_context()
+    }
+}
+
+/// Whether the wgpu adapter is a software rasteriser (SwiftShader, lavapipe): "auto" backend choices then
+/// take the CPU backend, which runs small models faster than an emulated GPU.
+pub async fn wgpu_is_software() -> Result<bool> {
+    #[cfg(target_family = "wasm")]
+    {
+        Ok(wgpu_shared_async().await?.1.software)
+    }
+    #[cfg(not(target_family = "wasm"))]
+    {
+        Ok(wgpu_shared()?.1.software)
+    }
 }
 
 /// In the browser the blocking initialiser cannot run; callers use [`device_async`].

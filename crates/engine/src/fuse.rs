@@ -129,7 +129,6 @@ struct Pick {
 }
 
 /// The fusion kernel of a wgpu run and its candidate list.
-#[cfg(not(target_family = "wasm"))]
 struct DeviceKernel {
     kernel: chorus_gpu::fusion::FusionKernel,
     cands: Vec<Vec<f32>>,
@@ -254,10 +253,7 @@ impl Fusion {
         // Prompt pass of every group: rows are member-major blocks of the batch.
         let t0 = Instant::now();
         let (mut caches, mut tensors) = self.prefill(&ids, b)?;
-        #[cfg(not(target_family = "wasm"))]
-        let gpu = self.device_kernel(&opts.fusion, b)?;
-        #[cfg(target_family = "wasm")]
-        let gpu: Option<()> = None;
+        let gpu = self.device_kernel(&opts.fusion, b).await?;
         let prefill_ms = ms(t0);
 
         let t1 = Instant::now();
@@ -272,10 +268,7 @@ impl Fusion {
         loop {
             let live: Vec<bool> = rows.iter().map(|r| r.done.is_none()).collect();
             let picks: Vec<Option<Pick>> = match &gpu {
-                #[cfg(not(target_family = "wasm"))]
                 Some(k) => self.picks_on_device(k, std::mem::take(&mut tensors), &live, &rows).await?,
-                #[cfg(target_family = "wasm")]
-                Some(()) => return Err(Error::Request("no device fusion kernel in the browser build".into())),
                 None => {
                     let mut host = Vec::with_capacity(tensors.len());
                     for t in std::mem::take(&mut tensors) {
@@ -474,8 +467,7 @@ impl Fusion {
     /// The fusion kernel for a run, when every member runs on wgpu and the solver is one the kernel
     /// evaluates in one pass (paper grid, static, large-only, expert-only). `refine`, `joint` and the
     /// `route` multi-expert rule take the host path.
-    #[cfg(not(target_family = "wasm"))]
-    fn device_kernel(&self, cfg: &FusionConfig, b: usize) -> Result<Option<DeviceKernel>> {
+    async fn device_kernel(&self, cfg: &FusionConfig, b: usize) -> Result<Option<DeviceKernel>> {
         if self.members.iter().any(|m| m.model.backend != crate::Backend::Wgpu) {
             return Ok(None);
         }
@@ -489,14 +481,13 @@ impl Fusion {
             Solver::ExpertOnly => (vec![vec![0.0; t]], true),
             Solver::Refine | Solver::Joint => return Ok(None),
         };
-        let ctx = crate::backend::gpu_context()?;
+        let ctx = crate::backend::gpu_context_async().await?;
         let kernel = chorus_gpu::fusion::FusionKernel::new(&ctx, b, self.vocab, t)
             .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: e.to_string() })?;
         Ok(Some(DeviceKernel { kernel, cands, expert_only }))
     }
 
     /// One step on the device: copies, the kernel, and a read-back of a few floats per row.
-    #[cfg(not(target_family = "wasm"))]
     async fn picks_on_device(
         &self,
         k: &DeviceKernel,
@@ -506,7 +497,9 @@ impl Fusion {
     ) -> Result<Vec<Option<Pick>>> {
         use chorus_gpu::fusion::Input;
         // The step's forward kernels are still queued: wait for them first, so that the time below is the
-        // fusion's own (copies, kernel, read-back) and not the models'.
+        // fusion's own (copies, kernel, read-back) and not the models'. (The browser cannot block; there
+        // the time includes the queued forward work.)
+        #[cfg(not(target_family = "wasm"))]
         if let Some(t) = tensors.first() {
             t.device().sync().map_err(|e| Error::Backend { backend: "wgpu".into(), reason: format!("{e:?}") })?;
         }
@@ -529,7 +522,7 @@ impl Fusion {
             .kernel
             .record(&mut enc, &k.cands, k.expert_only)
             .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: e.to_string() })?;
-        let res = crate::fuse_gpu::finish(&k.kernel, enc, pending, guards)?;
+        let res = crate::fuse_gpu::finish(&k.kernel, enc, pending, guards).await?;
         // Sampling needs the fused distribution on the host; greedy decoding does not.
         let fused = if rows.iter().any(|r| !r.sampler.is_greedy()) {
             Some(

@@ -1,6 +1,7 @@
 //! The wgpu path of a fusion step: the members' logits stay in burn's device buffers, are copied on the
 //! device into the fusion kernel's inputs, and only the per-row choice (candidate, token, losses,
-//! constants) comes back to the host. Native only: borrowing burn's buffer is a blocking call.
+//! constants) comes back to the host. The same on WebGPU in the browser: borrowing burn's buffer is a
+//! synchronous call into burn's device service, the read-back is awaited.
 //!
 //! burn (without its `fusion` feature) keeps a float tensor on wgpu as a cubecl `CubeTensor`; its
 //! handle resolves to a `wgpu::Buffer` region through the compute client. The resolved resource pins
@@ -52,14 +53,14 @@ pub(crate) fn copy_logits(
 }
 
 /// Submits the step and reads back the per-row results; the guards are released afterwards.
-pub(crate) fn finish(
+pub(crate) async fn finish(
     kernel: &FusionKernel,
     enc: wgpu::CommandEncoder,
     pending: chorus_gpu::fusion::Pending,
     guards: Guards,
 ) -> Result<Vec<RowResult>> {
-    let out = pollster::block_on(kernel.finish(enc, pending))
-        .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: e.to_string() });
+    let out =
+        kernel.finish(enc, pending).await.map_err(|e| Error::Backend { backend: "wgpu".into(), reason: e.to_string() });
     drop(guards);
     out
 }

@@ -1,8 +1,8 @@
 //! The wgpu path of Twin-Merging's mixed projections: `shaders/lowrank_mix.wgsl` run on burn's own buffers.
 //! The rows, their weights and the shared projection's output are copied on the device from burn's
 //! tensors into the kernel's inputs, and its result into a fresh burn tensor, so the forward never leaves
-//! the GPU. Constants (factors, column tasks, parts) are uploaded once per projection. Native only:
-//! borrowing burn's buffers is a blocking call.
+//! the GPU. Constants (factors, column tasks, parts) are uploaded once per projection. Natively and on
+//! WebGPU alike: borrowing burn's buffers is a synchronous call into burn's device service.
 
 use std::any::Any;
 use std::collections::HashMap;

@@ -26,6 +26,9 @@ pub struct GpuContext {
     pub queue: wgpu::Queue,
     /// Adapter description ("llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan").
     pub adapter: String,
+    /// Whether the adapter is a software rasteriser on the CPU (lavapipe, SwiftShader): there burn's own
+    /// CPU backend is usually faster, so "auto" backend choices avoid it.
+    pub software: bool,
     pipelines: Arc<Mutex<HashMap<ShaderId, wgpu::ComputePipeline>>>,
 }
 
@@ -48,12 +51,13 @@ impl GpuContext {
             .map_err(|e| Error::Device(e.to_string()))?;
         let mut ctx = Self::from_device(device, queue);
         ctx.adapter = format!("{} / {:?}", info.name, info.backend);
+        ctx.software = info.device_type == wgpu::DeviceType::Cpu;
         Ok(ctx)
     }
 
     /// Wraps a device and queue opened elsewhere (burn's wgpu runtime), so kernels share that GPU.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Self { device, queue, adapter: "shared device".into(), pipelines: Arc::default() }
+        Self { device, queue, adapter: "shared device".into(), software: false, pipelines: Arc::default() }
     }
 
     /// The compute pipeline of a shader, compiled on first use.
