@@ -16,6 +16,16 @@ pub enum ZooCommand {
     Eval(ZooEvalArgs),
     /// Write task-labelled prompts (JSON lines for `chorus twin train-router`) of the seen tasks.
     RouterData(ZooRouterDataArgs),
+    /// Build the demo twin pack (the site's Twin-Merging page) from the shipped family, router included.
+    TwinPack(ZooTwinPackArgs),
+}
+
+/// Arguments of `chorus zoo twin-pack`.
+#[derive(Args)]
+pub struct ZooTwinPackArgs {
+    /// Destination folder (replaced only when the new pack is complete).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Arguments of `chorus zoo router-data`.
@@ -95,6 +105,23 @@ pub fn run(c: ZooCommand) -> Result<()> {
             }
             crate::fuse::write_atomic(&a.out, text.as_bytes())?;
             log(&format!("{} prompts of {} tasks → {}", seen.len() * a.per_task, seen.len(), a.out.display()));
+        }
+        ZooCommand::TwinPack(a) => {
+            let m = chorus_zoo::embedded::manifest()?;
+            let dir = std::path::Path::new(chorus_zoo::embedded::DIR);
+            let parent = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            let name = a.out.file_name().with_context(|| format!("{} is not a folder path", a.out.display()))?;
+            let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+            let built = chorus_zoo::twin::ship_pack(dir, &m, &tmp);
+            if let Err(e) = built {
+                std::fs::remove_dir_all(&tmp).ok();
+                return Err(e).context("building the demo twin pack");
+            }
+            if a.out.exists() {
+                std::fs::remove_dir_all(&a.out).with_context(|| format!("replacing {}", a.out.display()))?;
+            }
+            std::fs::rename(&tmp, &a.out).with_context(|| format!("moving the pack to {}", a.out.display()))?;
+            log(&format!("demo twin pack (density {}) → {}", chorus_zoo::twin::SHIPPED_DENSITY, a.out.display()));
         }
         ZooCommand::Eval(a) => {
             let r =

@@ -24,6 +24,22 @@ pub fn router_schedule() -> RouterTrainConfig {
     RouterTrainConfig { batch: 64, ..RouterTrainConfig::default() }
 }
 
+/// Density of the twin pack shipped for the browser demo (`family/twin`): the merging table's best Twin row.
+pub const SHIPPED_DENSITY: f64 = 0.5;
+
+/// The shipped twin pack's folder in the source tree (the site's Twin-Merging page loads it).
+pub const SHIPPED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/family/twin");
+
+/// Builds the demo twin pack at `out` from the family in `dir`: density [`SHIPPED_DENSITY`], router trained
+/// on [`router_data`] with [`router_schedule`]. Deterministic, so the shipped copy can be checked.
+pub fn ship_pack(dir: &Path, manifest: &Manifest, out: &Path) -> Result<()> {
+    let opts = TwinOptions { rank: chorus_merge::Rank::Density(SHIPPED_DENSITY), ..TwinOptions::default() };
+    build_pack(dir, manifest, out, &opts)?;
+    let data = router_data(&manifest.spec.seen, manifest.spec.seed, ROUTER_PROMPTS);
+    train_pack_router(out, &data, &router_schedule())?;
+    Ok(())
+}
+
 /// Builds a twin pack at `out` from the family in `dir`: its small base and the small experts of the
 /// tasks its multi-task fine-tune saw.
 pub fn build_pack(dir: &Path, manifest: &Manifest, out: &Path, opts: &TwinOptions) -> Result<TwinSummary> {
@@ -135,6 +151,38 @@ mod tests {
             wr.write(name, &twin.pack.merged(name, &s, w).unwrap()).unwrap();
         }
         wr.finish().unwrap();
+    }
+
+    /// Every file under `dir`, relative path → bytes.
+    fn files_under(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    /// The pack the site ships (`family/twin`) is exactly what `ship_pack` builds from the shipped family:
+    /// regenerate it with `chorus zoo twin-pack --out crates/zoo/family/twin` after retraining the family.
+    #[test]
+    fn shipped_twin_pack_is_reproducible() {
+        let out = tmp("ship");
+        ship_pack(&family(), &manifest(), &out).unwrap();
+        let (want, got) = (files_under(Path::new(SHIPPED_DIR)), files_under(&out));
+        assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>(), "file lists differ");
+        for (name, bytes) in &want {
+            assert!(got[name] == *bytes, "{name} differs from a fresh build (regenerate with `chorus zoo twin-pack`)");
+        }
+        std::fs::remove_dir_all(&out).ok();
     }
 
     fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
