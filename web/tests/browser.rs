@@ -47,6 +47,12 @@ async fn public_api_streams_tokens() {
     let tokens = js_sys::Reflect::get(&out, &"tokens".into()).unwrap();
     assert_eq!(js_sys::Array::from(&tokens).length(), 5);
     assert_eq!(seen.borrow().len(), 5, "one callback per token");
+    // The general loader takes the same GGUF bytes, alone or as {gguf}, and "auto" picks a backend.
+    let g = self::bytes(&chorus_models::gguf_write::tiny_llama(3));
+    for source in [g.clone(), obj(&[("gguf", g)])] {
+        let m = chorus_web::load_model(source, JsValue::UNDEFINED).await.map_err(JsValue::from).expect("loadModel(gguf)");
+        assert_eq!(m.tokenize("Hi").map_err(JsValue::from).unwrap(), model.tokenize("Hi").map_err(JsValue::from).unwrap());
+    }
     // Unknown option keys are an error, not ignored.
     let bad = js_sys::JSON::parse(r#"{"max_tokens": 5}"#).unwrap();
     let err = wasm_bindgen_futures::JsFuture::from(model.generate("Hi".into(), false, bad, None)).await.unwrap_err();

@@ -158,6 +158,15 @@ try {
   });
   check(bad.state === "error" && /sha256 mismatch/.test(bad.status), `a wrong sha256 is refused (${bad.status})`);
 
+  // The model files went through Cache Storage (a second visit reads them locally).
+  const cached = await page.evaluate(async () => (await (await caches.open("chorus-models-v1")).keys()).map((r) => new URL(r.url).pathname));
+  const index = JSON.parse(fs.readFileSync(path.join(dist, "models/zoo/index.json"), "utf8"));
+  const want = new Set([index.large, index.base, ...Object.values(index.experts)].flatMap((m) => [m.config.url, m.tokenizer.url, ...m.weights.map((w) => w.url)]));
+  check([...want].every((u) => cached.includes(`/models/zoo/${u}`)), `every zoo file is in Cache Storage (${cached.length} entries)`);
+  // The generated TypeScript definitions carry the API and its option types.
+  const dts = fs.readFileSync(path.join(dist, "pkg/chorus_web.d.ts"), "utf8");
+  check(["export class ChorusFusion", "export class ChorusTwin", "export function loadModel", "export interface FuseOptions", "export interface FuseStep"].every((s) => dts.includes(s)), "chorus_web.d.ts declares the API and its option types");
+
   // 3. The Twin-Merging page.
   const TWIN = "rev plant =";
   const twinNative = nativeTwin(TWIN, 16);

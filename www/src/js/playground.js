@@ -1,7 +1,8 @@
 // The DLF playground: expert toggles, solver choice, tokens streamed in as they are made, coloured by
 // the expert that steered them, and the α trace drawn per token. Everything heavy runs in the worker.
-import { client, describeProgress } from "./client.js";
+import { client } from "./client.js";
 import { alphaChart, tokenSpan } from "./charts.js";
+import { progressInto, status as show } from "./ui.js";
 
 const FAMILY = "models/zoo/index.json";
 const $ = (id) => document.getElementById(id);
@@ -12,21 +13,8 @@ if (params.has("max")) $("max").value = params.get("max");
 
 let family = null;
 
-function status(text, error = false) {
-  $("status").textContent = text;
-  $("status").classList.toggle("error", error);
-}
-
-function onProgress(ev) {
-  if (ev.type !== "progress") return;
-  const bar = $("progress");
-  bar.hidden = false;
-  if (ev.total) {
-    bar.max = ev.total;
-    bar.value = Math.min(ev.loaded, ev.total);
-  }
-  status(describeProgress(ev));
-}
+const status = (text, error) => show($("status"), text, error);
+const onProgress = progressInto($("progress"), $("status"));
 
 // The prompt's task (its first word) selects that expert by default, as `chorus fuse` does.
 const KEYWORDS = { add: "add", rev: "reverse", sort: "sort", get: "recall", date: "date" };

@@ -1,28 +1,16 @@
 // The Twin-Merging page: the router's weights for the prompt as bars, then the output of the shared
 // model with every task's exclusive factors mixed by those weights, streamed token by token.
-import { client, describeProgress } from "./client.js";
+import { client } from "./client.js";
 import { barChart } from "./charts.js";
+import { progressInto, status as show } from "./ui.js";
 
 const PACK = "models/zoo-twin/index.json";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 for (const k of ["prompt", "backend", "max", "mode"]) if (params.has(k)) $(k).value = params.get(k);
 
-function status(text, error = false) {
-  $("status").textContent = text;
-  $("status").classList.toggle("error", error);
-}
-
-function onEvent(ev) {
-  if (ev.type !== "progress") return;
-  const bar = $("progress");
-  bar.hidden = false;
-  if (ev.total) {
-    bar.max = ev.total;
-    bar.value = Math.min(ev.loaded, ev.total);
-  }
-  status(describeProgress(ev));
-}
+const status = (text, error) => show($("status"), text, error);
+const onEvent = progressInto($("progress"), $("status"));
 
 async function run(ev) {
   ev?.preventDefault();

@@ -25,7 +25,6 @@ async function fetchIndex(url, sha256) {
   return { index, digest };
 }
 
-// Every request that names a digest is checked, also when its models are already loaded.
 function checkDigest(url, digest, sha256) {
   if (sha256 && digest !== sha256.toLowerCase()) throw new Error(`${url}: sha256 mismatch (expected ${sha256}, got ${digest})`);
 }
@@ -51,61 +50,52 @@ function progressTracker(post, files) {
   };
 }
 
-async function loadFamily(req, post) {
+// Loads once per key; a failed load is forgotten so that it may be retried. Every request that names a
+// digest is checked against the loaded index's, also when its models are already loaded.
+async function once(cache, req, load) {
   const key = `${req.url}|${req.backend}`;
-  if (!families.has(key)) {
-    families.set(key, (async () => {
-      const { index, digest } = await fetchIndex(req.url, req.sha256);
-      if (index.format !== "chorus-site-family/1") throw new Error(`${req.url}: format ${index.format}, expected chorus-site-family/1`);
-      const members = [index.large, index.base, ...Object.values(index.experts)];
-      const files = members.flatMap((m) => [m.config, m.tokenizer, ...m.weights]);
-      const onProgress = progressTracker(post, files);
-      const opts = { backend: req.backend, onProgress };
-      const t0 = performance.now();
-      const large = await loadModel(source(req.url, index.large), opts);
-      const base = await loadModel(source(req.url, index.base), opts);
-      const experts = {};
-      for (const [task, m] of Object.entries(index.experts)) experts[task] = await loadModel(source(req.url, m), opts);
-      return { index, digest, large, base, experts, loadMs: performance.now() - t0 };
-    })());
+  if (!cache.has(key)) {
+    const p = load();
+    cache.set(key, p);
+    p.catch(() => cache.delete(key));
   }
-  try {
-    const f = await families.get(key);
-    checkDigest(req.url, f.digest, req.sha256);
-    return f;
-  } catch (e) {
-    families.delete(key); // a failed load may be retried
-    throw e;
-  }
+  const entry = await cache.get(key);
+  checkDigest(req.url, entry.digest, req.sha256);
+  return entry;
 }
 
-async function loadTwinPack(req, post) {
-  const key = `${req.url}|${req.backend}`;
-  if (!twins.has(key)) {
-    twins.set(key, (async () => {
-      const { index, digest } = await fetchIndex(req.url, req.sha256);
-      if (index.format !== "chorus-site-twin/1") throw new Error(`${req.url}: format ${index.format}, expected chorus-site-twin/1`);
-      const files = [index.twin, index.router, index.routerWeights, ...index.factors, index.shared.config, index.shared.tokenizer, ...index.shared.weights];
-      const t0 = performance.now();
-      const twin = await loadTwin({
-        name: index.name,
-        twin: resolve(req.url, index.twin),
-        factors: index.factors.map((f) => resolve(req.url, f)),
-        shared: source(req.url, index.shared),
-        router: resolve(req.url, index.router),
-        routerWeights: resolve(req.url, index.routerWeights),
-      }, { backend: req.backend, onProgress: progressTracker(post, files) });
-      return { index, digest, twin, loadMs: performance.now() - t0 };
-    })());
-  }
-  try {
-    const t = await twins.get(key);
-    checkDigest(req.url, t.digest, req.sha256);
-    return t;
-  } catch (e) {
-    twins.delete(key);
-    throw e;
-  }
+function loadFamily(req, post) {
+  return once(families, req, async () => {
+    const { index, digest } = await fetchIndex(req.url, req.sha256);
+    if (index.format !== "chorus-site-family/1") throw new Error(`${req.url}: format ${index.format}, expected chorus-site-family/1`);
+    const members = [index.large, index.base, ...Object.values(index.experts)];
+    const files = members.flatMap((m) => [m.config, m.tokenizer, ...m.weights]);
+    const opts = { backend: req.backend, onProgress: progressTracker(post, files) };
+    const t0 = performance.now();
+    const large = await loadModel(source(req.url, index.large), opts);
+    const base = await loadModel(source(req.url, index.base), opts);
+    const experts = {};
+    for (const [task, m] of Object.entries(index.experts)) experts[task] = await loadModel(source(req.url, m), opts);
+    return { index, digest, large, base, experts, loadMs: performance.now() - t0 };
+  });
+}
+
+function loadTwinPack(req, post) {
+  return once(twins, req, async () => {
+    const { index, digest } = await fetchIndex(req.url, req.sha256);
+    if (index.format !== "chorus-site-twin/1") throw new Error(`${req.url}: format ${index.format}, expected chorus-site-twin/1`);
+    const files = [index.twin, index.router, index.routerWeights, ...index.factors, index.shared.config, index.shared.tokenizer, ...index.shared.weights];
+    const t0 = performance.now();
+    const twin = await loadTwin({
+      name: index.name,
+      twin: resolve(req.url, index.twin),
+      factors: index.factors.map((f) => resolve(req.url, f)),
+      shared: source(req.url, index.shared),
+      router: resolve(req.url, index.router),
+      routerWeights: resolve(req.url, index.routerWeights),
+    }, { backend: req.backend, onProgress: progressTracker(post, files) });
+    return { index, digest, twin, loadMs: performance.now() - t0 };
+  });
 }
 
 const ops = {
