@@ -192,6 +192,38 @@ try {
   check(problems.length === 0, `no page errors or CSP violations${problems.length ? ": " + problems.join(" | ") : ""}`);
 } finally {
   await browser.close();
+}
+
+// 4. A browser without WebGPU (no --enable-unsafe-webgpu: navigator.gpu gives no adapter): "auto" runs on
+//    the CPU with the same result, and asking for WebGPU is a clear error, not a crash.
+const plain = await chromium.launch({ executablePath: browserPath, headless: true, args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
+try {
+  const page = await plain.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  await page.goto(`${site.url}docs-example.html`);
+  const adapter = await page.evaluate(async () => (navigator.gpu ? (await navigator.gpu.requestAdapter()) !== null : false));
+  check(!adapter, "the plain browser has no WebGPU adapter");
+  const run = async (backend) => {
+    await page.evaluate((backend) => {
+      const el = document.getElementById("rev-demo");
+      el.setAttribute("backend", backend);
+      el.run();
+    }, backend);
+    await page.waitForFunction(() => ["done", "error"].includes(document.getElementById("rev-demo").getAttribute("state")), null, { timeout: TIMEOUT });
+    return page.evaluate(() => {
+      const el = document.getElementById("rev-demo");
+      return { state: el.getAttribute("state"), result: el.result ?? null, status: el.shadowRoot.querySelector(".status").textContent };
+    });
+  };
+  const forced = await run("webgpu");
+  check(forced.state === "error" && /wgpu|adapter|WebGPU/i.test(forced.status), `webgpu without an adapter is a clear error (${forced.status})`);
+  const auto = await run("auto");
+  check(auto.state === "done" && auto.result?.backend === "cpu", `auto without WebGPU runs on the CPU (${auto.status})`);
+  if (auto.result) compareFuse("no-WebGPU browser (CPU)", auto.result, nativeFuse("rev plant =", 16));
+  check(errors.length === 0, `no page errors without WebGPU${errors.length ? ": " + errors.join(" | ") : ""}`);
+} finally {
+  await plain.close();
   await site.close();
 }
 fs.writeFileSync(path.join(artifacts, "report.json"), JSON.stringify(report, null, 1));
