@@ -118,7 +118,10 @@ impl LoadOptions {
                 return Err(WebError::Input(format!("load options: backend {other:?} (known: auto, webgpu, cpu)")));
             }
         };
-        let cache = field(v, "cache").map(|c| c.as_bool().unwrap_or(true)).unwrap_or(true);
+        let cache = match field(v, "cache") {
+            None => true,
+            Some(c) => c.as_bool().ok_or_else(|| WebError::Input("load options: `cache` must be a boolean".into()))?,
+        };
         let progress = match field(v, "onProgress") {
             None => None,
             Some(f) => Some(
@@ -216,7 +219,9 @@ pub(crate) async fn load_files(files: ModelFiles, opts: &mut LoadOptions) -> Res
 /// Loads a model. `source` is a GGUF file (URL string, `{url, sha256}`, `ArrayBuffer` or `Uint8Array`),
 /// `{gguf: file}`, or an HF layout `{config, tokenizer, weights: file | file[], tokenizerConfig?, name?}`.
 /// `options`: `{backend?: "auto" | "webgpu" | "cpu", cache?: boolean, onProgress?: (event) => void}`;
-/// downloads go through Cache Storage unless `cache` is false, and a given `sha256` is verified.
+/// downloads go through Cache Storage unless `cache` is false, and a given `sha256` is verified (also on a
+/// cached copy, which is fetched again when it no longer matches; without a `sha256` a cached copy is used
+/// as it is: pass `cache: false` or call `clearModelCache` when the file behind a URL changed).
 #[wasm_bindgen(js_name = loadModel)]
 pub async fn load_model(
     #[wasm_bindgen(unchecked_param_type = "ModelSource")] source: JsValue,

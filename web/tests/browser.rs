@@ -50,8 +50,12 @@ async fn public_api_streams_tokens() {
     // The general loader takes the same GGUF bytes, alone or as {gguf}, and "auto" picks a backend.
     let g = self::bytes(&chorus_models::gguf_write::tiny_llama(3));
     for source in [g.clone(), obj(&[("gguf", g)])] {
-        let m = chorus_web::load_model(source, JsValue::UNDEFINED).await.map_err(JsValue::from).expect("loadModel(gguf)");
-        assert_eq!(m.tokenize("Hi").map_err(JsValue::from).unwrap(), model.tokenize("Hi").map_err(JsValue::from).unwrap());
+        let m =
+            chorus_web::load_model(source, JsValue::UNDEFINED).await.map_err(JsValue::from).expect("loadModel(gguf)");
+        assert_eq!(
+            m.tokenize("Hi").map_err(JsValue::from).unwrap(),
+            model.tokenize("Hi").map_err(JsValue::from).unwrap()
+        );
     }
     // Unknown option keys are an error, not ignored.
     let bad = js_sys::JSON::parse(r#"{"max_tokens": 5}"#).unwrap();

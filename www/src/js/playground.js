@@ -35,6 +35,19 @@ function renderExperts(tasks) {
   });
 }
 
+// One button per task with the index's example prompt: it fills the prompt and selects that expert.
+function renderExamples(examples) {
+  const box = $("examples");
+  box.replaceChildren(...Object.entries(examples ?? {}).map(([task, prompt]) => {
+    const b = Object.assign(document.createElement("button"), { type: "button", className: "example", textContent: prompt });
+    b.addEventListener("click", () => {
+      $("prompt").value = prompt;
+      for (const cb of $("experts").querySelectorAll("input")) cb.checked = cb.value === task;
+    });
+    return b;
+  }));
+}
+
 function chosenExperts() {
   return [...$("experts").querySelectorAll("input:checked")].map((c) => c.value);
 }
@@ -45,6 +58,7 @@ async function load() {
   try {
     family = await client().family(FAMILY, { backend }, onProgress);
     renderExperts(family.tasks);
+    renderExamples(family.examples);
     $("progress").hidden = true;
     status(`ready: ${family.tasks.length} experts on ${family.backend} (loaded in ${family.loadMs.toFixed(0)} ms)`);
     $("run").disabled = false;
