@@ -35,6 +35,16 @@ pub const SHIPPED_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/family/twin"
 pub fn ship_pack(dir: &Path, manifest: &Manifest, out: &Path) -> Result<()> {
     let opts = TwinOptions { rank: chorus_merge::Rank::Density(SHIPPED_DENSITY), ..TwinOptions::default() };
     build_pack(dir, manifest, out, &opts)?;
+    // twin.json records where base and experts came from; the shipped pack names the family's members
+    // instead of this machine's paths, so every checkout builds the same bytes.
+    let p = out.join("twin.json");
+    let io = |e: String| Error::Config { field: p.display().to_string(), reason: e };
+    let mut meta: chorus_merge::twin::PackMeta =
+        serde_json::from_slice(&std::fs::read(&p).map_err(|e| io(e.to_string()))?).map_err(|e| io(e.to_string()))?;
+    meta.base = format!("zoo:{}", member_name(false, "base"));
+    meta.experts = manifest.spec.seen.iter().map(|t| format!("zoo:{}", member_name(false, t.name()))).collect();
+    std::fs::write(&p, serde_json::to_vec_pretty(&meta).map_err(|e| io(e.to_string()))?)
+        .map_err(|e| io(e.to_string()))?;
     let data = router_data(&manifest.spec.seen, manifest.spec.seed, ROUTER_PROMPTS);
     train_pack_router(out, &data, &router_schedule())?;
     Ok(())
