@@ -18,6 +18,8 @@ mod parity;
 mod quant;
 // Every WGSL file under shaders/ parses, validates with naga and is registered.
 mod shaders;
+// T5 (both variants) and FiT5 against transformers/PyTorch; FiT5's properties, re-ranking and training.
+mod t5;
 // Twin-Merging's mixed forward on wgpu (the WGSL kernel on burn's buffers) against the CPU.
 mod twin;
 // Tokenizers built from GGUF metadata against transformers' ids; chat templates.

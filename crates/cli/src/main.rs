@@ -7,6 +7,7 @@ mod demo;
 mod eval;
 mod fuse;
 mod merge;
+mod rerank;
 mod twin;
 mod zoo;
 
@@ -45,6 +46,8 @@ enum Command {
     /// Twin-Merging: build a twin pack, train its router, generate with per-input merged weights.
     #[command(subcommand)]
     Twin(twin::TwinCommand),
+    /// FiT5 re-ranking of a first-stage run (TREC files, or one query as JSON); `rerank train` trains FiT5.
+    Rerank(rerank::RerankArgs),
     /// The zoo: a tiny model family trained by Chorus, and its evaluation tables.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(b),
         Command::Merge(a) => merge::merge(a),
         Command::Twin(t) => twin::run(t),
+        Command::Rerank(r) => rerank::run(r),
         Command::Zoo(z) => zoo::run(z),
     };
     match result {

@@ -307,3 +307,111 @@ fn twin_builds_trains_and_routes_each_prompt() {
     assert!(!out2.exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `chorus rerank train --toy` → `chorus rerank` on the toy test split (metrics, run file), the JSON mode,
+/// and bad input: a missing document fails its query only (the run file keeps the others), a malformed
+/// TSV names file:line, an over-long passage under `--overlong error` names the document.
+#[test]
+fn rerank_trains_reranks_and_keeps_good_queries() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let toy = root.join("crates/rank/toy");
+    let dir = std::env::temp_dir().join(format!("chorus-cli-rerank-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model");
+    let (code, out, err) = chorus(&[
+        "rerank",
+        "train",
+        "--toy",
+        "--out",
+        model.to_str().unwrap(),
+        "--stage1-steps",
+        "30",
+        "--steps",
+        "30",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["stages"].as_array().unwrap().len(), 2);
+    assert!(j["eval"]["after"]["mrr@10"].as_f64().unwrap() > 0.0);
+    assert!(err.contains("stage 2: step 30/30"), "progress on stderr: {err}");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(model.join(f).exists(), "{f}");
+    }
+    let p = |f: &str| toy.join(f).to_str().unwrap().to_string();
+    let run_out = dir.join("test.trec");
+    let (code, out, err) = chorus(&[
+        "rerank",
+        "--model",
+        model.to_str().unwrap(),
+        "--queries",
+        &p("test.queries.tsv"),
+        "--collection",
+        &p("collection.tsv"),
+        "--run",
+        &p("test.run"),
+        "--qrels",
+        &p("test.qrels"),
+        "--out",
+        run_out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let s: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((s["reranked"].as_u64(), s["failed"].as_u64()), (Some(64), Some(0)));
+    assert!(s["reranked_metrics"]["mrr@10"].as_f64().is_some() && s["first_stage"]["ndcg@10"].as_f64().is_some());
+    assert_eq!(std::fs::read_to_string(&run_out).unwrap().lines().count(), 640);
+
+    // One query with inline candidates, global attention off.
+    let req = dir.join("req.json");
+    std::fs::write(
+        &req,
+        r#"{"query": "where does the otter live", "candidates": [
+            {"docid": "a", "title": "otter facts", "text": "the otter is red and lives in the lake", "score": 180},
+            {"docid": "b", "title": "lynx facts", "text": "the lynx is grey and lives in the city", "score": 181}]}"#,
+    )
+    .unwrap();
+    let (code, out, err) =
+        chorus(&["rerank", "--model", model.to_str().unwrap(), "--json", req.to_str().unwrap(), "--no-global"]);
+    assert_eq!(code, 0, "{err}");
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((r["global"].as_bool(), r["results"].as_array().unwrap().len()), (Some(false), 2));
+    let (code, _, err) = chorus(&["rerank", "--model", model.to_str().unwrap(), "--json", "/nonexistent/req.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/req.json"), "{err}");
+
+    // A missing document fails its query; the others are written.
+    let q = dir.join("q.tsv");
+    let c = dir.join("c.tsv");
+    let r = dir.join("r.run");
+    std::fs::write(&q, "1\twhere does the otter live\n2\twhat colour is a lynx\n").unwrap();
+    std::fs::write(
+        &c,
+        format!("d0\totter facts\tthe otter is red\nd1\tlynx facts\t{}\n", "the lynx is grey ".repeat(30)),
+    )
+    .unwrap();
+    std::fs::write(&r, "1 Q0 d0 1 180 x\n1 Q0 gone 2 170 x\n2 Q0 d1 1 181 x\n2 Q0 d0 2 171 x\n").unwrap();
+    let o = dir.join("o.trec");
+    let args = |extra: &[&str]| {
+        let mut v =
+            vec!["rerank", "--model", model.to_str().unwrap(), "--queries", q.to_str().unwrap(), "--collection"];
+        v.extend([c.to_str().unwrap(), "--run", r.to_str().unwrap(), "--out", o.to_str().unwrap()]);
+        v.extend(extra.iter().copied());
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| chorus(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, _, err) = run(args(&[]));
+    assert_eq!(code, 2);
+    assert!(err.contains("query '1'") && err.contains("document 'gone'") && err.contains("the other 1"), "{err}");
+    let written = std::fs::read_to_string(&o).unwrap();
+    assert!(written.lines().all(|l| l.starts_with("2 ")) && written.lines().count() == 2, "{written}");
+    // The over-long passage of d1 under --overlong error fails query 2 by name.
+    let (code, _, err) = run(args(&["--overlong", "error"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("document 'd1'") && err.contains("tokens, the model takes 40"), "{err}");
+    // A malformed TSV is refused with file:line before anything runs.
+    std::fs::write(&q, "1\tok\nno tab here\n").unwrap();
+    let (code, _, err) = run(args(&[]));
+    assert_eq!(code, 2);
+    assert!(err.contains("q.tsv:2"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,5 +1,6 @@
 //! Chorus models: loaders for real model files (GGUF v2/v3 and HF safetensors folders), tokenizers with
-//! chat templates, and the burn implementation of the decoder families (Qwen2, Llama).
+//! chat templates, the burn implementation of the decoder families (Qwen2, Llama), and T5 with the FiT5
+//! re-ranker built on it.
 //!
 //! Weights are decoded to f32 on load and uploaded to whichever burn device the caller picked (Flex CPU
 //! or wgpu); the same code runs natively and in wasm.
@@ -7,11 +8,13 @@
 pub mod bytes;
 pub mod decoder;
 pub mod error;
+pub mod fit5;
 pub mod gguf;
 pub mod gguf_write;
 pub mod lowrank;
 pub mod qlinear;
 pub mod source;
+pub mod t5;
 pub mod tokenizer;
 
 pub use bytes::FileBytes;
