@@ -100,6 +100,7 @@ def main():
         save_file(keep, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps(cfg, indent=1) + "\n")
         tok.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+        os.chmod(tmp, 0o755)
         os.rename(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

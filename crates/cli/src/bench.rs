@@ -16,8 +16,33 @@ pub enum BenchCommand {
     Fuse(BenchFuseArgs),
     /// Twin-Merging's per-row mixed forward against the shared model's own forward (same pack, same batch).
     Twin(BenchTwinArgs),
+    /// FiT5 listwise scoring: milliseconds per query (N candidates × T tokens), with and without global attention.
+    Rerank(BenchRerankArgs),
     /// The α search alone on synthetic logits (V = 151,665 by default): per-step milliseconds by solver.
     Search(BenchSearchArgs),
+}
+
+/// Arguments of `chorus bench rerank`.
+#[derive(Args)]
+pub struct BenchRerankArgs {
+    /// A FiT5 folder; without it a randomly initialised model of `--size` (speed does not depend on the weights).
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+    /// toy, t5-small or t5-base (FiT5-3layer's backbone) when no --model is given.
+    #[arg(long, default_value = "toy")]
+    pub size: String,
+    /// Candidates per query.
+    #[arg(long, default_value_t = 100)]
+    pub candidates: usize,
+    /// Tokens per candidate (default: the model's max_seq_len).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// cpu or wgpu.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// Timed queries after one warm-up query.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 /// Arguments of `chorus bench fuse`.
@@ -107,7 +132,91 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Fuse(a) => fuse(a),
         BenchCommand::Search(a) => search(a),
         BenchCommand::Twin(a) => twin(a),
+        BenchCommand::Rerank(a) => rerank(a),
     }
+}
+
+fn rerank(a: BenchRerankArgs) -> Result<()> {
+    use chorus_models::fit5::{FiT5, FiT5Config};
+    use chorus_models::t5::{T5Config, ids_tensor};
+    let backend: chorus_engine::Backend = a.backend.parse()?;
+    let device = chorus_engine::device(backend)?;
+    let mut model = match &a.model {
+        Some(dir) => FiT5::open(dir, &device)?,
+        None => {
+            let t5 = |d: usize, ff: usize, layers: usize, heads: usize| T5Config {
+                vocab_size: 32128,
+                d_model: d,
+                d_kv: 64,
+                d_ff: ff,
+                num_layers: layers,
+                num_decoder_layers: layers,
+                num_heads: heads,
+                relative_attention_num_buckets: 32,
+                relative_attention_max_distance: 128,
+                layer_norm_epsilon: 1e-6,
+                gated_gelu: false,
+                tie_word_embeddings: true,
+                scale_decoder_outputs: true,
+            };
+            let cfg = match a.size.as_str() {
+                "toy" => chorus_rank::toy::config(),
+                "t5-small" => FiT5Config { t5: t5(512, 2048, 6, 8), max_seq_len: 200, ..chorus_rank::toy::config() },
+                "t5-base" => FiT5Config {
+                    t5: t5(768, 3072, 12, 12),
+                    num_global_layers: 3,
+                    max_seq_len: 200,
+                    ..chorus_rank::toy::config()
+                },
+                other => anyhow::bail!("--size '{other}': use toy, t5-small or t5-base"),
+            };
+            device.seed(0);
+            FiT5::new(&cfg, &device)?
+        }
+    };
+    let cfg = model.config().clone();
+    let (n, t) = (a.candidates.clamp(1, 100), a.seq_len.unwrap_or(cfg.max_seq_len).max(2));
+    let mut rng = chorus_core::sampling::Rng::new(1);
+    let ids: Vec<Vec<u32>> = (0..n)
+        .map(|_| (0..t).map(|_| 3 + (rng.next_u64() % (cfg.t5.vocab_size as u64 - 3)) as u32).collect())
+        .collect();
+    let mask = vec![vec![1u32; t]; n];
+    let mut out = serde_json::Map::new();
+    for global in [true, false] {
+        model.set_global(global);
+        let mut ms = Vec::new();
+        for r in 0..=a.runs.max(1) {
+            let (x, m) = ids_tensor(&ids, &mask, &device);
+            let t0 = std::time::Instant::now();
+            let z = model.forward(x, m).into_data();
+            let dt = t0.elapsed().as_secs_f64() * 1000.0;
+            anyhow::ensure!(z.num_elements() == 2 * n, "scores of {} candidates", z.num_elements() / 2);
+            if r > 0 {
+                ms.push(dt);
+            }
+        }
+        ms.sort_by(f64::total_cmp);
+        let med = ms[ms.len() / 2];
+        eprintln!("global={global}: {med:.1} ms per query of {n} x {t}");
+        out.insert(
+            if global { "global" } else { "local" }.into(),
+            serde_json::json!({ "ms_per_query": med, "candidates_per_s": n as f64 / (med / 1000.0) }),
+        );
+    }
+    let j = serde_json::json!({
+        "bench": "rerank",
+        "model": a.model.as_ref().map_or(a.size.clone(), |p| p.display().to_string()),
+        "backend": backend.name(),
+        "candidates": n,
+        "seq_len": t,
+        "d_model": cfg.t5.d_model,
+        "encoder_layers": cfg.t5.num_layers,
+        "global_layers": cfg.num_global_layers,
+        "runs": a.runs.max(1),
+        "modes": out,
+    });
+    println!("{j}");
+    Ok(())
 }
 
 fn twin(a: BenchTwinArgs) -> Result<()> {

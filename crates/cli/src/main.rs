@@ -47,7 +47,7 @@ enum Command {
     #[command(subcommand)]
     Twin(twin::TwinCommand),
     /// FiT5 re-ranking of a first-stage run (TREC files, or one query as JSON); `rerank train` trains FiT5.
-    Rerank(rerank::RerankArgs),
+    Rerank(Box<rerank::RerankArgs>),
     /// The zoo: a tiny model family trained by Chorus, and its evaluation tables.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         Command::Bench(b) => bench::run(b),
         Command::Merge(a) => merge::merge(a),
         Command::Twin(t) => twin::run(t),
-        Command::Rerank(r) => rerank::run(r),
+        Command::Rerank(r) => rerank::run(*r),
         Command::Zoo(z) => zoo::run(z),
     };
     match result {

@@ -413,5 +413,15 @@ fn rerank_trains_reranks_and_keeps_good_queries() {
     let (code, _, err) = run(args(&[]));
     assert_eq!(code, 2);
     assert!(err.contains("q.tsv:2"), "{err}");
+    // `chorus bench rerank` prints one JSON object with both modes.
+    let (code, out, err) =
+        chorus(&["bench", "rerank", "--model", model.to_str().unwrap(), "--candidates", "10", "--runs", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let b: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        b["modes"]["global"]["ms_per_query"].as_f64().is_some()
+            && b["modes"]["local"]["candidates_per_s"].as_f64().is_some(),
+        "{b}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -55,7 +55,6 @@ pub fn ndcg_at(run: &Run, qrels: &Qrels, k: usize) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn run(rows: &[(&str, &[(&str, f64)])]) -> Run {
         rows.iter().map(|(q, d)| (q.to_string(), d.iter().map(|(d, s)| (d.to_string(), *s)).collect())).collect()
@@ -64,7 +63,7 @@ mod tests {
     fn qrels(rows: &[(&str, &str, i32)]) -> Qrels {
         let mut q: Qrels = Qrels::new();
         for (a, b, g) in rows {
-            q.entry(a.to_string()).or_insert_with(HashMap::new).insert(b.to_string(), *g);
+            q.entry(a.to_string()).or_default().insert(b.to_string(), *g);
         }
         q
     }

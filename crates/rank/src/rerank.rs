@@ -81,6 +81,17 @@ pub fn candidates(
         .collect()
 }
 
+/// A tokenizer with more tokens than the model has embedding rows would index past the table.
+pub fn check_vocab(qid: &str, ids: &[Vec<u32>], vocab: usize) -> Result<()> {
+    match ids.iter().flatten().find(|&&i| i as usize >= vocab) {
+        Some(i) => Err(Error::Query {
+            qid: qid.into(),
+            reason: format!("token id {i} is outside the model's vocabulary of {vocab} (tokenizer and model disagree)"),
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Reranker {
     /// Opens a FiT5 folder (`config.json`, `model.safetensors`, `tokenizer.json`) on `device`.
     pub fn open(dir: &std::path::Path, device: &Device) -> Result<Self> {
@@ -109,6 +120,7 @@ impl Reranker {
         let cfg = self.model.config();
         let enc = encode_candidates(&self.tokenizer, query, cands, &cfg.bins, cfg.max_seq_len, overlong)
             .map_err(|e: EncodeError| Error::Query { qid: qid.into(), reason: e.to_string() })?;
+        check_vocab(qid, &enc.ids, cfg.t5.vocab_size)?;
         let (ids, mask) = ids_tensor(&enc.ids, &enc.mask, &self.device);
         let z = self.model.forward(ids, mask);
         let v = z

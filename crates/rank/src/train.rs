@@ -158,6 +158,7 @@ pub fn train(
         }
         let e = encode_candidates(tokenizer, &l.query, &l.cands, &bins, mcfg.max_seq_len, overlong)
             .map_err(|e| Error::Query { qid: l.qid.clone(), reason: e.to_string() })?;
+        crate::rerank::check_vocab(&l.qid, &e.ids, mcfg.t5.vocab_size)?;
         out.truncated += e.truncated;
         let (ids, mask) = ids_tensor(&e.ids, &e.mask, device);
         let n = l.labels.len();
