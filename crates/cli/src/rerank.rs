@@ -318,11 +318,8 @@ fn init_model(a: &TrainArgs, dev: &Device) -> Result<(FiT5, Vec<u8>)> {
         return Ok((FiT5::new(&toy::config(), dev)?, toy::TOKENIZER_JSON.as_bytes().to_vec()));
     };
     let tj = std::fs::read(dir.join("tokenizer.json")).with_context(|| format!("{}/tokenizer.json", dir.display()))?;
-    let cfg_path = dir.join("config.json");
-    let j: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&cfg_path).with_context(|| cfg_path.display().to_string())?)
-            .with_context(|| cfg_path.display().to_string())?;
-    let cfg = FiT5Config::from_json(&cfg_path.display().to_string(), &j)?;
+    let (name, j) = chorus_models::t5::read_config(dir)?;
+    let cfg = FiT5Config::from_json(&name, &j)?;
     let set = chorus_models::SafetensorsSet::open_dir(dir)?;
     let file = dir.join("model.safetensors").display().to_string();
     let is_fit5 = set.index.keys().any(|k| k.starts_with("t5.") || k.starts_with("module.t5."));

@@ -413,6 +413,56 @@ fn rerank_trains_reranks_and_keeps_good_queries() {
     let (code, _, err) = run(args(&[]));
     assert_eq!(code, 2);
     assert!(err.contains("q.tsv:2"), "{err}");
+    // Stage 1 of the recipe from a plain T5 folder (fresh global layers and head). Its config lacks FiT5's
+    // fields, so the reference's head ids (t5-base's 6136/1176) are outside this tiny vocabulary: refused by
+    // name; with the ids added it trains.
+    let t5 = dir.join("t5");
+    std::fs::create_dir_all(&t5).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(root.join("tests/fixtures/t5/t5-v1_0").join(f), t5.join(f)).unwrap();
+    }
+    let from_t5 = |out: &str| {
+        let o = dir.join(out);
+        chorus(&[
+            "rerank",
+            "train",
+            "--init",
+            t5.to_str().unwrap(),
+            "--queries",
+            &p("train.queries.tsv"),
+            "--collection",
+            &p("collection.tsv"),
+            "--run",
+            &p("train.run"),
+            "--qrels",
+            &p("train.qrels"),
+            "--out",
+            o.to_str().unwrap(),
+            "--stage1-steps",
+            "2",
+            "--steps",
+            "0",
+            "--list-size",
+            "4",
+            "--lists-per-step",
+            "1",
+            "--json",
+        ])
+    };
+    let (code, _, err) = from_t5("m1");
+    assert_eq!(code, 2);
+    assert!(err.contains("false_token_id") && err.contains("config.json"), "{err}");
+    assert!(!dir.join("m1").exists(), "nothing written on failure");
+    let cfg_path = t5.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    cfg["false_token_id"] = 161.into();
+    cfg["true_token_id"] = 159.into();
+    std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let (code, out, err) = from_t5("m2");
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(j["stages"][0]["stage"], 1);
+    assert!(dir.join("m2/model.safetensors").exists());
     // `chorus bench rerank` prints one JSON object with both modes.
     let (code, out, err) =
         chorus(&["bench", "rerank", "--model", model.to_str().unwrap(), "--candidates", "10", "--runs", "1"]);

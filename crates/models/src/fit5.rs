@@ -475,11 +475,7 @@ impl FiT5 {
     /// Opens a FiT5 folder: `config.json` and `model.safetensors` (or a sharded index).
     #[cfg(not(target_family = "wasm"))]
     pub fn open(dir: &std::path::Path, dev: &Device) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let name = cfg_path.display().to_string();
-        let bytes = std::fs::read(&cfg_path).map_err(|err| Error::Io { path: name.clone(), err })?;
-        let j: Json =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Json { file: name.clone(), reason: e.to_string() })?;
+        let (name, j) = crate::t5::read_config(dir)?;
         let cfg = FiT5Config::from_json(&name, &j)?;
         let set = SafetensorsSet::open_dir(dir)?;
         Self::load(&set, &dir.join("model.safetensors").display().to_string(), &cfg, dev)

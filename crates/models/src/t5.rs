@@ -484,11 +484,7 @@ impl T5 {
     /// Opens an HF T5 folder (`config.json` + `model.safetensors`).
     #[cfg(not(target_family = "wasm"))]
     pub fn open(dir: &std::path::Path, dev: &Device) -> Result<Self> {
-        let cfg_path = dir.join("config.json");
-        let name = cfg_path.display().to_string();
-        let bytes = std::fs::read(&cfg_path).map_err(|err| Error::Io { path: name.clone(), err })?;
-        let j: Json =
-            serde_json::from_slice(&bytes).map_err(|e| Error::Json { file: name.clone(), reason: e.to_string() })?;
+        let (name, j) = read_config(dir)?;
         let cfg = T5Config::from_json(&name, &j)?;
         let set = SafetensorsSet::open_dir(dir)?;
         Self::load(&set, &dir.join("model.safetensors").display().to_string(), "", &cfg, dev)
@@ -609,6 +605,16 @@ impl T5 {
             out.push((format!("{prefix}lm_head.weight"), lin(h)));
         }
     }
+}
+
+/// Reads `DIR/config.json`: its path (for error messages) and its JSON.
+#[cfg(not(target_family = "wasm"))]
+pub fn read_config(dir: &std::path::Path) -> Result<(String, Json)> {
+    let path = dir.join("config.json");
+    let name = path.display().to_string();
+    let bytes = std::fs::read(&path).map_err(|err| Error::Io { path: name.clone(), err })?;
+    let j = serde_json::from_slice(&bytes).map_err(|e| Error::Json { file: name.clone(), reason: e.to_string() })?;
+    Ok((name, j))
 }
 
 /// A `[B, T]` int tensor of token ids and the matching 0/1 float mask, from equal-length rows.
