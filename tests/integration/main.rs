@@ -16,6 +16,8 @@ mod gguf;
 mod parity;
 // Dequantization of every supported GGML type against the `gguf` Python package.
 mod quant;
+// BERT and RoBERTa masked LMs against transformers.
+mod bert;
 // Every WGSL file under shaders/ parses, validates with naga and is registered.
 mod shaders;
 // T5 (both variants) and FiT5 against transformers/PyTorch; FiT5's properties, re-ranking and training.

@@ -5,6 +5,7 @@
 //! Weights are decoded to f32 on load and uploaded to whichever burn device the caller picked (Flex CPU
 //! or wgpu); the same code runs natively and in wasm.
 
+pub mod bert;
 pub mod bytes;
 pub mod decoder;
 pub mod error;

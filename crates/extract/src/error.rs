@@ -1,0 +1,36 @@
+//! The error type of `chorus-extract`: every variant names the file and line, the example or the field.
+
+/// Errors of relation-extraction inputs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read.
+    #[error("{path}: {reason}")]
+    Io {
+        /// File at fault.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A record is malformed.
+    #[error("{file}:{line}: {reason}")]
+    Parse {
+        /// File at fault.
+        file: String,
+        /// 1-based line (or record) number.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// One example cannot be used (the reference silently drops such examples; Chorus names them).
+    #[error("example {id}: {reason}")]
+    Example {
+        /// Example id or index.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Result alias for the extract crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
