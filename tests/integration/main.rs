@@ -14,6 +14,8 @@ mod fusion;
 mod gguf;
 // GPU kernels against their chorus-core references (lavapipe in CI).
 mod parity;
+// MVRE on the tiny RoBERTa: dynamic initialisation, training, tied decoder, checkpoints, entity errors.
+mod mvre;
 // Dequantization of every supported GGML type against the `gguf` Python package.
 mod quant;
 // BERT and RoBERTa masked LMs against transformers.

@@ -5,6 +5,7 @@ mod bench;
 mod commands;
 mod demo;
 mod eval;
+mod extract;
 mod fuse;
 mod merge;
 mod rerank;
@@ -48,6 +49,9 @@ enum Command {
     Twin(twin::TwinCommand),
     /// FiT5 re-ranking of a first-stage run (TREC files, or one query as JSON); `rerank train` trains FiT5.
     Rerank(Box<rerank::RerankArgs>),
+    /// MVRE relation extraction: train (k-shot prompt-tuning), eval (micro-F1), predict, kshot (the table).
+    #[command(subcommand)]
+    Extract(extract::ExtractCommand),
     /// The zoo: a tiny model family trained by Chorus, and its evaluation tables.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Merge(a) => merge::merge(a),
         Command::Twin(t) => twin::run(t),
         Command::Rerank(r) => rerank::run(*r),
+        Command::Extract(x) => extract::run(x),
         Command::Zoo(z) => zoo::run(z),
     };
     match result {

@@ -475,3 +475,100 @@ fn rerank_trains_reranks_and_keeps_good_queries() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// MVRE on the real all-MiniLM-L6-v2 (`scripts/fetch-models minilm`): a 1-shot run on the built-in relation
+/// set writes a checkpoint whose `eval` reproduces the training summary's test score; `predict` answers for
+/// one sentence; bad inputs exit 2 naming the example or file:line and write nothing.
+#[test]
+fn extract_trains_evaluates_and_predicts_on_minilm() {
+    let home = std::env::var_os("CHORUS_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/chorus"));
+    let minilm = home.join("models/all-MiniLM-L6-v2");
+    assert!(
+        minilm.join("model.safetensors").exists(),
+        "{} is missing: run `scripts/fetch-models minilm`",
+        minilm.display()
+    );
+    let dir = std::env::temp_dir().join(format!("chorus-cli-extract-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = dir.join("ck");
+    let m = minilm.to_str().unwrap();
+    let (code, out, err) = chorus(&[
+        "extract",
+        "train",
+        "--model",
+        m,
+        "--toy",
+        "--shots",
+        "1",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-4",
+        "--out",
+        ck.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((j["examples"].as_u64(), j["views"].as_u64()), (Some(9), Some(3)), "1 example per relation, m = 3");
+    assert_eq!(j["init"], "label-words", "MiniLM has no MLM head: no probe");
+    assert_eq!(j["head_initialised"], true);
+    assert!(err.contains("epoch 2/2") && err.contains("dev F1"), "progress on stderr: {err}");
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "mvre.json"] {
+        assert!(ck.join(f).exists(), "{f}");
+    }
+    let test_f1 = j["test"]["f1"].as_f64().unwrap();
+    let (code, out, err) = chorus(&["extract", "eval", "--model", ck.to_str().unwrap(), "--toy", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let e: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(e["eval"]["examples"], 120);
+    assert!((e["eval"]["f1"].as_f64().unwrap() - test_f1).abs() < 1e-9, "the checkpoint scores as the model in memory");
+    let (code, out, err) = chorus(&[
+        "extract",
+        "predict",
+        "--model",
+        ck.to_str().unwrap(),
+        "--text",
+        "Maria Lopez was born in Lisbon.",
+        "--subj",
+        "Maria Lopez",
+        "--obj",
+        "Lisbon",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let p: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let s: f64 = p["scores"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(s > 0.0 && s <= 3.0 + 1e-5, "S sums gated view probabilities: {s}");
+    assert_eq!(p["views"].as_array().unwrap().len(), 3);
+    let (code, _, err) = chorus(&[
+        "extract",
+        "predict",
+        "--model",
+        ck.to_str().unwrap(),
+        "--text",
+        "Maria Lopez was born in Lisbon.",
+        "--subj",
+        "Maria",
+        "--obj",
+        "Oslo",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("object 'Oslo' does not occur"), "{err}");
+    // A malformed data file: exit 2 naming file:line, and no checkpoint folder appears.
+    let bad = dir.join("bad.txt");
+    std::fs::write(
+        &bad,
+        "{\"token\": [\"a\", \"b\"], \"h\": {\"pos\": [0, 1]}, \"t\": {\"pos\": [1, 2]}, \"relation\": \"x\"}\n{\"token\": [\"a\"]}\n",
+    )
+    .unwrap();
+    let out2 = dir.join("never");
+    let (code, _, err) =
+        chorus(&["extract", "train", "--model", m, "--data", bad.to_str().unwrap(), "--out", out2.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.txt:2"), "{err}");
+    assert!(!out2.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

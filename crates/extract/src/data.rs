@@ -181,6 +181,153 @@ pub fn k_shot(data: &[Example], k: usize, seed: u64, cumulative: bool) -> Vec<Ex
         .collect()
 }
 
+/// Splits free text into words: whitespace-separated, with punctuation at a word's edges split off (so
+/// `"Apple."` gives `Apple` and `.`), as the data sets' tokenisation does.
+pub fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in text.split_whitespace() {
+        let chars: Vec<char> = w.chars().collect();
+        let lead = chars.iter().take_while(|c| c.is_ascii_punctuation()).count();
+        if lead == chars.len() {
+            out.push(w.to_string());
+            continue;
+        }
+        let trail = chars.iter().rev().take_while(|c| c.is_ascii_punctuation()).count();
+        out.extend(chars[..lead].iter().map(|c| c.to_string()));
+        out.push(chars[lead..chars.len() - trail].iter().collect());
+        out.extend(chars[chars.len() - trail..].iter().map(|c| c.to_string()));
+    }
+    out
+}
+
+fn find_words(hay: &[String], needle: &[String], avoid: Option<(usize, usize)>) -> Option<(usize, usize)> {
+    if needle.is_empty() || needle.len() > hay.len() {
+        return None;
+    }
+    (0..=hay.len() - needle.len())
+        .map(|s| (s, s + needle.len()))
+        .find(|&(s, e)| hay[s..e] == *needle && avoid.is_none_or(|(a, b)| e <= a || b <= s))
+}
+
+impl Example {
+    /// An example from free text and the subject's and object's words (first occurrences that do not
+    /// overlap). An entity that does not occur is an error naming it: the reference drops such examples.
+    pub fn from_text(id: &str, text: &str, subject: &str, object: &str, relation: &str) -> Result<Self> {
+        let tokens = words(text);
+        let bad = |reason: String| Error::Example { id: id.into(), reason };
+        if tokens.is_empty() {
+            return Err(bad("the text is empty".into()));
+        }
+        let (sw, ow) = (words(subject), words(object));
+        let subj = find_words(&tokens, &sw, None)
+            .ok_or_else(|| bad(format!("the subject '{subject}' does not occur in the text (as whole words)")))?;
+        let obj = find_words(&tokens, &ow, Some(subj)).ok_or_else(|| {
+            bad(format!("the object '{object}' does not occur in the text apart from the subject (as whole words)"))
+        })?;
+        let ex = Self { id: id.into(), tokens, subj, obj, relation: relation.into() };
+        ex.validate()?;
+        Ok(ex)
+    }
+}
+
+/// Reads examples from a file: SemEval-2010 Task 8 when its first line is `N<TAB>"…"`, TACRED-style JSON
+/// otherwise.
+#[cfg(not(target_family = "wasm"))]
+pub fn read_examples(path: &std::path::Path) -> Result<Vec<Example>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
+    let name = path.display().to_string();
+    parse_examples(&name, &text)
+}
+
+/// [`read_examples`] on text already in memory.
+pub fn parse_examples(name: &str, text: &str) -> Result<Vec<Example>> {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let semeval = first.split_once('\t').is_some_and(|(n, rest)| {
+        !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) && rest.trim_start().starts_with('"')
+    });
+    let v = if semeval { parse_semeval(name, text)? } else { parse_tacred(name, text)? };
+    if v.is_empty() {
+        return Err(Error::Parse { file: name.into(), line: 1, reason: "no examples".into() });
+    }
+    Ok(v)
+}
+
+/// The relation inventory in id order (the reference's `rel2id.json`) and which one is "no relation".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Relations {
+    /// Names, index = relation id.
+    pub names: Vec<String>,
+    /// Index of NA (`NA`, `no_relation` or `Other`, the first found), excluded from micro-F1.
+    pub na: Option<usize>,
+}
+
+impl Relations {
+    /// From `rel2id.json` (`{"name": id, …}`; ids must be 0..R without gaps).
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let perr = |reason: String| Error::Parse { file: file.into(), line: 1, reason };
+        let map: BTreeMap<String, usize> =
+            serde_json::from_str(text).map_err(|e| perr(format!("expected {{\"relation\": id, …}}: {e}")))?;
+        let mut names = vec![String::new(); map.len()];
+        for (name, &id) in &map {
+            let slot = names.get_mut(id).ok_or_else(|| {
+                perr(format!("relation '{name}' has id {id}; ids must run 0..{} without gaps", map.len()))
+            })?;
+            if !slot.is_empty() {
+                return Err(perr(format!("id {id} is given to both '{slot}' and '{name}'")));
+            }
+            *slot = name.clone();
+        }
+        Self::from_names(file, names)
+    }
+
+    /// From names in id order.
+    pub fn from_names(file: &str, names: Vec<String>) -> Result<Self> {
+        if names.len() < 2 {
+            return Err(Error::Parse { file: file.into(), line: 1, reason: "fewer than 2 relations".into() });
+        }
+        let na = ["NA", "no_relation", "Other"].iter().find_map(|n| names.iter().position(|x| x == n));
+        Ok(Self { names, na })
+    }
+
+    /// The relations of a data set in first-seen order with NA first (when no `rel2id.json` is given).
+    pub fn from_examples(file: &str, data: &[Example]) -> Result<Self> {
+        let mut names: Vec<String> = Vec::new();
+        for e in data {
+            if !names.contains(&e.relation) {
+                names.push(e.relation.clone());
+            }
+        }
+        if let Some(i) = names.iter().position(|n| ["NA", "no_relation", "Other"].contains(&n.as_str())) {
+            let na = names.remove(i);
+            names.insert(0, na);
+        }
+        Self::from_names(file, names)
+    }
+
+    /// The id of each example's relation; an unknown relation is an error naming the example.
+    pub fn ids(&self, data: &[Example]) -> Result<Vec<usize>> {
+        data.iter()
+            .map(|e| {
+                self.names.iter().position(|n| *n == e.relation).ok_or_else(|| Error::Example {
+                    id: e.id.clone(),
+                    reason: format!("relation '{}' is not one of the {} relations", e.relation, self.names.len()),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of relations.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +382,24 @@ mod tests {
         assert_eq!(a, k_shot(&data, 4, 1, true));
         assert_ne!(k_shot(&data, 4, 2, true), k_shot(&data, 4, 2, false));
         assert_eq!(k_shot(&data, 100, 3, false).len(), 30, "min(k, available)");
+    }
+
+    #[test]
+    fn free_text_examples_and_relations() {
+        assert_eq!(words("Steve Jobs founded Apple."), ["Steve", "Jobs", "founded", "Apple", "."]);
+        assert_eq!(words("(Apple) ..."), ["(", "Apple", ")", "..."]);
+        let e =
+            Example::from_text("q", "Apple hired Tim Cook, and Tim Cook led Apple.", "Tim Cook", "Apple", "r").unwrap();
+        assert_eq!((e.subj, e.obj), ((2, 4), (0, 1)));
+        let err = Example::from_text("q", "Apple hired Tim.", "Steve", "Apple", "r").unwrap_err().to_string();
+        assert!(err.contains("example q") && err.contains("subject 'Steve' does not occur"), "{err}");
+        let err = Example::from_text("q", "Apple hired Tim.", "Apple", "Apple", "r").unwrap_err().to_string();
+        assert!(err.contains("object 'Apple'"), "{err}");
+        let r = Relations::parse("rel2id.json", r#"{"no_relation": 1, "per:title": 0}"#).unwrap();
+        assert_eq!((r.names.clone(), r.na), (vec!["per:title".to_string(), "no_relation".into()], Some(1)));
+        let err = Relations::parse("rel2id.json", r#"{"a": 0, "b": 2}"#).unwrap_err().to_string();
+        assert!(err.contains("'b' has id 2"), "{err}");
+        let err = r.ids(&[e]).unwrap_err().to_string();
+        assert!(err.contains("relation 'r' is not one of"), "{err}");
     }
 }

@@ -30,6 +30,24 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A model file or tensor is at fault (loading, shapes, saving).
+    #[error(transparent)]
+    Model(#[from] chorus_models::Error),
+    /// A setting is invalid or inconsistent with the model or the data.
+    #[error("{field}: {reason}")]
+    Config {
+        /// The setting or field at fault.
+        field: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A configuration error.
+    pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Config { field: field.into(), reason: reason.into() }
+    }
 }
 
 /// Result alias for the extract crate.

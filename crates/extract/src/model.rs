@@ -100,6 +100,30 @@ impl Mvre {
         }
     }
 
+    /// Wraps a masked LM with stored gate values (`w` row-major `[m, H]`, `b` `[m]`), frozen.
+    pub fn with_gates(bert: Bert, virtual_ids: Vec<Vec<u32>>, w: Vec<f32>, b: Vec<f32>, dev: &Device) -> Self {
+        let m = virtual_ids.len();
+        let h = bert.config().hidden_size;
+        let w = Tensor::<2>::from_data(TensorData::new(w, [m, h]), dev);
+        let b = Tensor::<1>::from_data(TensorData::new(b, [m]), dev);
+        Self {
+            bert,
+            gate_w: Param::from_tensor(w).set_require_grad(false),
+            gate_b: Param::from_tensor(b).set_require_grad(false),
+            virtual_ids,
+        }
+    }
+
+    /// The gate tensors (weights `[m, H]`, biases lifted to `[1, m]`) for saving.
+    pub fn gate_tensors(&self) -> (Tensor<2>, Tensor<2>) {
+        (self.gate_w.val(), self.gate_b.val().unsqueeze::<2>())
+    }
+
+    /// Vocabulary ids of the virtual words, view-major (`ids[j][y]`).
+    pub fn virtual_ids(&self) -> &[Vec<u32>] {
+        &self.virtual_ids
+    }
+
     /// Views.
     pub fn views(&self) -> usize {
         self.virtual_ids.len()

@@ -363,6 +363,61 @@ impl Bert {
         Ok(old as u32..(old + n) as u32)
     }
 
+    /// Named weights in transformers' layout (`bert.` / `roberta.` prefix, `cls.predictions.` / `lm_head.`
+    /// head, projections `[out, in]`) with their stored shapes; the tied decoder weight is not repeated.
+    pub fn hf_tensors(&self) -> Vec<crate::export::Named> {
+        let (base, head, head_norm, head_dense) = match self.cfg.family {
+            Family::Bert => {
+                ("bert.", "cls.predictions", "cls.predictions.transform.LayerNorm", "cls.predictions.transform.dense")
+            }
+            Family::Roberta => ("roberta.", "lm_head", "lm_head.layer_norm", "lm_head.dense"),
+        };
+        let mut out: Vec<crate::export::Named> = Vec::new();
+        let vector = |out: &mut Vec<crate::export::Named>, name: String, t: Tensor<1>| {
+            let n = t.dims()[0];
+            out.push((name, vec![n], t.unsqueeze::<2>()));
+        };
+        let matrix = |out: &mut Vec<crate::export::Named>, name: String, t: Tensor<2>| {
+            let d = t.dims().to_vec();
+            out.push((name, d, t));
+        };
+        let linear = |out: &mut Vec<crate::export::Named>, p: String, l: &Linear| {
+            matrix(out, format!("{p}.weight"), l.weight.val().transpose());
+            if let Some(b) = &l.bias {
+                let n = b.val().dims()[0];
+                out.push((format!("{p}.bias"), vec![n], b.val().unsqueeze::<2>()));
+            }
+        };
+        let norm = |out: &mut Vec<crate::export::Named>, p: String, n: &LayerNorm| {
+            let g = n.gamma.val();
+            let d = g.dims()[0];
+            out.push((format!("{p}.weight"), vec![d], g.unsqueeze::<2>()));
+            if let Some(b) = &n.beta {
+                out.push((format!("{p}.bias"), vec![d], b.val().unsqueeze::<2>()));
+            }
+        };
+        let e = format!("{base}embeddings");
+        matrix(&mut out, format!("{e}.word_embeddings.weight"), self.word.weight.val());
+        matrix(&mut out, format!("{e}.position_embeddings.weight"), self.position.weight.val());
+        matrix(&mut out, format!("{e}.token_type_embeddings.weight"), self.token_type.weight.val());
+        norm(&mut out, format!("{e}.LayerNorm"), &self.emb_norm);
+        for (i, l) in self.layers.iter().enumerate() {
+            let p = format!("{base}encoder.layer.{i}");
+            linear(&mut out, format!("{p}.attention.self.query"), &l.q);
+            linear(&mut out, format!("{p}.attention.self.key"), &l.k);
+            linear(&mut out, format!("{p}.attention.self.value"), &l.v);
+            linear(&mut out, format!("{p}.attention.output.dense"), &l.attn_out);
+            norm(&mut out, format!("{p}.attention.output.LayerNorm"), &l.attn_norm);
+            linear(&mut out, format!("{p}.intermediate.dense"), &l.inter);
+            linear(&mut out, format!("{p}.output.dense"), &l.out);
+            norm(&mut out, format!("{p}.output.LayerNorm"), &l.out_norm);
+        }
+        linear(&mut out, head_dense.to_string(), &self.head.dense);
+        norm(&mut out, head_norm.to_string(), &self.head.norm);
+        vector(&mut out, format!("{head}.bias"), self.head.bias.val());
+        out
+    }
+
     /// The word-embedding table `[V, H]` (also the MLM decoder's weight).
     pub fn word_embeddings(&self) -> Tensor<2> {
         self.word.weight.val()

@@ -546,40 +546,19 @@ impl FiT5 {
     /// goes through a temporary name and a rename, so a failed save leaves no half-written file.
     #[cfg(not(target_family = "wasm"))]
     pub fn save(&self, dir: &std::path::Path, tokenizer_json: &[u8]) -> Result<()> {
-        let io = |p: &std::path::Path, err| Error::Io { path: p.display().to_string(), err };
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        let st_name = dir.join("model.safetensors").display().to_string();
-        let mut named = Vec::new();
-        for (name, t) in self.hf_tensors() {
-            let dims = t.dims();
-            // Vectors were lifted to [1, n] for a uniform list; they are stored 1-D as in PyTorch.
-            let shape =
-                if name.ends_with("layer_norm.weight") || name == "dense.bias" { vec![dims[1]] } else { dims.to_vec() };
-            let v =
-                t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
-            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-            named.push((name, shape, bytes));
-        }
-        let views = named
-            .iter()
-            .map(|(n, s, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| Error::Safetensors { file: st_name.clone(), reason: e.to_string() })
+        let named = self
+            .hf_tensors()
+            .into_iter()
+            .map(|(name, t)| {
+                let dims = t.dims();
+                // Vectors were lifted to [1, n] for a uniform list; they are stored 1-D as in PyTorch.
+                let vector = name.ends_with("layer_norm.weight") || name == "dense.bias";
+                let shape = if vector { vec![dims[1]] } else { dims.to_vec() };
+                (name, shape, t)
             })
-            .collect::<Result<Vec<_>>>()?;
-        let st = safetensors::serialize(views, None)
-            .map_err(|e| Error::Safetensors { file: st_name.clone(), reason: e.to_string() })?;
+            .collect();
         let cfg = serde_json::to_vec_pretty(&self.cfg.to_json())
             .map_err(|e| Error::Json { file: "config.json".into(), reason: e.to_string() })?;
-        for (name, data) in
-            [("model.safetensors", st.as_slice()), ("tokenizer.json", tokenizer_json), ("config.json", &cfg)]
-        {
-            let path = dir.join(name);
-            let tmp = dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, data).map_err(|e| io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-        }
-        Ok(())
+        crate::export::write_model_dir(dir, named, &[("tokenizer.json", tokenizer_json), ("config.json", &cfg)])
     }
 }

@@ -9,6 +9,7 @@ pub mod bert;
 pub mod bytes;
 pub mod decoder;
 pub mod error;
+pub mod export;
 pub mod fit5;
 pub mod gguf;
 pub mod gguf_write;

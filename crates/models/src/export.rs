@@ -1,0 +1,53 @@
+//! Writing a model folder (`model.safetensors` in f32 plus side files such as `config.json` and
+//! `tokenizer.json`) so that a failed save never leaves a half-written file: every file goes through a
+//! temporary name in the same folder and a rename.
+
+use burn::tensor::Tensor;
+
+use crate::error::{Error, Result};
+
+/// One tensor to store: its name, the shape it is stored with (vectors held as `[1, n]` are stored 1-D) and
+/// its values.
+pub type Named = (String, Vec<usize>, Tensor<2>);
+
+/// Serialises `tensors` as f32 safetensors bytes (`file` names the destination in errors).
+pub fn safetensors_bytes(tensors: Vec<Named>, file: &str) -> Result<Vec<u8>> {
+    let st_err = |reason: String| Error::Safetensors { file: file.into(), reason };
+    let mut named = Vec::with_capacity(tensors.len());
+    for (name, shape, t) in tensors {
+        let v = t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
+        if shape.iter().product::<usize>() != v.len() {
+            return Err(st_err(format!("{name}: {} values do not fill shape {shape:?}", v.len())));
+        }
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        named.push((name, shape, bytes));
+    }
+    let views = named
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| st_err(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| st_err(e.to_string()))
+}
+
+/// Writes `model.safetensors` from `tensors` and the side `files` (name, bytes) into `dir` (created), each
+/// through a temporary name and a rename.
+#[cfg(not(target_family = "wasm"))]
+pub fn write_model_dir(dir: &std::path::Path, tensors: Vec<Named>, files: &[(&str, &[u8])]) -> Result<()> {
+    let io = |p: &std::path::Path, err| Error::Io { path: p.display().to_string(), err };
+    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    let st = safetensors_bytes(tensors, &dir.join("model.safetensors").display().to_string())?;
+    for (name, data) in std::iter::once(("model.safetensors", st.as_slice())).chain(files.iter().copied()) {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, data).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(&tmp, e)
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
+    }
+    Ok(())
+}
