@@ -122,7 +122,7 @@ fn mvre_forward_and_one_training_step() {
     assert_eq!(added, v0 as u32..(v0 + r * m) as u32);
     // View-major ids: [class{y}_{j}] was appended relation-major, so ids[j][y] = v0 + y·m + j.
     let ids: Vec<Vec<u32>> = (0..m).map(|j| (0..r).map(|y| (v0 + y * m + j) as u32).collect()).collect();
-    let model = Mvre::new(bert, ids, &dev);
+    let model = Mvre::new(bert, ids, 11, &dev);
     let g = goldens();
     let rows = rows(&g["roberta"]["ids"]);
     let mask = rows_mask(&g["roberta"]["mask"], &dev);

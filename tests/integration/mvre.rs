@@ -146,3 +146,30 @@ fn mvre_names_examples_whose_entities_cannot_be_located() {
     let err = Example::from_text("t", "ann founded acme", "ann", "zed", "").unwrap_err().to_string();
     assert!(err.contains("object 'zed' does not occur"), "{err}");
 }
+
+/// The same preparation and training on wgpu (lavapipe in CI) and on the CPU: epoch losses and the trained
+/// model's scores agree.
+#[test]
+fn mvre_trains_on_wgpu_like_on_the_cpu() {
+    let Some(gpu) = crate::common::wgpu_or_skip("mvre_trains_on_wgpu_like_on_the_cpu") else { return };
+    let dir = repo().join("tests/fixtures/bert/roberta");
+    let (set, rel, templates) = data();
+    let opts = Options { views: 3, form: Form::Figure, max_len: 62, init: Init::Auto, pad_label_words: true, seed: 5 };
+    let cfg = TrainConfig { epochs: 3, batch: 2, lr: 5e-3, ..TrainConfig::default() };
+    let run = |dev: Device| {
+        let x = Extractor::prepare(&dir, rel.clone(), &templates, &opts, &dev).unwrap();
+        let (mut x, report) = train(x, &set, None, &cfg, &dev, &mut |_| {}).unwrap();
+        x.model = x.model.valid();
+        let scores: Vec<f32> = x.predict(&set, 6).unwrap().into_iter().flat_map(|p| p.scores).collect();
+        (report.epochs.iter().map(|e| e.loss).collect::<Vec<_>>(), scores)
+    };
+    let (cpu_loss, cpu_scores) = run(Device::flex().autodiff());
+    let (gpu_loss, gpu_scores) = run(gpu.autodiff());
+    for (a, b) in gpu_loss.iter().zip(&cpu_loss) {
+        assert!((a - b).abs() < 2e-3, "epoch losses on wgpu {gpu_loss:?} vs cpu {cpu_loss:?}");
+    }
+    assert!(cpu_loss[2] < cpu_loss[0], "{cpu_loss:?}");
+    for (a, b) in gpu_scores.iter().zip(&cpu_scores) {
+        assert!((a - b).abs() < 2e-3, "scores on wgpu vs cpu: {a} vs {b}");
+    }
+}

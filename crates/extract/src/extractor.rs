@@ -267,8 +267,7 @@ impl Extractor {
         let first = v0 + missing.len() as u32;
         let virtual_ids: Vec<Vec<u32>> = (0..m).map(|j| (0..r).map(|y| first + (y * m + j) as u32).collect()).collect();
         let head_initialised = bert.head_initialised();
-        dev.seed(opts.seed);
-        let model = Mvre::new(bert, virtual_ids.clone(), dev);
+        let model = Mvre::new(bert, virtual_ids.clone(), opts.seed, dev);
         let sep_id = tok.token_to_id(&sep_token);
         let meta = Meta {
             format: FORMAT,

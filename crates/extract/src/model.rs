@@ -85,19 +85,14 @@ pub struct Mvre {
 
 impl Mvre {
     /// Wraps a masked LM whose vocabulary already holds the virtual words `virtual_ids[j][y]`; the gates are
-    /// drawn N(0, H^-½) from the device's seed and frozen.
-    pub fn new(bert: Bert, virtual_ids: Vec<Vec<u32>>, dev: &Device) -> Self {
+    /// drawn N(0, H^-½) on the host from `seed` (the same gates on every backend) and frozen.
+    pub fn new(bert: Bert, virtual_ids: Vec<Vec<u32>>, seed: u64, dev: &Device) -> Self {
         let m = virtual_ids.len();
         let h = bert.config().hidden_size;
         let std = (h as f64).powf(-0.5);
-        let w = Tensor::<2>::random([m, h], burn::tensor::Distribution::Normal(0.0, std), dev);
-        let b = Tensor::<1>::random([m], burn::tensor::Distribution::Normal(0.0, std), dev);
-        Self {
-            bert,
-            gate_w: Param::from_tensor(w).set_require_grad(false),
-            gate_b: Param::from_tensor(b).set_require_grad(false),
-            virtual_ids,
-        }
+        let w = crate::init::normal_rows(m, h, std, seed);
+        let b = crate::init::normal_rows(1, m, std, seed ^ 0x9e37_79b9);
+        Self::with_gates(bert, virtual_ids, w, b, dev)
     }
 
     /// Wraps a masked LM with stored gate values (`w` row-major `[m, H]`, `b` `[m]`), frozen.
