@@ -143,6 +143,14 @@ fn mvre_names_examples_whose_entities_cannot_be_located() {
         ex("far", "ann met bo and then the rest of a very long day ended at acme", (0, 1), (14, 15), "no_relation");
     let err = x.encode(&long).unwrap_err().to_string();
     assert!(err.contains("example far") && err.contains("object cannot be located"), "{err}");
+    // A set names every example it cannot use, not only the first.
+    let mut far2 = long.clone();
+    far2.id = "far2".into();
+    let err = x.predict(&[long, short, far2], 2).unwrap_err().to_string();
+    assert!(
+        err.contains("2 example(s) cannot be used") && err.contains("example far:") && err.contains("example far2:"),
+        "{err}"
+    );
     let err = Example::from_text("t", "ann founded acme", "ann", "zed", "").unwrap_err().to_string();
     assert!(err.contains("object 'zed' does not occur"), "{err}");
 }

@@ -298,18 +298,11 @@ fn train_once(a: &DataArgs, d: &Data, train_set: &[Example], views: usize, label
         .with_context(|| format!("preparing {} for MVRE", a.model.display()))?;
     let mut t_epoch = Instant::now();
     let (ex, report) = train(ex, train_set, d.dev.as_deref(), &cfg, &ad, &mut |p| {
-        if let Some(f1) = p.dev_f1 {
-            eprintln!(
-                "{label}epoch {}/{}: loss {:.4}, dev F1 {:.4} ({:.1}s)",
-                p.epoch,
-                cfg.epochs,
-                p.loss,
-                f1,
-                t_epoch.elapsed().as_secs_f64()
-            );
+        if let Some(loss) = p.epoch_loss {
+            let dev = p.dev_f1.map_or(String::new(), |f| format!(", dev F1 {f:.4}"));
+            let secs = t_epoch.elapsed().as_secs_f64();
+            eprintln!("{label}epoch {}/{}: loss {loss:.4}{dev} ({secs:.1}s)", p.epoch, cfg.epochs);
             t_epoch = Instant::now();
-        } else if p.step == p.steps {
-            eprintln!("{label}update {}/{}: loss {:.4}", p.step, p.steps, p.loss);
         }
     })
     .context("training")?;

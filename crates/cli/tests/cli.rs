@@ -525,36 +525,18 @@ fn extract_trains_evaluates_and_predicts_on_minilm() {
     let e: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(e["eval"]["examples"], 120);
     assert!((e["eval"]["f1"].as_f64().unwrap() - test_f1).abs() < 1e-9, "the checkpoint scores as the model in memory");
-    let (code, out, err) = chorus(&[
-        "extract",
-        "predict",
-        "--model",
-        ck.to_str().unwrap(),
-        "--text",
-        "Maria Lopez was born in Lisbon.",
-        "--subj",
-        "Maria Lopez",
-        "--obj",
-        "Lisbon",
-        "--json",
-    ]);
+    let ckp = ck.to_str().unwrap();
+    let predict = |subj: &str, obj: &str| {
+        let text = "Maria Lopez was born in Lisbon.";
+        chorus(&["extract", "predict", "--model", ckp, "--text", text, "--subj", subj, "--obj", obj, "--json"])
+    };
+    let (code, out, err) = predict("Maria Lopez", "Lisbon");
     assert_eq!(code, 0, "{err}");
     let p: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let s: f64 = p["scores"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
     assert!(s > 0.0 && s <= 3.0 + 1e-5, "S sums gated view probabilities: {s}");
     assert_eq!(p["views"].as_array().unwrap().len(), 3);
-    let (code, _, err) = chorus(&[
-        "extract",
-        "predict",
-        "--model",
-        ck.to_str().unwrap(),
-        "--text",
-        "Maria Lopez was born in Lisbon.",
-        "--subj",
-        "Maria",
-        "--obj",
-        "Oslo",
-    ]);
+    let (code, _, err) = predict("Maria", "Oslo");
     assert_eq!(code, 2);
     assert!(err.contains("object 'Oslo' does not occur"), "{err}");
     // A malformed data file: exit 2 naming file:line, and no checkpoint folder appears.

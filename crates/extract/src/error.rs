@@ -30,6 +30,16 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Several examples of a set cannot be used; each is named (the first few in full).
+    #[error("{set}: {count} example(s) cannot be used: {details}")]
+    Examples {
+        /// Which set.
+        set: String,
+        /// How many.
+        count: usize,
+        /// The first few errors, each naming its example.
+        details: String,
+    },
     /// A model file or tensor is at fault (loading, shapes, saving).
     #[error(transparent)]
     Model(#[from] chorus_models::Error),

@@ -408,9 +408,32 @@ impl Extractor {
         Ok(Encoded { ids, mask_pos, truncated })
     }
 
-    /// Predicts examples; the first example that cannot be encoded is an error naming it.
+    /// Encodes a whole set (`set` names it in errors); when examples cannot be used, the error counts and names
+    /// them all (the first five in full) instead of stopping at the first.
+    pub fn encode_set(&self, data: &[Example], set: &str) -> Result<Vec<Encoded>> {
+        let mut out = Vec::with_capacity(data.len());
+        let mut bad = Vec::new();
+        for e in data {
+            match self.encode(e).and_then(|x| {
+                self.model.bert().check_inputs(std::slice::from_ref(&x.ids)).map(|()| x).map_err(Error::from)
+            }) {
+                Ok(x) => out.push(x),
+                Err(err) => bad.push(err.to_string()),
+            }
+        }
+        if bad.is_empty() {
+            return Ok(out);
+        }
+        let mut details = bad.iter().take(5).cloned().collect::<Vec<_>>().join("; ");
+        if bad.len() > 5 {
+            details.push_str(&format!("; and {} more", bad.len() - 5));
+        }
+        Err(Error::Examples { set: set.into(), count: bad.len(), details })
+    }
+
+    /// Predicts examples; examples that cannot be encoded are an error naming them.
     pub fn predict(&self, data: &[Example], batch: usize) -> Result<Vec<Prediction>> {
-        let enc = data.iter().map(|e| self.encode(e)).collect::<Result<Vec<_>>>()?;
+        let enc = self.encode_set(data, "input")?;
         let refs: Vec<&Encoded> = enc.iter().collect();
         let ids: Vec<String> = data.iter().map(|e| e.id.clone()).collect();
         predict_with(&self.model, &self.meta, &refs, &ids, batch)

@@ -102,6 +102,8 @@ pub struct Progress {
     pub steps: usize,
     /// This update's loss.
     pub loss: f32,
+    /// Set once per epoch, after its last update: the epoch's mean loss.
+    pub epoch_loss: Option<f64>,
     /// Dev micro-F1 when the epoch ended with a dev score.
     pub dev_f1: Option<f64>,
 }
@@ -120,14 +122,7 @@ impl ModuleVisitor for Groups {
 
 fn encode_set(ex: &Extractor, data: &[Example], what: &str) -> Result<(Vec<Encoded>, Vec<usize>)> {
     let labels = ex.meta.relations.ids(data)?;
-    let enc = data
-        .iter()
-        .map(|e| ex.encode(e).map_err(|err| Error::Example { id: e.id.clone(), reason: format!("{what}: {err}") }))
-        .collect::<Result<Vec<_>>>()?;
-    for e in &enc {
-        ex.model.bert().check_inputs(std::slice::from_ref(&e.ids))?;
-    }
-    Ok((enc, labels))
+    Ok((ex.encode_set(data, what)?, labels))
 }
 
 fn dev_score(model: &Mvre, meta: &Meta, enc: &[Encoded], gold: &[usize], batch: usize) -> Result<Evaluation> {
@@ -207,23 +202,25 @@ pub fn train(
             model = opt_v.step(lr, model, gv);
             step += 1;
             sum += f64::from(value);
-            progress(&Progress { epoch, step, steps: total, loss: value, dev_f1: None });
+            progress(&Progress { epoch, step, steps: total, loss: value, epoch_loss: None, dev_f1: None });
         }
         let scored = dev_set.as_ref().filter(|_| epoch > 1 || cfg.epochs == 1);
         let dev_eval = scored.map(|(e, g)| dev_score(&model, &ex.meta, e, g, cfg.batch)).transpose()?;
-        if let Some(d) = &dev_eval {
-            progress(&Progress {
-                epoch,
-                step,
-                steps: total,
-                loss: (sum / per_epoch as f64) as f32,
-                dev_f1: Some(d.f1),
-            });
-            if best.as_ref().is_none_or(|(f, _, _)| d.f1 > *f) {
-                best = Some((d.f1, epoch, model.clone()));
-            }
+        let mean = sum / per_epoch as f64;
+        progress(&Progress {
+            epoch,
+            step,
+            steps: total,
+            loss: mean as f32,
+            epoch_loss: Some(mean),
+            dev_f1: dev_eval.as_ref().map(|d| d.f1),
+        });
+        if let Some(d) = &dev_eval
+            && best.as_ref().is_none_or(|(f, _, _)| d.f1 > *f)
+        {
+            best = Some((d.f1, epoch, model.clone()));
         }
-        epochs.push(EpochReport { epoch, loss: sum / per_epoch as f64, dev: dev_eval });
+        epochs.push(EpochReport { epoch, loss: mean, dev: dev_eval });
     }
     let (best_epoch, model) = match best {
         Some((_, e, m)) => (e, m),
