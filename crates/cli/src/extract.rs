@@ -177,6 +177,10 @@ pub struct KshotArgs {
     /// View counts compared (1 = the single-view baseline on the same code path).
     #[arg(long = "compare-views", value_delimiter = ',', default_value = "3,1")]
     pub compare_views: Vec<usize>,
+    /// Ablations at --views, added to the table: no-gl (λ = 0, no Global-Local loss), no-di (random
+    /// initialisation of the virtual words instead of dynamic initialisation).
+    #[arg(long, value_delimiter = ',', value_parser = ["no-gl", "no-di"])]
+    pub ablate: Vec<String>,
     /// Write the table as JSON here, atomically.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -430,35 +434,55 @@ fn kshot_cmd(a: KshotArgs) -> Result<()> {
     if d.dev.is_none() || d.test.is_none() {
         bail!("the k-shot protocol needs --dev (model selection) and --test (the score)");
     }
+    // Each variant: its name, view count and settings; all share the data, the seeds and the schedule.
+    let mut variants: Vec<(String, usize, DataArgs)> =
+        a.compare_views.iter().map(|&m| (format!("m={m}"), m, a.data.clone())).collect();
+    for ab in &a.ablate {
+        let mut args = a.data.clone();
+        let name = match ab.as_str() {
+            "no-gl" => {
+                args.lambda = 0.0;
+                format!("m={} -GL (lambda 0)", a.data.views)
+            }
+            _ => {
+                args.init = "random".into();
+                format!("m={} -DI (random init)", a.data.views)
+            }
+        };
+        variants.push((name, a.data.views, args));
+    }
     let mut rows = Vec::new();
     let t0 = Instant::now();
     for &k in &a.shots {
         for &seed in &a.seeds {
             let set = sample(&d, &a.data, Some(k), seed);
-            for &m in &a.compare_views {
-                let label = format!("[{k}-shot seed {seed} m={m}] ");
-                let run = train_once(&a.data, &d, &set, m, &label)?;
+            for (name, m, args) in &variants {
+                let label = format!("[{k}-shot seed {seed} {name}] ");
+                let run = train_once(args, &d, &set, *m, &label)?;
                 let f1 = run.test.as_ref().map_or(0.0, |t| t.f1);
                 eprintln!("{label}test F1 {f1:.4} ({:.0}s, {:.0}s in all)", run.seconds, t0.elapsed().as_secs_f64());
+                let best = run.report.epochs.iter().find(|e| e.epoch == run.report.best_epoch);
                 rows.push(json!({
-                    "shots": k, "seed": seed, "views": m, "examples": set.len(), "best_epoch": run.report.best_epoch,
-                    "dev_f1": run.report.epochs.iter().find(|e| e.epoch == run.report.best_epoch).and_then(|e| e.dev.as_ref()).map(|e| e.f1),
-                    "test": run.test, "seconds": run.seconds,
+                    "shots": k, "seed": seed, "variant": name, "views": m, "examples": set.len(),
+                    "init": run.ex.meta.init, "lambda": args.lambda, "best_epoch": run.report.best_epoch,
+                    "dev_f1": best.and_then(|e| e.dev.as_ref()).map(|e| e.f1), "test": run.test, "seconds": run.seconds,
                 }));
             }
         }
     }
     let mut table = Vec::new();
     for &k in &a.shots {
-        for &m in &a.compare_views {
+        for (name, m, _) in &variants {
             let f: Vec<f64> = rows
                 .iter()
-                .filter(|r| r["shots"] == k && r["views"] == m)
+                .filter(|r| r["shots"] == k && r["variant"] == name.as_str())
                 .filter_map(|r| r["test"]["f1"].as_f64())
                 .collect();
             let mean = f.iter().sum::<f64>() / f.len().max(1) as f64;
             let sd = (f.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / f.len().max(1) as f64).sqrt();
-            table.push(json!({"shots": k, "views": m, "test_f1_mean": mean, "test_f1_sd": sd, "runs": f.len()}));
+            table.push(json!({
+                "shots": k, "variant": name, "views": m, "test_f1_mean": mean, "test_f1_sd": sd, "runs": f.len(),
+            }));
         }
     }
     let out = json!({
@@ -469,13 +493,13 @@ fn kshot_cmd(a: KshotArgs) -> Result<()> {
     if let Some(p) = &a.out {
         crate::fuse::write_atomic(p, serde_json::to_string_pretty(&out)?.as_bytes())?;
     }
-    println!("| shots | m | test micro-F1 (mean ± sd over {} seeds) |", a.seeds.len());
+    println!("| shots | variant | test micro-F1 (mean ± sd over {} seeds) |", a.seeds.len());
     println!("|---|---|---|");
     for t in &table {
         println!(
             "| {} | {} | {:.4} ± {:.4} |",
             t["shots"],
-            t["views"],
+            t["variant"].as_str().unwrap_or(""),
             t["test_f1_mean"].as_f64().unwrap_or(0.0),
             t["test_f1_sd"].as_f64().unwrap_or(0.0)
         );

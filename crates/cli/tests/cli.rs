@@ -554,3 +554,50 @@ fn extract_trains_evaluates_and_predicts_on_minilm() {
     assert!(!out2.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The k-shot protocol's table on MiniLM, cut to one seed, one epoch and two variants: every row is a
+/// separate run from the base model, the JSON file holds them, an ablation changes only its own setting.
+#[test]
+fn extract_kshot_writes_its_table() {
+    let home = std::env::var_os("CHORUS_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/chorus"));
+    let minilm = home.join("models/all-MiniLM-L6-v2");
+    assert!(
+        minilm.join("model.safetensors").exists(),
+        "{} is missing: run `scripts/fetch-models minilm`",
+        minilm.display()
+    );
+    let out = std::env::temp_dir().join(format!("chorus-cli-kshot-{}.json", std::process::id()));
+    let (code, stdout, err) = chorus(&[
+        "extract",
+        "kshot",
+        "--model",
+        minilm.to_str().unwrap(),
+        "--toy",
+        "--shots",
+        "1",
+        "--seeds",
+        "2",
+        "--compare-views",
+        "1",
+        "--ablate",
+        "no-di",
+        "--views",
+        "1",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("| 1 | m=1 |") && stdout.contains("| 1 | m=1 -DI (random init) |"), "{stdout}");
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let runs = j["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!((runs[0]["init"].as_str(), runs[1]["init"].as_str()), (Some("label-words"), Some("random")));
+    assert!(runs.iter().all(|r| r["examples"] == 9 && r["test"]["examples"] == 120));
+    std::fs::remove_file(&out).unwrap();
+}
