@@ -20,6 +20,8 @@ mod mvre;
 mod quant;
 // BERT and RoBERTa masked LMs against transformers.
 mod bert;
+// The style-transfer corpus (real Rotten Tomatoes file): reader, split by film, vocabulary.
+mod style;
 // Every WGSL file under shaders/ parses, validates with naga and is registered.
 mod shaders;
 // T5 (both variants) and FiT5 against transformers/PyTorch; FiT5's properties, re-ranking and training.
