@@ -20,7 +20,7 @@ mod mvre;
 mod quant;
 // BERT and RoBERTa masked LMs against transformers.
 mod bert;
-// The style-transfer corpus (real Rotten Tomatoes file): reader, split by film, vocabulary.
+// Style transfer: the autoencoder vs PyTorch; the real Rotten Tomatoes corpus, split by film, vocabulary.
 mod style;
 // Every WGSL file under shaders/ parses, validates with naga and is registered.
 mod shaders;

@@ -1,7 +1,9 @@
 //! Chorus text style transfer (gradient-guided unsupervised TST via contrastive learning, spec
 //! `mvre_fit5_tst.md` §3): the two-style corpus (Rotten Tomatoes fresh/rotten snippets) with a fixed split, the
-//! word-level vocabulary with the reference's special ids, and BLEU with sacrebleu's and nltk's semantics.
+//! word-level vocabulary with the reference's special ids, BLEU with sacrebleu's and nltk's semantics, and the
+//! autoencoder whose latent is edited.
 
+pub mod ae;
 pub mod bleu;
 pub mod data;
 pub mod error;
