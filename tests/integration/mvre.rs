@@ -119,6 +119,15 @@ fn mvre_initialises_trains_saves_and_reopens() {
     }
     let (e, _) = y.evaluate(&set, 4).unwrap();
     assert_eq!(e.examples, 6);
+    // A damaged mvre.json is refused with the field named, not a panic.
+    let meta_path = out.join("mvre.json");
+    let good = std::fs::read(&meta_path).unwrap();
+    let mut j: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    j["max_len"] = 0.into();
+    std::fs::write(&meta_path, serde_json::to_vec(&j).unwrap()).unwrap();
+    let err = Extractor::open(&out, &Device::flex()).err().unwrap().to_string();
+    assert!(err.contains("mvre.json") && err.contains("max_len 0"), "{err}");
+    std::fs::write(&meta_path, good).unwrap();
     // Preparing an MVRE checkpoint again is refused (its tokenizer already holds the markers).
     let err = Extractor::prepare(&out, rel, &[], &opts, &Device::flex()).err().unwrap().to_string();
     assert!(err.contains("already holds [class1_0]"), "{err}");

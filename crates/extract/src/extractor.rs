@@ -312,6 +312,16 @@ impl Extractor {
         let cfg = bert.config().clone();
         let m = meta.views;
         let r = meta.relations.len();
+        if m == 0 || meta.marker_ids.len() != MARKERS.len() || meta.max_len < 8 || r < 2 {
+            return Err(Error::config(
+                "mvre.json",
+                format!(
+                    "views {m}, {} marker ids, max_len {}, {r} relations: expected ≥ 1 view, 4 markers, max_len ≥ 8, ≥ 2 relations",
+                    meta.marker_ids.len(),
+                    meta.max_len
+                ),
+            ));
+        }
         if meta.virtual_ids.len() != m || meta.virtual_ids.iter().any(|v| v.len() != r) {
             return Err(Error::config("mvre.json virtual_ids", format!("expected {m} views × {r} relations")));
         }
