@@ -190,3 +190,23 @@ fn mvre_trains_on_wgpu_like_on_the_cpu() {
         assert!((a - b).abs() < 2e-3, "scores on wgpu vs cpu: {a} vs {b}");
     }
 }
+
+/// MiniLM has no MLM head, so preparation initialises one: with the same seed it is the same head (a k-shot
+/// table is reproducible from its command), with another seed it is not.
+#[test]
+fn mvre_preparation_is_reproducible_from_its_seed() {
+    let dir = crate::common::models_dir().join("all-MiniLM-L6-v2");
+    assert!(dir.join("model.safetensors").exists(), "{} is missing: run `scripts/fetch-models minilm`", dir.display());
+    let (_, rel, _) = data();
+    let head = |seed: u64| {
+        let opts = Options { seed, ..Options::default() };
+        let x = Extractor::prepare(&dir, rel.clone(), &[], &opts, &Device::flex()).unwrap();
+        assert!(x.meta.head_initialised);
+        let t = x.model.bert().hf_tensors();
+        let (_, _, w) = t.into_iter().find(|(n, _, _)| n == "cls.predictions.transform.dense.weight").unwrap();
+        (values(w), x.model.gate_values())
+    };
+    let (a, b, c) = (head(7), head(7), head(8));
+    assert_eq!(a, b, "same seed, same head and gates");
+    assert_ne!(a.0, c.0, "another seed, another head");
+}

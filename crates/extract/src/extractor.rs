@@ -182,6 +182,9 @@ impl Extractor {
         let config = read_json(&dir.join("config.json"))?;
         let tok_path = dir.join("tokenizer.json");
         let mut tok = load_tokenizer(&tok_path)?;
+        // A checkpoint without an MLM head gets a fresh one from the device's generator: seeding it first makes
+        // a run reproducible from its seed (on a given backend).
+        dev.seed(opts.seed);
         let mut bert = Bert::open(dir, dev)?;
         let cfg = bert.config().clone();
         let max_len = checked_max_len(&cfg, opts.max_len)?;
