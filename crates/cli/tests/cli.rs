@@ -11,6 +11,16 @@ fn chorus(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// The fetched all-MiniLM-L6-v2 folder (`scripts/fetch-models minilm`); panics naming the fetch when missing.
+fn minilm() -> std::path::PathBuf {
+    let home = std::env::var_os("CHORUS_HOME").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/chorus")
+    });
+    let dir = home.join("models/all-MiniLM-L6-v2");
+    assert!(dir.join("model.safetensors").exists(), "{} is missing: run `scripts/fetch-models minilm`", dir.display());
+    dir
+}
+
 fn smollm2() -> String {
     let home = std::env::var("CHORUS_HOME")
         .unwrap_or_else(|_| format!("{}/.cache/chorus", std::env::var("HOME").unwrap_or_default()));
@@ -481,15 +491,7 @@ fn rerank_trains_reranks_and_keeps_good_queries() {
 /// one sentence; bad inputs exit 2 naming the example or file:line and write nothing.
 #[test]
 fn extract_trains_evaluates_and_predicts_on_minilm() {
-    let home = std::env::var_os("CHORUS_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/chorus"));
-    let minilm = home.join("models/all-MiniLM-L6-v2");
-    assert!(
-        minilm.join("model.safetensors").exists(),
-        "{} is missing: run `scripts/fetch-models minilm`",
-        minilm.display()
-    );
+    let minilm = minilm();
     let dir = std::env::temp_dir().join(format!("chorus-cli-extract-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ck = dir.join("ck");
@@ -559,15 +561,7 @@ fn extract_trains_evaluates_and_predicts_on_minilm() {
 /// separate run from the base model, the JSON file holds them, an ablation changes only its own setting.
 #[test]
 fn extract_kshot_writes_its_table() {
-    let home = std::env::var_os("CHORUS_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/chorus"));
-    let minilm = home.join("models/all-MiniLM-L6-v2");
-    assert!(
-        minilm.join("model.safetensors").exists(),
-        "{} is missing: run `scripts/fetch-models minilm`",
-        minilm.display()
-    );
+    let minilm = minilm();
     let out = std::env::temp_dir().join(format!("chorus-cli-kshot-{}.json", std::process::id()));
     let (code, stdout, err) = chorus(&[
         "extract",

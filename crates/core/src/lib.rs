@@ -11,6 +11,7 @@ pub mod qmatrix;
 pub mod quant;
 pub mod reference;
 pub mod sampling;
+pub mod text;
 
 pub use config::{Architecture, GenerateOptions, ModelConfig};
 pub use error::{Error, Result};

@@ -181,24 +181,7 @@ pub fn k_shot(data: &[Example], k: usize, seed: u64, cumulative: bool) -> Vec<Ex
         .collect()
 }
 
-/// Splits free text into words: whitespace-separated, with punctuation at a word's edges split off (so
-/// `"Apple."` gives `Apple` and `.`), as the data sets' tokenisation does.
-pub fn words(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for w in text.split_whitespace() {
-        let chars: Vec<char> = w.chars().collect();
-        let lead = chars.iter().take_while(|c| c.is_ascii_punctuation()).count();
-        if lead == chars.len() {
-            out.push(w.to_string());
-            continue;
-        }
-        let trail = chars.iter().rev().take_while(|c| c.is_ascii_punctuation()).count();
-        out.extend(chars[..lead].iter().map(|c| c.to_string()));
-        out.push(chars[lead..chars.len() - trail].iter().collect());
-        out.extend(chars[chars.len() - trail..].iter().map(|c| c.to_string()));
-    }
-    out
-}
+pub use chorus_core::text::words;
 
 fn find_words(hay: &[String], needle: &[String], avoid: Option<(usize, usize)>) -> Option<(usize, usize)> {
     if needle.is_empty() || needle.len() > hay.len() {
