@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
-use chorus_engine::Backend;
 use chorus_extract::data::{Example, Relations, k_shot, read_examples};
 use chorus_extract::init::{Init, Template, parse_templates};
 use chorus_extract::model::ClassLoss;
@@ -16,6 +14,8 @@ use chorus_extract::train::{TrainConfig, TrainReport, train};
 use chorus_extract::{Extractor, Options, toy};
 use clap::{Args, Subcommand};
 use serde_json::{Value as Json, json};
+
+use crate::rerank::device;
 
 /// `chorus extract` subcommands.
 #[derive(Subcommand)]
@@ -194,11 +194,6 @@ pub fn run(c: ExtractCommand) -> Result<()> {
         ExtractCommand::Predict(a) => predict_cmd(a),
         ExtractCommand::Kshot(a) => kshot_cmd(*a),
     }
-}
-
-fn device(backend: &str) -> Result<Device> {
-    let b: Backend = backend.parse()?;
-    Ok(chorus_engine::device(b)?)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(flag: &str, v: &str) -> Result<T> {

@@ -156,7 +156,7 @@ pub fn run(a: RerankArgs) -> Result<()> {
     }
 }
 
-fn device(backend: &str) -> Result<Device> {
+pub(crate) fn device(backend: &str) -> Result<Device> {
     let b: Backend = backend.parse()?;
     Ok(chorus_engine::device(b)?)
 }

@@ -179,7 +179,7 @@ impl Extractor {
         if m == 0 || m > 16 {
             return Err(Error::config("views", format!("{m}: use 1 to 16")));
         }
-        let config = read_json(&dir.join("config.json"))?;
+        let (_, config) = chorus_models::t5::read_config(dir)?;
         let tok_path = dir.join("tokenizer.json");
         let mut tok = load_tokenizer(&tok_path)?;
         // A checkpoint without an MLM head gets a fresh one from the device's generator: seeding it first makes
@@ -309,7 +309,7 @@ impl Extractor {
         if meta.format != FORMAT {
             return Err(Error::config("mvre.json format", format!("{} (this build reads {FORMAT})", meta.format)));
         }
-        let config = read_json(&dir.join("config.json"))?;
+        let (_, config) = chorus_models::t5::read_config(dir)?;
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"))?;
         let bert = Bert::open(dir, dev)?;
         let cfg = bert.config().clone();
@@ -479,29 +479,23 @@ pub fn batch_tensors(
 ) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>, Vec<Vec<usize>>) {
     let pad = bert.config().pad_token_id as u32;
     let t = items.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-    let rows: Vec<Vec<u32>> = items
-        .iter()
-        .map(|e| {
-            let mut r = e.ids.clone();
-            r.resize(t, pad);
-            r
-        })
-        .collect();
-    let mask: Vec<f32> =
-        items.iter().flat_map(|e| (0..t).map(move |i| if i < e.ids.len() { 1.0 } else { 0.0 })).collect();
+    let pad_to = |v: &[u32], fill: u32| {
+        let mut r = v.to_vec();
+        r.resize(t, fill);
+        r
+    };
+    let rows: Vec<Vec<u32>> = items.iter().map(|e| pad_to(&e.ids, pad)).collect();
+    let masks: Vec<Vec<u32>> = items.iter().map(|e| pad_to(&vec![1; e.ids.len()], 0)).collect();
     // RoBERTa's position ids treat every pad id as padding; the tokenizer never emits it inside text.
     let pos = bert.position_ids(&rows);
-    let b = rows.len();
-    let int = |v: &[Vec<u32>]| {
-        let flat: Vec<i64> = v.iter().flatten().map(|&x| i64::from(x)).collect();
-        Tensor::<2, Int>::from_data(TensorData::new(flat, [b, t]), dev)
-    };
-    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, t]), dev);
-    (int(&rows), int(&pos), mask, items.iter().map(|e| e.mask_pos.clone()).collect())
+    let (ids, mask) = chorus_models::t5::ids_tensor(&rows, &masks, dev);
+    let (pos, _) = chorus_models::t5::ids_tensor(&pos, &masks, dev);
+    (ids, pos, mask, items.iter().map(|e| e.mask_pos.clone()).collect())
 }
 
-/// Predicts encoded examples (`ids` name them) in batches of `batch` with `model` on its own device.
-pub fn predict_with(
+/// Predicts encoded examples (`ids` name them) in batches of `batch` with `model` on its own device. The
+/// items come from [`Extractor::encode_set`], which has checked them against the model's tables.
+pub(crate) fn predict_with(
     model: &Mvre,
     meta: &Meta,
     items: &[&Encoded],
@@ -514,7 +508,6 @@ pub fn predict_with(
     let vec =
         |t: TensorData| t.convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::config("device", format!("{e:?}")));
     for (chunk, names) in items.chunks(batch.max(1)).zip(ids.chunks(batch.max(1))) {
-        model.bert().check_inputs(&chunk.iter().map(|e| e.ids.clone()).collect::<Vec<_>>())?;
         let (ids_t, pos, mask, mp) = batch_tensors(model.bert(), chunk, &dev);
         let (s, p) = model.forward(ids_t, pos, mask, &mp);
         let s = vec(s.into_data())?;
