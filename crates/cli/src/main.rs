@@ -9,6 +9,7 @@ mod extract;
 mod fuse;
 mod merge;
 mod rerank;
+mod restyle;
 mod twin;
 mod zoo;
 
@@ -52,6 +53,8 @@ enum Command {
     /// MVRE relation extraction: train (k-shot prompt-tuning), eval (micro-F1), predict, kshot (the table).
     #[command(subcommand)]
     Extract(extract::ExtractCommand),
+    /// Text style transfer by latent editing: `restyle --to positive "..."`, `restyle train`, `restyle eval`.
+    Restyle(Box<restyle::RestyleArgs>),
     /// The zoo: a tiny model family trained by Chorus, and its evaluation tables.
     #[command(subcommand)]
     Zoo(zoo::ZooCommand),
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Twin(t) => twin::run(t),
         Command::Rerank(r) => rerank::run(*r),
         Command::Extract(x) => extract::run(x),
+        Command::Restyle(r) => restyle::run(*r),
         Command::Zoo(z) => zoo::run(z),
     };
     match result {

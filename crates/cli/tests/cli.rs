@@ -595,3 +595,103 @@ fn extract_kshot_writes_its_table() {
     assert!(runs.iter().all(|r| r["examples"] == 9 && r["test"]["examples"] == 120));
     std::fs::remove_file(&out).unwrap();
 }
+
+/// `chorus restyle` with the model built into the binary: JSON with the reconstruction, changes and (with
+/// `--trace`) every iteration; bad input exits 2 with the reason.
+#[test]
+fn restyle_runs_the_built_in_model() {
+    let (code, out, err) =
+        chorus(&["restyle", "--to", "positive", "the plot is dull and the acting is flat .", "--json", "--trace"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let e = &v[0];
+    assert_eq!((e["from"].as_str(), e["to"].as_str()), (Some("negative"), Some("positive")));
+    assert_eq!(e["source"], "the plot is dull and the acting is flat .");
+    assert!(!e["output"].as_str().unwrap().is_empty() && !e["reconstruction"].as_str().unwrap().is_empty());
+    let trace = e["trace"].as_array().unwrap();
+    assert!(!trace.is_empty() && trace.len() <= 18, "{}", trace.len());
+    let (code, out, err) = chorus(&["restyle", "--to", "negative", "a warm , funny film"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let (code, _, err) = chorus(&["restyle", "--to", "positive", "  "]);
+    assert_eq!(code, 2);
+    assert!(err.contains("empty"), "{err}");
+    let (code, _, err) = chorus(&["restyle", "--to", "sideways", "a film"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("sideways"), "{err}");
+}
+
+/// `restyle train` on a slice of Rotten Tomatoes (a tiny model, one epoch), then `restyle` with that folder and
+/// `restyle eval` with the full/ablation rows: the table has its four rows with scores in range and the JSON
+/// report is written.
+#[test]
+fn restyle_trains_and_evaluates_a_small_model() {
+    let dir = std::env::temp_dir().join(format!("chorus-restyle-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let m = dir.join("m");
+    let ms = m.to_str().unwrap();
+    let (code, _, err) = chorus(&[
+        "restyle",
+        "train",
+        "--limit",
+        "300",
+        "--epochs",
+        "1",
+        "--net-epochs",
+        "2",
+        "--d-model",
+        "16",
+        "--d-ff",
+        "32",
+        "--heads",
+        "2",
+        "--max-len",
+        "30",
+        "--pool",
+        "20",
+        "--out",
+        ms,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("autoencoder: epoch 1") && err.contains("style net: epoch 2"), "{err}");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(m.join("restyle.json")).unwrap()).unwrap();
+    assert_eq!(meta["ae"]["d_model"], 16);
+    assert_eq!(meta["pool"]["positive"].as_array().unwrap().len(), 20);
+    let (code, out, err) = chorus(&["restyle", "--model", ms, "--to", "negative", "a great film", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"output\""), "{out}");
+    let table = dir.join("table.json");
+    let (code, out, err) = chorus(&[
+        "restyle",
+        "eval",
+        "--model",
+        ms,
+        "--no-contrast",
+        ms,
+        "--limit",
+        "6",
+        "--steps",
+        "4",
+        "--out",
+        table.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for row in ["source copied", "autoencoder only", "editing without the contrastive loss", "full method"] {
+        assert!(out.contains(row), "{row} missing from\n{out}");
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&table).unwrap()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[3]["system"], "full method");
+    for r in rows {
+        assert_eq!(r["sentences"], 12);
+        assert!((0.0..=1.0).contains(&r["accuracy"].as_f64().unwrap()), "{r}");
+        assert!(r["perplexity"].as_f64().unwrap() > 1.0, "{r}");
+    }
+    assert!((rows[0]["bleu"].as_f64().unwrap() - 100.0).abs() < 1e-9, "the copied source scores BLEU 100");
+    assert_eq!(v["outputs"]["full method"].as_array().unwrap().len(), 12);
+    let (code, _, err) = chorus(&["restyle", "--model", dir.join("none").to_str().unwrap(), "--to", "positive", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("none"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

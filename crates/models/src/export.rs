@@ -12,6 +12,16 @@ pub type Named = (String, Vec<usize>, Tensor<2>);
 
 /// Serialises `tensors` as f32 safetensors bytes (`file` names the destination in errors).
 pub fn safetensors_bytes(tensors: Vec<Named>, file: &str) -> Result<Vec<u8>> {
+    serialize(tensors, file, false)
+}
+
+/// Serialises `tensors` as f16 safetensors bytes: half the size, for small models shipped inside the binary
+/// (the loaders widen f16 back to f32).
+pub fn safetensors_bytes_f16(tensors: Vec<Named>, file: &str) -> Result<Vec<u8>> {
+    serialize(tensors, file, true)
+}
+
+fn serialize(tensors: Vec<Named>, file: &str, half: bool) -> Result<Vec<u8>> {
     let st_err = |reason: String| Error::Safetensors { file: file.into(), reason };
     let mut named = Vec::with_capacity(tensors.len());
     for (name, shape, t) in tensors {
@@ -19,13 +29,18 @@ pub fn safetensors_bytes(tensors: Vec<Named>, file: &str) -> Result<Vec<u8>> {
         if shape.iter().product::<usize>() != v.len() {
             return Err(st_err(format!("{name}: {} values do not fill shape {shape:?}", v.len())));
         }
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let bytes: Vec<u8> = if half {
+            v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect()
+        } else {
+            v.iter().flat_map(|x| x.to_le_bytes()).collect()
+        };
         named.push((name, shape, bytes));
     }
     let views = named
         .iter()
         .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            let dtype = if half { safetensors::Dtype::F16 } else { safetensors::Dtype::F32 };
+            safetensors::tensor::TensorView::new(dtype, s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| st_err(e.to_string()))
         })
@@ -37,10 +52,19 @@ pub fn safetensors_bytes(tensors: Vec<Named>, file: &str) -> Result<Vec<u8>> {
 /// through a temporary name and a rename.
 #[cfg(not(target_family = "wasm"))]
 pub fn write_model_dir(dir: &std::path::Path, tensors: Vec<Named>, files: &[(&str, &[u8])]) -> Result<()> {
+    let st = safetensors_bytes(tensors, &dir.join("model.safetensors").display().to_string())?;
+    let all: Vec<(&str, &[u8])> =
+        std::iter::once(("model.safetensors", st.as_slice())).chain(files.iter().copied()).collect();
+    write_files(dir, &all)
+}
+
+/// Writes each (name, bytes) into `dir` (created) through a temporary name in the same folder and a rename, so
+/// a failed write never leaves a half-written file under the final name.
+#[cfg(not(target_family = "wasm"))]
+pub fn write_files(dir: &std::path::Path, files: &[(&str, &[u8])]) -> Result<()> {
     let io = |p: &std::path::Path, err| Error::Io { path: p.display().to_string(), err };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    let st = safetensors_bytes(tensors, &dir.join("model.safetensors").display().to_string())?;
-    for (name, data) in std::iter::once(("model.safetensors", st.as_slice())).chain(files.iter().copied()) {
+    for (name, data) in files {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, data).map_err(|e| {

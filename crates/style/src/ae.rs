@@ -3,12 +3,15 @@
 //! sinusoidal positions, one embedding shared by encoder and decoder scaled by √d, ReLU feed-forward — whose
 //! latent is the **sum** over non-pad positions of `sigmoid(encoder output)` and whose decoder attends to that one
 //! vector only; generator = Linear + log-softmax (not tied). Loads the reference's state-dict names from
-//! safetensors. Dropout is not applied here (inference; training adds it).
+//! safetensors, builds a fresh one (Xavier-uniform matrices, as the reference) and lists its tensors in those
+//! names for saving. Dropout sits where the Annotated Transformer puts it (embeddings, each sublayer's output,
+//! attention weights, the feed-forward hidden layer) and is active only on an autodiff device in training mode.
 
 use burn::module::{Module, Param};
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Dropout, DropoutConfig, Embedding, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 use chorus_models::SafetensorsSet;
+use chorus_models::export::Named;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -32,6 +35,13 @@ pub struct AeConfig {
     pub num_layers: usize,
     /// Longest sentence in tokens; greedy decoding emits `max_len − 1` ids.
     pub max_len: usize,
+    /// Dropout probability in training (0.1).
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+}
+
+fn default_dropout() -> f64 {
+    0.1
 }
 
 impl AeConfig {
@@ -43,6 +53,9 @@ impl AeConfig {
         }
         if self.vocab_size < 5 || self.num_layers == 0 || self.max_len < 2 || self.d_model < 2 {
             return bad(format!("sizes out of range: {self:?}"));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} is not in [0, 1)", self.dropout));
         }
         Ok(())
     }
@@ -56,6 +69,10 @@ pub struct Norm {
 }
 
 impl Norm {
+    fn new(d: usize, dev: &Device) -> Self {
+        Self { a: Param::from_tensor(Tensor::ones([d], dev)), b: Param::from_tensor(Tensor::zeros([d], dev)) }
+    }
+
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let d = x.dims()[2];
         let c = x.clone() - x.mean_dim(2);
@@ -75,7 +92,7 @@ pub struct Mha {
 }
 
 impl Mha {
-    fn forward(&self, x: Tensor<3>, mem: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>, mem: Tensor<3>, bias: Tensor<4>, drop: &Dropout) -> Tensor<3> {
         let [b, tq, d] = x.dims();
         let tk = mem.dims()[1];
         let dk = d / self.heads;
@@ -83,7 +100,7 @@ impl Mha {
         let k = self.k.forward(mem.clone()).reshape([b, tk, self.heads, dk]).swap_dims(1, 2);
         let v = self.v.forward(mem).reshape([b, tk, self.heads, dk]).swap_dims(1, 2);
         let s = q.matmul(k.swap_dims(2, 3)) / (dk as f64).sqrt() + bias;
-        let a = activation::softmax(s, 3).matmul(v).swap_dims(1, 2).reshape([b, tq, d]);
+        let a = drop.forward(activation::softmax(s, 3)).matmul(v).swap_dims(1, 2).reshape([b, tq, d]);
         self.o.forward(a)
     }
 }
@@ -124,12 +141,50 @@ pub struct Autoencoder {
     dec: Vec<DecLayer>,
     dec_norm: Norm,
     generator: Linear,
+    drop: Dropout,
     #[module(skip)]
     cfg: AeConfig,
 }
 
-fn ff(f: &Ff, x: Tensor<3>) -> Tensor<3> {
-    f.w2.forward(activation::relu(f.w1.forward(x)))
+fn ff(f: &Ff, x: Tensor<3>, drop: &Dropout) -> Tensor<3> {
+    f.w2.forward(drop.forward(activation::relu(f.w1.forward(x))))
+}
+
+/// A Linear with a Xavier-uniform weight and PyTorch's default bias, uniform in ±1/√fan_in.
+fn xavier(inp: usize, out: usize, dev: &Device) -> Linear {
+    let mut l = LinearConfig::new(inp, out).with_initializer(Initializer::XavierUniform { gain: 1.0 }).init(dev);
+    let r = 1.0 / (inp as f64).sqrt();
+    l.bias = Some(Initializer::Uniform { min: -r, max: r }.init([out], dev));
+    l
+}
+
+fn mha_new(d: usize, heads: usize, dev: &Device) -> Mha {
+    Mha { q: xavier(d, d, dev), k: xavier(d, d, dev), v: xavier(d, d, dev), o: xavier(d, d, dev), heads }
+}
+
+fn ff_new(d: usize, f: usize, dev: &Device) -> Ff {
+    Ff { w1: xavier(d, f, dev), w2: xavier(f, d, dev) }
+}
+
+pub(crate) fn push_linear(out: &mut Vec<Named>, p: &str, l: &Linear) {
+    let w = l.weight.val().transpose();
+    let [o, i] = w.dims();
+    out.push((format!("{p}.weight"), vec![o, i], w));
+    if let Some(b) = &l.bias {
+        out.push((format!("{p}.bias"), vec![o], b.val().reshape([1, o])));
+    }
+}
+
+fn push_norm(out: &mut Vec<Named>, p: &str, n: &Norm) {
+    let d = n.a.dims()[0];
+    out.push((format!("{p}.a_2"), vec![d], n.a.val().reshape([1, d])));
+    out.push((format!("{p}.b_2"), vec![d], n.b.val().reshape([1, d])));
+}
+
+fn push_mha(out: &mut Vec<Named>, p: &str, m: &Mha) {
+    for (k, l) in [&m.q, &m.k, &m.v, &m.o].into_iter().enumerate() {
+        push_linear(out, &format!("{p}.linears.{k}"), l);
+    }
 }
 
 /// The reference's sinusoidal table `[n, d]`.
@@ -148,14 +203,15 @@ pub fn positions(n: usize, d: usize) -> Vec<f32> {
     pe
 }
 
-struct Reader<'a> {
-    set: &'a SafetensorsSet,
-    file: String,
-    dev: Device,
+/// Reads named tensors of a safetensors set with shape checks (errors name the file and tensor).
+pub(crate) struct Reader<'a> {
+    pub(crate) set: &'a SafetensorsSet,
+    pub(crate) file: String,
+    pub(crate) dev: Device,
 }
 
 impl Reader<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (v, s) = self
             .set
             .get(name)
@@ -170,12 +226,16 @@ impl Reader<'_> {
         Ok(v)
     }
 
-    fn linear(&self, p: &str, out: usize, inp: usize) -> Result<Linear> {
+    pub(crate) fn vector(&self, name: &str, d: usize) -> Result<Tensor<1>> {
+        Ok(Tensor::from_data(TensorData::new(self.get(name, &[d])?, [d]), &self.dev))
+    }
+
+    pub(crate) fn linear(&self, p: &str, out: usize, inp: usize) -> Result<Linear> {
         let w = Tensor::<2>::from_data(
             TensorData::new(self.get(&format!("{p}.weight"), &[out, inp])?, [out, inp]),
             &self.dev,
         );
-        let b = Tensor::<1>::from_data(TensorData::new(self.get(&format!("{p}.bias"), &[out])?, [out]), &self.dev);
+        let b = self.vector(&format!("{p}.bias"), out)?;
         Ok(Linear { weight: Param::from_tensor(w.transpose()), bias: Some(Param::from_tensor(b)) })
     }
 
@@ -239,8 +299,76 @@ impl Autoencoder {
             dec,
             dec_norm: r.norm("decoder.norm", d)?,
             generator: r.linear("generator.proj", v, d)?,
+            drop: DropoutConfig::new(cfg.dropout).init(),
             cfg: cfg.clone(),
         })
+    }
+
+    /// A fresh autoencoder: Xavier-uniform matrices (the embedding too), PyTorch's default biases, unit norms.
+    /// Draws from the device's generator: seed the device first for a reproducible model.
+    pub fn new(cfg: &AeConfig, dev: &Device) -> Result<Self> {
+        cfg.validate("autoencoder config")?;
+        let (d, h, f, v) = (cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.vocab_size);
+        let embed =
+            Embedding { weight: Initializer::XavierUniform { gain: 1.0 }.init_with([v, d], Some(d), Some(v), dev) };
+        let enc = (0..cfg.num_layers)
+            .map(|_| EncLayer {
+                attn: mha_new(d, h, dev),
+                ff: ff_new(d, f, dev),
+                n0: Norm::new(d, dev),
+                n1: Norm::new(d, dev),
+            })
+            .collect();
+        let dec = (0..cfg.num_layers)
+            .map(|_| DecLayer {
+                self_attn: mha_new(d, h, dev),
+                src_attn: mha_new(d, h, dev),
+                ff: ff_new(d, f, dev),
+                n0: Norm::new(d, dev),
+                n1: Norm::new(d, dev),
+                n2: Norm::new(d, dev),
+            })
+            .collect();
+        Ok(Self {
+            embed,
+            enc,
+            enc_norm: Norm::new(d, dev),
+            dec,
+            dec_norm: Norm::new(d, dev),
+            generator: xavier(d, v, dev),
+            drop: DropoutConfig::new(cfg.dropout).init(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Every tensor under the reference's names (the ones [`Self::load`] reads). The shared embedding is stored
+    /// once, as `src_embed.0.lut.weight` (the reference's state dict repeats it as `tgt_embed.0.lut.weight`).
+    pub fn tensors(&self) -> Vec<Named> {
+        let mut out = Vec::new();
+        let [v, d] = self.embed.weight.dims();
+        out.push(("src_embed.0.lut.weight".into(), vec![v, d], self.embed.weight.val()));
+        for (i, l) in self.enc.iter().enumerate() {
+            let p = format!("encoder.layers.{i}");
+            push_mha(&mut out, &format!("{p}.self_attn"), &l.attn);
+            push_linear(&mut out, &format!("{p}.feed_forward.w_1"), &l.ff.w1);
+            push_linear(&mut out, &format!("{p}.feed_forward.w_2"), &l.ff.w2);
+            push_norm(&mut out, &format!("{p}.sublayer.0.norm"), &l.n0);
+            push_norm(&mut out, &format!("{p}.sublayer.1.norm"), &l.n1);
+        }
+        push_norm(&mut out, "encoder.norm", &self.enc_norm);
+        for (i, l) in self.dec.iter().enumerate() {
+            let p = format!("decoder.layers.{i}");
+            push_mha(&mut out, &format!("{p}.self_attn"), &l.self_attn);
+            push_mha(&mut out, &format!("{p}.src_attn"), &l.src_attn);
+            push_linear(&mut out, &format!("{p}.feed_forward.w_1"), &l.ff.w1);
+            push_linear(&mut out, &format!("{p}.feed_forward.w_2"), &l.ff.w2);
+            push_norm(&mut out, &format!("{p}.sublayer.0.norm"), &l.n0);
+            push_norm(&mut out, &format!("{p}.sublayer.1.norm"), &l.n1);
+            push_norm(&mut out, &format!("{p}.sublayer.2.norm"), &l.n2);
+        }
+        push_norm(&mut out, "decoder.norm", &self.dec_norm);
+        push_linear(&mut out, "generator.proj", &self.generator);
+        out
     }
 
     /// The configuration.
@@ -253,7 +381,7 @@ impl Autoencoder {
         let d = self.cfg.d_model;
         let dev = ids.device();
         let pe = Tensor::<2>::from_data(TensorData::new(positions(t, d), [t, d]), &dev);
-        self.embed.forward(ids) * (d as f64).sqrt() + pe.unsqueeze::<3>().expand([b, t, d])
+        self.drop.forward(self.embed.forward(ids) * (d as f64).sqrt() + pe.unsqueeze::<3>().expand([b, t, d]))
     }
 
     /// The latent `[B, d]` of source ids `[B, T]` (no BOS/EOS; `PAD` = 0 pads): Σ over non-pad positions of
@@ -265,8 +393,8 @@ impl Autoencoder {
         let mut x = self.embed(src);
         for l in &self.enc {
             let y = l.n0.forward(x.clone());
-            x = x + l.attn.forward(y.clone(), y, bias.clone());
-            x = x.clone() + ff(&l.ff, l.n1.forward(x));
+            x = x + self.drop.forward(l.attn.forward(y.clone(), y, bias.clone(), &self.drop));
+            x = x.clone() + self.drop.forward(ff(&l.ff, l.n1.forward(x), &self.drop));
         }
         let x = activation::sigmoid(self.enc_norm.forward(x));
         (x * keep.reshape([b, t, 1])).sum_dim(1).reshape([b, self.cfg.d_model])
@@ -275,6 +403,11 @@ impl Autoencoder {
     /// Log-probabilities `[B, T, V]` of the next word at each position of `tgt` (`BOS` + words) given latents
     /// `[B, d]`. `pad_mask`: mask padding keys too (teacher forcing); greedy decoding masks only the future.
     pub fn decode(&self, z: Tensor<2>, tgt: Tensor<2, Int>, pad_mask: bool) -> Tensor<3> {
+        activation::log_softmax(self.generator.forward(self.hidden(z, tgt, pad_mask)), 2)
+    }
+
+    /// The decoder's final normalised states `[B, T, d]` (before the generator).
+    fn hidden(&self, z: Tensor<2>, tgt: Tensor<2, Int>, pad_mask: bool) -> Tensor<3> {
         let [b, t] = tgt.dims();
         let d = self.cfg.d_model;
         let dev = tgt.device();
@@ -290,28 +423,37 @@ impl Autoencoder {
         let mut x = self.embed(tgt);
         for l in &self.dec {
             let y = l.n0.forward(x.clone());
-            x = x + l.self_attn.forward(y.clone(), y, bias.clone());
-            x = x.clone() + l.src_attn.forward(l.n1.forward(x), mem.clone(), src_bias.clone());
-            x = x.clone() + ff(&l.ff, l.n2.forward(x));
+            x = x + self.drop.forward(l.self_attn.forward(y.clone(), y, bias.clone(), &self.drop));
+            let y = l.n1.forward(x.clone());
+            x = x + self.drop.forward(l.src_attn.forward(y, mem.clone(), src_bias.clone(), &self.drop));
+            x = x.clone() + self.drop.forward(ff(&l.ff, l.n2.forward(x), &self.drop));
         }
-        activation::log_softmax(self.generator.forward(self.dec_norm.forward(x)), 2)
+        self.dec_norm.forward(x)
     }
 
     /// The reference's greedy decoding: `max_len − 1` steps from `BOS`, no early stop; the ids after `BOS`
-    /// (cut them at the first `EOS`/`PAD` with [`crate::vocab::Vocab::decode`]).
-    pub fn greedy(&self, z: Tensor<2>) -> Vec<Vec<u32>> {
+    /// (cut them at the first `EOS`/`PAD` with [`crate::vocab::Vocab::decode`]). With `early_stop` the loop
+    /// ends once every row holds an `EOS` or `PAD`: the text up to that id is the same, only the ids after it
+    /// are not produced. Only the last position goes through the generator (the argmax of log-softmax is the
+    /// argmax of the logits).
+    pub fn greedy(&self, z: Tensor<2>, early_stop: bool) -> Vec<Vec<u32>> {
         let b = z.dims()[0];
         let dev = z.device();
+        let d = self.cfg.d_model;
         let mut ys: Vec<Vec<i64>> = vec![vec![i64::from(BOS)]; b];
+        let mut done = vec![false; b];
         for _ in 0..self.cfg.max_len - 1 {
             let t = ys[0].len();
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ys.concat(), [b, t]), &dev);
-            let lp = self.decode(z.clone(), ids, false);
-            let v = self.cfg.vocab_size;
-            let last = lp.slice([0..b, t - 1..t, 0..v]).reshape([b, v]).argmax(1).reshape([b]);
+            let h = self.hidden(z.clone(), ids, false).slice([0..b, t - 1..t, 0..d]).reshape([b, d]);
+            let last = self.generator.forward(h).argmax(1).reshape([b]);
             let next = last.into_data().convert::<i64>().try_into_vec::<i64>().unwrap_or_default();
-            for (row, n) in ys.iter_mut().zip(next) {
+            for ((row, n), fin) in ys.iter_mut().zip(next).zip(done.iter_mut()) {
                 row.push(n);
+                *fin |= n == i64::from(crate::vocab::EOS) || n == i64::from(PAD);
+            }
+            if early_stop && done.iter().all(|&x| x) {
+                break;
             }
         }
         ys.into_iter().map(|r| r[1..].iter().map(|&x| x as u32).collect()).collect()
