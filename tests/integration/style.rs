@@ -307,9 +307,9 @@ fn style_training_runs_on_wgpu_like_on_the_cpu() {
     assert!((c.epochs[0].loss - g.epochs[0].loss).abs() < 1e-3, "{} vs {}", c.epochs[0].loss, g.epochs[0].loss);
 }
 
-/// The model shipped in the binary (trained on Rotten Tomatoes by `scripts/train-restyle`): it loads, reconstructs
-/// a training-like sentence closely, edits deterministically, and its stop rule ends a row after `max_change`
-/// changes with the output taken at change `pick`.
+/// The model shipped in the binary (trained on Rotten Tomatoes by `scripts/train-restyle`): it loads, edits
+/// deterministically, and its stop rule ends a row after `max_change` changes with the output taken at change
+/// `pick`.
 #[test]
 fn the_shipped_model_edits_by_the_reference_rules() {
     use chorus_style::data::Style;

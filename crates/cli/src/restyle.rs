@@ -451,13 +451,14 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
                 t.elapsed().as_secs_f64()
             );
         }
-        let srcs: Vec<String> = edits.iter().map(|e| e.source.clone()).collect();
+        // BLEU against the human text, not the model's reading of it (with <UNK> for unknown words).
+        let srcs = &sources;
         let recon: Vec<String> = edits.iter().map(|e| e.reconstruction.clone()).collect();
         let out: Vec<String> = edits.iter().map(|e| e.output.clone()).collect();
         if name == "full method" {
-            rows.push(score("autoencoder only (no editing)", &srcs, &recon, &to, &clf, &lm));
+            rows.push(score("autoencoder only (no editing)", srcs, &recon, &to, &clf, &lm));
         }
-        rows.push(score(name, &srcs, &out, &to, &clf, &lm));
+        rows.push(score(name, srcs, &out, &to, &clf, &lm));
         outputs.insert(name.into(), json!(edits.iter().map(|e| json!({"source": e.source, "to": e.to, "output": e.output, "reconstruction": e.reconstruction})).collect::<Vec<_>>()));
     }
     // The full method's row goes last, as in the paper's tables.
