@@ -247,16 +247,16 @@ fn restyle_cmd(a: RunArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let edits = r.restyle(&inputs, &vec![to; inputs.len()], &a.edit.config(), &mut |_| {})?;
     if a.json {
-        let v: Vec<serde_json::Value> = edits
+        let v = edits
             .iter()
             .map(|e| {
-                let mut v = serde_json::to_value(e).unwrap_or_default();
+                let mut v = serde_json::to_value(e)?;
                 if !a.trace {
                     v.as_object_mut().map(|o| o.remove("trace"));
                 }
-                v
+                Ok(v)
             })
-            .collect();
+            .collect::<Result<Vec<serde_json::Value>>>()?;
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -280,12 +280,8 @@ fn restyle_cmd(a: RunArgs) -> Result<()> {
 }
 
 fn corpus_path(p: Option<&Path>) -> PathBuf {
-    p.map(Path::to_path_buf).unwrap_or_else(|| {
-        let home = std::env::var_os("CHORUS_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/chorus"));
-        home.join("data/rotten_tomatoes_corpus_full.csv.bz2")
-    })
+    p.map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::commands::chorus_home().join("data/rotten_tomatoes_corpus_full.csv.bz2"))
 }
 
 fn load_split(p: Option<&Path>) -> Result<Split> {

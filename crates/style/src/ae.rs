@@ -436,7 +436,7 @@ impl Autoencoder {
     /// ends once every row holds an `EOS` or `PAD`: the text up to that id is the same, only the ids after it
     /// are not produced. Only the last position goes through the generator (the argmax of log-softmax is the
     /// argmax of the logits).
-    pub fn greedy(&self, z: Tensor<2>, early_stop: bool) -> Vec<Vec<u32>> {
+    pub fn greedy(&self, z: Tensor<2>, early_stop: bool) -> Result<Vec<Vec<u32>>> {
         let b = z.dims()[0];
         let dev = z.device();
         let d = self.cfg.d_model;
@@ -447,7 +447,8 @@ impl Autoencoder {
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ys.concat(), [b, t]), &dev);
             let h = self.hidden(z.clone(), ids, false).slice([0..b, t - 1..t, 0..d]).reshape([b, d]);
             let last = self.generator.forward(h).argmax(1).reshape([b]);
-            let next = last.into_data().convert::<i64>().try_into_vec::<i64>().unwrap_or_default();
+            let next =
+                last.into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| Error::Device(format!("{e:?}")))?;
             for ((row, n), fin) in ys.iter_mut().zip(next).zip(done.iter_mut()) {
                 row.push(n);
                 *fin |= n == i64::from(crate::vocab::EOS) || n == i64::from(PAD);
@@ -456,6 +457,6 @@ impl Autoencoder {
                 break;
             }
         }
-        ys.into_iter().map(|r| r[1..].iter().map(|&x| x as u32).collect()).collect()
+        Ok(ys.into_iter().map(|r| r[1..].iter().map(|&x| x as u32).collect()).collect())
     }
 }

@@ -25,6 +25,14 @@ pub enum Error {
     /// An input sentence cannot be used.
     #[error("input: {0}")]
     Input(String),
+    /// The compute device failed (a tensor could not be read back).
+    #[error("device: {0}")]
+    Device(String),
+}
+
+/// A float tensor's values on the host.
+pub(crate) fn host_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))
 }
 
 /// Result alias for the style crate.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ae::{AeConfig, Autoencoder};
 use crate::data::{Style, words};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, host_f32};
 use crate::siamese::{SiameseConfig, StyleNet, cosine_rows_all, edit_objective};
 use crate::train::{batch_ids, latents};
 use crate::vocab::Vocab;
@@ -286,32 +286,43 @@ impl Restyler {
         self.vocab.decode(ids).join(" ")
     }
 
-    fn decode_rows(&self, z: &[f32], rows: usize) -> Vec<String> {
+    fn decode_rows(&self, z: &[f32], rows: usize) -> Result<Vec<String>> {
         let d = self.meta.ae.d_model;
         let t = Tensor::<2>::from_data(TensorData::new(z.to_vec(), [rows, d]), &self.dev);
-        self.ae.greedy(t, true).iter().map(|r| self.text(r)).collect()
+        Ok(self.ae.greedy(t, true)?.iter().map(|r| self.text(r)).collect())
     }
 
-    fn anchors(&self, z: &Tensor<2>, style: Style, k: usize, how: Anchors, rng: &mut Rng) -> Tensor<3> {
-        let pool = &self.pool_lat[style.label()];
-        let [n, d] = pool.dims();
-        let b = z.dims()[0];
-        let idx: Vec<i64> = match how {
-            Anchors::Random => (0..b * k).map(|_| (rng.next_u64() % n as u64) as i64).collect(),
-            Anchors::Nearest => {
-                let sims = cosine_rows_all(z.clone(), pool.clone());
-                let v = sims.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-                v.chunks(n)
-                    .flat_map(|row| {
-                        let mut o: Vec<usize> = (0..n).collect();
-                        o.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-                        (0..k).map(move |j| o[j % n] as i64)
-                    })
-                    .collect()
-            }
+    /// `k` anchor latents per row `[B, k, d]`, row i drawn from the pool of `styles[i]`: the nearest to its latent
+    /// (one similarity matrix per pool for the whole batch) or a seeded random draw.
+    fn anchors(&self, z: &Tensor<2>, styles: &[Style], k: usize, how: Anchors, rng: &mut Rng) -> Result<Tensor<3>> {
+        let [pool0, pool1] = &self.pool_lat;
+        let n = [pool0.dims()[0], pool1.dims()[0]];
+        let d = self.meta.ae.d_model;
+        let sims = match how {
+            Anchors::Random => None,
+            Anchors::Nearest => Some([
+                host_f32(cosine_rows_all(z.clone(), pool0.clone()))?,
+                host_f32(cosine_rows_all(z.clone(), pool1.clone()))?,
+            ]),
         };
-        let it = Tensor::<1, Int>::from_data(TensorData::new(idx, [b * k]), &self.dev);
-        pool.clone().select(0, it).reshape([b, k, d])
+        let mut idx: Vec<i64> = Vec::with_capacity(styles.len() * k);
+        for (i, s) in styles.iter().enumerate() {
+            let l = s.label();
+            // Rows of the second pool follow the first in the concatenated table.
+            let off = if l == 1 { n[0] } else { 0 };
+            match &sims {
+                None => idx.extend((0..k).map(|_| (off + (rng.next_u64() % n[l] as u64) as usize) as i64)),
+                Some(v) => {
+                    let row = &v[l][i * n[l]..(i + 1) * n[l]];
+                    let mut o: Vec<usize> = (0..n[l]).collect();
+                    o.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                    idx.extend((0..k).map(|j| (off + o[j % n[l]]) as i64));
+                }
+            }
+        }
+        let all = Tensor::cat(vec![pool0.clone(), pool1.clone()], 0);
+        let it = Tensor::<1, Int>::from_data(TensorData::new(idx, [styles.len() * k]), &self.dev);
+        Ok(all.select(0, it).reshape([styles.len(), k, d]))
     }
 
     /// Edits each input towards `to` (its source style is the other one). `inputs` come from
@@ -338,18 +349,11 @@ impl Restyler {
         let z0 = self.ae.latent(batch_ids(&rows, self.meta.ae.max_len, &self.dev).0);
         let mut rng = Rng::new(cfg.seed);
         let from: Vec<Style> = to.iter().map(|s| s.other()).collect();
-        // Anchors per row: gathered per style, then put back in row order.
-        let mut same_rows = Vec::with_capacity(b);
-        let mut other_rows = Vec::with_capacity(b);
-        for i in 0..b {
-            let zi = z0.clone().slice([i..i + 1, 0..d]);
-            same_rows.push(self.anchors(&zi, from[i], cfg.same, cfg.anchors, &mut rng));
-            other_rows.push(self.anchors(&zi, to[i], cfg.other, cfg.anchors, &mut rng));
-        }
-        let same = Tensor::cat(same_rows, 0);
-        let other = Tensor::cat(other_rows, 0);
-        let mut z = z0.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-        let recon = self.decode_rows(&z, b);
+        // The networks are frozen: the anchors' features are computed once, not at every iteration.
+        let same = self.net.anchor_features(self.anchors(&z0, &from, cfg.same, cfg.anchors, &mut rng)?);
+        let other = self.net.anchor_features(self.anchors(&z0, to, cfg.other, cfg.anchors, &mut rng)?);
+        let mut z = host_f32(z0)?;
+        let recon = self.decode_rows(&z, b)?;
         let mut out: Vec<Edit> = (0..b)
             .map(|i| Edit {
                 source: self.text(&inputs[i].ids),
@@ -378,17 +382,11 @@ impl Restyler {
             let za: Vec<f32> = active.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
             let zt = Tensor::<2>::from_data(TensorData::new(za, [a, d]), &self.dev).autodiff().require_grad();
             let (sp, sn) =
-                self.net.scores(zt.clone(), same.clone().select(0, sel.clone()), other.clone().select(0, sel), true);
+                self.net.scores_with(zt.clone(), same.clone().select(0, sel.clone()), other.clone().select(0, sel));
             let j = edit_objective(sp, sn, cfg.tau);
-            let jv = j.clone().inner().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+            let jv = host_f32(j.clone().inner())?;
             let grads = j.sum().neg().backward();
-            let g = zt
-                .grad(&grads)
-                .ok_or_else(|| Error::Input("the latent received no gradient".into()))?
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default();
+            let g = host_f32(zt.grad(&grads).ok_or_else(|| Error::Device("the latent received no gradient".into()))?)?;
             // torch.optim.Adam (default betas and eps) on each row; all active rows have taken it + 1 steps.
             let t = (it + 1) as i32;
             let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
@@ -401,7 +399,7 @@ impl Restyler {
                 }
             }
             let za: Vec<f32> = active.iter().flat_map(|&i| z[i * d..(i + 1) * d].iter().copied()).collect();
-            let texts = self.decode_rows(&za, a);
+            let texts = self.decode_rows(&za, a)?;
             for ((&i, text), &obj) in active.iter().zip(texts).zip(&jv) {
                 let changed = text != prev[i];
                 if changed {

@@ -97,17 +97,27 @@ impl StyleNet {
         self.g2.forward(activation::leaky_relu(self.g1_bn.forward(self.g1.forward(h)), 0.2))
     }
 
+    /// f of anchor latents `[B, K, d]` → `[B, K, e]`.
+    pub fn anchor_features(&self, anchors: Tensor<3>) -> Tensor<3> {
+        let [b, k, d] = anchors.dims();
+        let h = self.f(anchors.reshape([b * k, d]));
+        let e = h.dims()[1];
+        h.reshape([b, k, e])
+    }
+
+    /// Cosines of g(f(origin)) `[B, d]` with anchor features `[B, P, e]` and `[B, N, e]` (from
+    /// [`Self::anchor_features`]): (`[B, P]`, `[B, N]`).
+    pub fn scores_with(&self, z: Tensor<2>, same: Tensor<3>, other: Tensor<3>) -> (Tensor<2>, Tensor<2>) {
+        let a = self.g(self.f(z));
+        (cosine_rows(a.clone(), same), cosine_rows(a, other))
+    }
+
     /// Cosines of g(f(origin)) `[B, d]` with f of `P` same-style latents `[B, P, d]` and of `N` other-style
     /// latents `[B, N, d]`: (`[B, P]`, `[B, N]`). The anchors' branch is detached when `stop_grad`.
     pub fn scores(&self, z: Tensor<2>, same: Tensor<3>, other: Tensor<3>, stop_grad: bool) -> (Tensor<2>, Tensor<2>) {
-        let [b, p, d] = same.dims();
-        let n = other.dims()[1];
-        let a = self.g(self.f(z));
-        let fp = self.f(same.reshape([b * p, d]));
-        let fn_ = self.f(other.reshape([b * n, d]));
+        let (fp, fn_) = (self.anchor_features(same), self.anchor_features(other));
         let (fp, fn_) = if stop_grad { (fp.detach(), fn_.detach()) } else { (fp, fn_) };
-        let e = fp.dims()[1];
-        (cosine_rows(a.clone(), fp.reshape([b, p, e])), cosine_rows(a, fn_.reshape([b, n, e])))
+        self.scores_with(z, fp, fn_)
     }
 
     /// The training loss (spec §3.4): for each same-style anchor i, CE over `[cos(a, p_i), cos(a, n_1..N)] / τ`

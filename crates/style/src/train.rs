@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ae::Autoencoder;
 use crate::data::Style;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, host_f32};
 use crate::siamese::{StyleNet, in_batch_contrast};
 use crate::vocab::{BOS, EOS, PAD};
 
@@ -215,6 +215,26 @@ fn finite(what: &str, v: f32, step: usize) -> Result<()> {
     }
 }
 
+/// Reports an epoch's end and keeps the model when `better(best score so far)`.
+#[allow(clippy::too_many_arguments)]
+fn end_epoch<M: Clone>(
+    stage: &'static str,
+    (epoch, step, steps): (usize, usize, usize),
+    loss: f64,
+    dev: f64,
+    better: impl Fn(f64) -> bool,
+    model: &M,
+    best: &mut Option<(f64, usize, M)>,
+    epochs: &mut Vec<EpochReport>,
+    progress: &mut dyn FnMut(&Progress),
+) {
+    progress(&Progress { stage, epoch, step, steps, loss: loss as f32, epoch_end: Some((loss, dev)) });
+    epochs.push(EpochReport { epoch, loss, dev });
+    if best.as_ref().is_none_or(|(b, _, _)| better(*b)) {
+        *best = Some((dev, epoch, model.clone()));
+    }
+}
+
 /// Mean teacher-forced reconstruction loss per token (no smoothing, no dropout) over `rows`.
 pub fn reconstruction_loss(ae: &Autoencoder, rows: &[Vec<u32>], batch: usize, dev: &Device) -> f64 {
     let (mut sum, mut toks) = (0.0f64, 0.0f64);
@@ -279,18 +299,8 @@ pub fn train_autoencoder(
         } else {
             reconstruction_loss(&ae.valid(), dev_rows, cfg.batch, &device.clone().inner())
         };
-        progress(&Progress {
-            stage: "autoencoder",
-            epoch,
-            step,
-            steps: total,
-            loss: mean as f32,
-            epoch_end: Some((mean, dev_loss)),
-        });
-        epochs.push(EpochReport { epoch, loss: mean, dev: dev_loss });
-        if best.as_ref().is_none_or(|(b, _, _)| dev_loss < *b || dev_rows.is_empty()) {
-            best = Some((dev_loss, epoch, ae.clone()));
-        }
+        let better = |b: f64| dev_loss < b || dev_rows.is_empty();
+        end_epoch("autoencoder", (epoch, step, total), mean, dev_loss, better, &ae, &mut best, &mut epochs, progress);
     }
     let (_, best_epoch, ae) = best.ok_or_else(|| Error::Input("autoencoder: no epoch ran".into()))?;
     let seconds = start.elapsed().as_secs_f64();
@@ -338,11 +348,11 @@ pub fn net_accuracy(
     pool: (&Tensor<2>, &[Style]),
     k: usize,
     seed: u64,
-) -> f64 {
+) -> Result<f64> {
     let dev = lat.device();
     let by_style = split_styles(pool.1);
     if by_style.iter().any(Vec::is_empty) || styles.is_empty() {
-        return 0.0;
+        return Ok(0.0);
     }
     let mut rng = Rng::new(seed);
     let d = lat.dims()[1];
@@ -360,10 +370,9 @@ pub fn net_accuracy(
             true,
         );
         let margin = (sp.mean_dim(1) - sn.mean_dim(1)).reshape([b]);
-        let m = margin.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-        right += m.iter().filter(|&&x| x > 0.0).count();
+        right += host_f32(margin)?.iter().filter(|&&x| x > 0.0).count();
     }
-    right as f64 / styles.len() as f64
+    Ok(right as f64 / styles.len() as f64)
 }
 
 fn split_styles(styles: &[Style]) -> [Vec<usize>; 2] {
@@ -439,21 +448,11 @@ pub fn train_style_net(
         }
         let mean = sum / per_epoch as f64;
         let acc = match &dev_lat {
-            Some(dl) => net_accuracy(&net.valid(), dl, dev_set.1, (&lat.clone().inner(), train.1), 10, cfg.seed),
+            Some(dl) => net_accuracy(&net.valid(), dl, dev_set.1, (&lat.clone().inner(), train.1), 10, cfg.seed)?,
             None => 0.0,
         };
-        progress(&Progress {
-            stage: "style net",
-            epoch,
-            step,
-            steps: total,
-            loss: mean as f32,
-            epoch_end: Some((mean, acc)),
-        });
-        epochs.push(EpochReport { epoch, loss: mean, dev: acc });
-        if best.as_ref().is_none_or(|(b, _, _)| acc > *b || dev_lat.is_none()) {
-            best = Some((acc, epoch, net.clone()));
-        }
+        let better = |b: f64| acc > b || dev_lat.is_none();
+        end_epoch("style net", (epoch, step, total), mean, acc, better, &net, &mut best, &mut epochs, progress);
     }
     let (_, best_epoch, net) = best.ok_or_else(|| Error::Input("style net: no epoch ran".into()))?;
     let seconds = start.elapsed().as_secs_f64();
