@@ -54,5 +54,29 @@ pub enum Error {
     },
 }
 
+/// Reading or parsing a user's file failed: the one pair of variants the data-reading crates (extract, rank,
+/// style) share, each naming the file (and line).
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        reason: String,
+    },
+    /// A line of a text file does not parse.
+    #[error("{file}:{line}: {reason}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
 /// Result alias for the core crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

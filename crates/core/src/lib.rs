@@ -7,6 +7,9 @@
 pub mod config;
 pub mod error;
 pub mod fusion;
+pub mod hash;
+#[cfg(not(target_family = "wasm"))]
+pub mod output;
 pub mod qmatrix;
 pub mod quant;
 pub mod reference;
@@ -14,6 +17,6 @@ pub mod sampling;
 pub mod text;
 
 pub use config::{Architecture, GenerateOptions, ModelConfig};
-pub use error::{Error, Result};
+pub use error::{Error, FileError, Result};
 pub use quant::GgmlType;
 pub use sampling::{Rng, Sampler};

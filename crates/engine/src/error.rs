@@ -34,6 +34,10 @@ pub enum Error {
     /// Invalid request (empty prompt, empty batch).
     #[error("invalid request: {0}")]
     Request(String),
+    /// An output that exists (without `force`), overlaps an input, or could not be written.
+    #[cfg(not(target_family = "wasm"))]
+    #[error(transparent)]
+    Output(#[from] chorus_core::output::OutputError),
 }
 
 /// Result alias for the engine.

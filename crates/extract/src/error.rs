@@ -4,24 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file could not be read.
-    #[error("{path}: {reason}")]
-    Io {
-        /// File at fault.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A record is malformed.
-    #[error("{file}:{line}: {reason}")]
-    Parse {
-        /// File at fault.
-        file: String,
-        /// 1-based line (or record) number.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
+    /// Reading or parsing a file failed (names the file and line).
+    #[error(transparent)]
+    File(#[from] chorus_core::FileError),
     /// One example cannot be used (the reference silently drops such examples; Chorus names them).
     #[error("example {id}: {reason}")]
     Example {
@@ -51,6 +36,10 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// An output that exists (without `force`), overlaps an input, or could not be written.
+    #[cfg(not(target_family = "wasm"))]
+    #[error(transparent)]
+    Output(#[from] chorus_core::output::OutputError),
 }
 
 impl Error {

@@ -132,7 +132,9 @@ pub struct Extractor {
 }
 
 fn tok_err(path: &std::path::Path) -> impl Fn(tokenizers::Error) -> Error + '_ {
-    move |e| Error::Io { path: path.display().to_string(), reason: format!("tokenizer: {e}") }
+    move |e| {
+        Error::from(chorus_core::FileError::Io { path: path.display().to_string(), reason: format!("tokenizer: {e}") })
+    }
 }
 
 fn find_token(tok: &Tokenizer, names: &[&str], what: &str) -> Result<(String, u32)> {
@@ -153,12 +155,15 @@ pub fn load_tokenizer(path: &std::path::Path) -> Result<Tokenizer> {
 
 #[cfg(not(target_family = "wasm"))]
 fn read_json(path: &std::path::Path) -> Result<Json> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
-    serde_json::from_str(&text).map_err(|e| Error::Parse {
-        file: path.display().to_string(),
-        line: e.line(),
-        reason: e.to_string(),
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::from(chorus_core::FileError::Io { path: path.display().to_string(), reason: e.to_string() })
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        Error::from(chorus_core::FileError::Parse {
+            file: path.display().to_string(),
+            line: e.line(),
+            reason: e.to_string(),
+        })
     })
 }
 
@@ -296,15 +301,17 @@ impl Extractor {
     pub fn open(dir: &std::path::Path, dev: &Device) -> Result<Self> {
         let meta_path = dir.join("mvre.json");
         if !meta_path.exists() {
-            return Err(Error::Io {
+            return Err(Error::from(chorus_core::FileError::Io {
                 path: meta_path.display().to_string(),
                 reason: "missing: not an MVRE checkpoint (train one with `chorus extract train`)".into(),
-            });
+            }));
         }
-        let meta: Meta = serde_json::from_value(read_json(&meta_path)?).map_err(|e| Error::Parse {
-            file: meta_path.display().to_string(),
-            line: 1,
-            reason: e.to_string(),
+        let meta: Meta = serde_json::from_value(read_json(&meta_path)?).map_err(|e| {
+            Error::from(chorus_core::FileError::Parse {
+                file: meta_path.display().to_string(),
+                line: 1,
+                reason: e.to_string(),
+            })
         })?;
         if meta.format != FORMAT {
             return Err(Error::config("mvre.json format", format!("{} (this build reads {FORMAT})", meta.format)));
@@ -357,7 +364,7 @@ impl Extractor {
 
     /// Writes the checkpoint into `dir`, every file through a temporary name and a rename.
     #[cfg(not(target_family = "wasm"))]
-    pub fn save(&self, dir: &std::path::Path) -> Result<()> {
+    pub fn save(&self, dir: &std::path::Path, force: bool) -> Result<()> {
         let mut tensors = self.model.bert().hf_tensors();
         let (w, b) = self.model.gate_tensors();
         let m = self.meta.views;
@@ -373,6 +380,7 @@ impl Extractor {
             dir,
             tensors,
             &[("config.json", &cfg), ("tokenizer.json", tok.as_bytes()), ("mvre.json", &meta)],
+            force,
         )?;
         Ok(())
     }

@@ -237,7 +237,7 @@ impl MergeConfig {
     /// Parses and validates YAML text; `file` names it in errors, relative model paths resolve against
     /// `dir`.
     pub fn from_yaml(text: &str, file: &Path, dir: &Path) -> Result<Self> {
-        let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| {
+        let raw: RawConfig = serde_yaml_ng::from_str(text).map_err(|e| {
             let at = e.location().map(|l| format!(" (line {}, column {})", l.line(), l.column())).unwrap_or_default();
             cfg_err(file, "yaml", format!("{e}{at}"))
         })?;

@@ -33,6 +33,10 @@ pub enum Error {
         /// The cause.
         reason: String,
     },
+    /// An output that exists (without `force`), overlaps an input, or could not be written.
+    #[cfg(not(target_family = "wasm"))]
+    #[error(transparent)]
+    Output(#[from] chorus_core::output::OutputError),
 }
 
 /// Result alias.

@@ -33,14 +33,12 @@ pub struct SeededMasks {
     pub seed: u64,
 }
 
-/// FNV-1a, so a tensor's stream depends on its name and not on where it sits in the files.
-fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
-}
-
 impl Masks for SeededMasks {
     fn mask(&mut self, model: usize, tensor: &str, n: usize, density: f64) -> Result<Vec<bool>> {
-        let mut rng = Rng::new(self.seed ^ fnv1a(tensor) ^ (model as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        // FNV-1a of the name: a tensor's stream depends on its name, not on where it sits in the files.
+        let mut rng = Rng::new(
+            self.seed ^ chorus_core::hash::fnv1a_str(tensor) ^ (model as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         Ok((0..n).map(|_| rng.next_f64() < density).collect())
     }
 }

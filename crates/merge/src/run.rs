@@ -17,6 +17,8 @@ use crate::writer::{ShardPlan, ShardWriter};
 pub struct RunOptions<'a> {
     /// Largest shard, bytes of tensor data (mergekit's default is 5 × 10⁹).
     pub shard_bytes: u64,
+    /// Replace an existing, non-empty `out` (otherwise refused before any work).
+    pub force: bool,
     /// Where DARE's keep masks come from.
     pub masks: &'a mut dyn Masks,
     /// Called after each tensor with (tensors done, tensors in all, name).
@@ -52,9 +54,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Merges into `out`, which must not exist. On error nothing is left at `out` (nor in its temporary).
+/// Merges into `out` (refused when it exists and is not empty, unless `opts.force`, and always when it
+/// overlaps an input). On error nothing is left at `out` (nor in its temporary) and a replaced `out` is
+/// untouched.
 pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
     let t0 = Instant::now();
+    let inputs: Vec<&Path> =
+        cfg.base.iter().map(PathBuf::as_path).chain(cfg.models.iter().map(|m| m.path.as_path())).collect();
+    chorus_core::output::check(out, &inputs, opts.force)?;
     let base = cfg.base.as_deref().map(Input::open).transpose()?;
     let models: Vec<Input> = cfg.models.iter().map(|m| Input::open(&m.path)).collect::<Result<_>>()?;
     // The reference model decides the tensor list and the companion files.
@@ -62,7 +69,7 @@ pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
     let others: Vec<&Input> = base.iter().chain(&models).collect();
     let tensors = common_tensors(reference, &others)?;
     let companions = reference.companion_files()?;
-    let mut summary = in_temp_dir(out, |tmp| {
+    let mut summary = chorus_core::output::write_dir(out, opts.force, |tmp| {
         for (name, bytes) in &companions {
             let p = tmp.join(name);
             std::fs::write(&p, bytes).map_err(|e| Error::Io { path: p.clone(), reason: e.to_string() })?;
@@ -109,7 +116,7 @@ pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
         let p = tmp.join("chorus_merge.json");
         std::fs::write(&p, serde_json::to_vec_pretty(cfg).unwrap_or_default())
             .map_err(|e| Error::Io { path: p.clone(), reason: e.to_string() })?;
-        Ok(Summary {
+        Ok::<_, Error>(Summary {
             method: cfg.method,
             out: out.to_path_buf(),
             tensors: tensors.len(),
@@ -123,29 +130,6 @@ pub fn run(cfg: &MergeConfig, out: &Path, opts: RunOptions) -> Result<Summary> {
     summary.seconds = t0.elapsed().as_secs_f64();
     summary.peak_rss_bytes = peak_rss_bytes();
     Ok(summary)
-}
-
-/// Runs `fill` on a fresh temporary folder beside `out` and renames it to `out` when `fill` succeeds;
-/// on failure the temporary is removed, so nothing is ever left half-written at `out`.
-pub(crate) fn in_temp_dir<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
-    if out.exists() {
-        return Err(Error::Io { path: out.to_path_buf(), reason: "already exists (choose a new folder)".into() });
-    }
-    let tmp = PathBuf::from(format!("{}.tmp-{}", out.display(), std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::Io { path: tmp.clone(), reason: e.to_string() })?;
-    match fill(&tmp) {
-        Ok(v) => match std::fs::rename(&tmp, out) {
-            Ok(()) => Ok(v),
-            Err(e) => {
-                std::fs::remove_dir_all(&tmp).ok();
-                Err(Error::Io { path: out.to_path_buf(), reason: e.to_string() })
-            }
-        },
-        Err(e) => {
-            std::fs::remove_dir_all(&tmp).ok();
-            Err(e)
-        }
-    }
 }
 
 /// The tensors of `reference` (sorted naturally), after checking that every model in `others` has each of

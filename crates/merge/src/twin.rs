@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 #[cfg(not(target_family = "wasm"))]
 use crate::input::Input;
 #[cfg(not(target_family = "wasm"))]
-use crate::run::{common_tensors, in_temp_dir, peak_rss_bytes};
+use crate::run::{common_tensors, peak_rss_bytes};
 #[cfg(not(target_family = "wasm"))]
 use crate::writer::{ShardPlan, ShardWriter};
 
@@ -114,6 +114,8 @@ pub struct TwinOptions {
     pub dtype: Dtype,
     /// Largest shard, bytes.
     pub shard_bytes: u64,
+    /// Replace an existing, non-empty `out` (otherwise refused before any work).
+    pub force: bool,
 }
 
 impl Default for TwinOptions {
@@ -124,6 +126,7 @@ impl Default for TwinOptions {
             exclude: Vec::new(),
             dtype: Dtype::Float32,
             shard_bytes: 5_000_000_000,
+            force: false,
         }
     }
 }
@@ -239,6 +242,8 @@ pub fn build(
     if experts.is_empty() {
         return Err(bad("--expert", "at least one expert is needed".into()));
     }
+    let inputs: Vec<&Path> = std::iter::once(base).chain(experts.iter().map(|(_, p)| p.as_path())).collect();
+    chorus_core::output::check(out, &inputs, opts.force)?;
     for (i, (name, _)) in experts.iter().enumerate() {
         if name.is_empty() || name.contains('/') || experts[..i].iter().any(|(n, _)| n == name) {
             return Err(bad("--expert", format!("task name {name:?} is empty, has a '/', or is repeated")));
@@ -299,7 +304,7 @@ pub fn build(
         tensors: entries,
     };
 
-    let mut summary = in_temp_dir(out, |tmp| {
+    let mut summary = chorus_core::output::write_dir(out, opts.force, |tmp| {
         let shared_dir = tmp.join("shared");
         let twin_dir = tmp.join("twin");
         for d in [&shared_dir, &twin_dir] {
@@ -361,7 +366,7 @@ pub fn build(
         let text =
             serde_json::to_vec_pretty(&meta).map_err(|e| Error::Io { path: p.clone(), reason: e.to_string() })?;
         std::fs::write(&p, text).map_err(|e| Error::Io { path: p.clone(), reason: e.to_string() })?;
-        Ok(TwinSummary {
+        Ok::<_, Error>(TwinSummary {
             out: out.to_path_buf(),
             tasks: experts.len(),
             tensors: meta.tensors.len(),

@@ -44,7 +44,12 @@ fn every_method_matches_mergekit() {
         let s = run(
             &cfg,
             &out,
-            RunOptions { shard_bytes: 5_000_000_000, masks: &mut masks, progress: &mut |_, _, _| seen += 1 },
+            RunOptions {
+                force: false,
+                shard_bytes: 5_000_000_000,
+                masks: &mut masks,
+                progress: &mut |_, _, _| seen += 1,
+            },
         )
         .unwrap();
         assert_eq!(s.tensors, 21);
@@ -77,7 +82,12 @@ fn seeded_dare_is_reproducible() {
         run(
             &cfg,
             &out,
-            RunOptions { shard_bytes: 4096, masks: &mut SeededMasks { seed: 3 }, progress: &mut |_, _, _| {} },
+            RunOptions {
+                force: false,
+                shard_bytes: 4096,
+                masks: &mut SeededMasks { seed: 3 },
+                progress: &mut |_, _, _| {},
+            },
         )
         .unwrap();
         let set = SafetensorsSet::open_dir(&out).unwrap();
@@ -90,7 +100,12 @@ fn seeded_dare_is_reproducible() {
 
 /// The error of a seeded merge that must fail.
 fn seeded_error(cfg: &MergeConfig, out: &Path) -> String {
-    let opts = RunOptions { shard_bytes: 1 << 30, masks: &mut SeededMasks { seed: 0 }, progress: &mut |_, _, _| {} };
+    let opts = RunOptions {
+        force: false,
+        shard_bytes: 1 << 30,
+        masks: &mut SeededMasks { seed: 0 },
+        progress: &mut |_, _, _| {},
+    };
     run(cfg, out, opts).unwrap_err().to_string()
 }
 
@@ -157,7 +172,12 @@ fn gguf_inputs_make_a_loadable_hf_folder() {
     run(
         &cfg,
         &out,
-        RunOptions { shard_bytes: 20_000, masks: &mut SeededMasks { seed: 0 }, progress: &mut |_, _, _| {} },
+        RunOptions {
+            force: false,
+            shard_bytes: 20_000,
+            masks: &mut SeededMasks { seed: 0 },
+            progress: &mut |_, _, _| {},
+        },
     )
     .unwrap();
     assert!(out.join("model.safetensors.index.json").exists(), "small shards: an index");

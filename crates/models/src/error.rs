@@ -108,6 +108,10 @@ pub enum Error {
     /// Reading a tensor back from the device failed.
     #[error("device read-back failed: {0}")]
     Device(String),
+    /// An output that exists (without `force`), overlaps an input, or could not be written.
+    #[cfg(not(target_family = "wasm"))]
+    #[error(transparent)]
+    Output(#[from] chorus_core::output::OutputError),
 }
 
 /// Result alias for the models crate.

@@ -1,6 +1,6 @@
-//! Writing a model folder (`model.safetensors` in f32 plus side files such as `config.json` and
-//! `tokenizer.json`) so that a failed save never leaves a half-written file: every file goes through a
-//! temporary name in the same folder and a rename.
+//! Writing a model folder (`model.safetensors` in f32 or f16 plus side files such as `config.json` and
+//! `tokenizer.json`) as one unit through the shared safe-output helper: a failed save never leaves a
+//! half-written folder and never replaces an existing one without `force`.
 
 use burn::tensor::Tensor;
 
@@ -48,30 +48,26 @@ fn serialize(tensors: Vec<Named>, file: &str, half: bool) -> Result<Vec<u8>> {
     safetensors::serialize(views, None).map_err(|e| st_err(e.to_string()))
 }
 
-/// Writes `model.safetensors` from `tensors` and the side `files` (name, bytes) into `dir` (created), each
-/// through a temporary name and a rename.
+/// Writes the folder `dir`: `model.safetensors` from `tensors` and the side `files` (name, bytes). See
+/// [`write_files`] for how existing folders and failures are handled.
 #[cfg(not(target_family = "wasm"))]
-pub fn write_model_dir(dir: &std::path::Path, tensors: Vec<Named>, files: &[(&str, &[u8])]) -> Result<()> {
+pub fn write_model_dir(dir: &std::path::Path, tensors: Vec<Named>, files: &[(&str, &[u8])], force: bool) -> Result<()> {
     let st = safetensors_bytes(tensors, &dir.join("model.safetensors").display().to_string())?;
     let all: Vec<(&str, &[u8])> =
         std::iter::once(("model.safetensors", st.as_slice())).chain(files.iter().copied()).collect();
-    write_files(dir, &all)
+    write_files(dir, &all, force)
 }
 
-/// Writes each (name, bytes) into `dir` (created) through a temporary name in the same folder and a rename, so
-/// a failed write never leaves a half-written file under the final name.
+/// Writes the folder `dir` holding exactly `files` (name, bytes), built under a temporary sibling and moved
+/// into place when complete ([`chorus_core::output::write_dir`]): an existing non-empty `dir` is replaced
+/// only with `force`, and a failure leaves it as it was.
 #[cfg(not(target_family = "wasm"))]
-pub fn write_files(dir: &std::path::Path, files: &[(&str, &[u8])]) -> Result<()> {
-    let io = |p: &std::path::Path, err| Error::Io { path: p.display().to_string(), err };
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-    for (name, data) in files {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, data).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            io(&tmp, e)
-        })?;
-        std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-    }
-    Ok(())
+pub fn write_files(dir: &std::path::Path, files: &[(&str, &[u8])], force: bool) -> Result<()> {
+    chorus_core::output::write_dir(dir, force, |tmp| {
+        for (name, data) in files {
+            let path = tmp.join(name);
+            std::fs::write(&path, data).map_err(|err| Error::Io { path: path.display().to_string(), err })?;
+        }
+        Ok(())
+    })
 }

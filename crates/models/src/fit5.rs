@@ -542,10 +542,10 @@ impl FiT5 {
         out
     }
 
-    /// Writes `config.json`, `model.safetensors` (f32) and `tokenizer.json` into `dir` (created); each file
-    /// goes through a temporary name and a rename, so a failed save leaves no half-written file.
+    /// Writes the folder `dir` with `config.json`, `model.safetensors` (f32) and `tokenizer.json`, as one unit
+    /// ([`crate::export::write_files`]: an existing non-empty `dir` is replaced only with `force`).
     #[cfg(not(target_family = "wasm"))]
-    pub fn save(&self, dir: &std::path::Path, tokenizer_json: &[u8]) -> Result<()> {
+    pub fn save(&self, dir: &std::path::Path, tokenizer_json: &[u8], force: bool) -> Result<()> {
         let named = self
             .hf_tensors()
             .into_iter()
@@ -559,6 +559,6 @@ impl FiT5 {
             .collect();
         let cfg = serde_json::to_vec_pretty(&self.cfg.to_json())
             .map_err(|e| Error::Json { file: "config.json".into(), reason: e.to_string() })?;
-        crate::export::write_model_dir(dir, named, &[("tokenizer.json", tokenizer_json), ("config.json", &cfg)])
+        crate::export::write_model_dir(dir, named, &[("tokenizer.json", tokenizer_json), ("config.json", &cfg)], force)
     }
 }

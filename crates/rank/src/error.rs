@@ -4,24 +4,9 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{path}: {reason}")]
-    Io {
-        /// File at fault.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A line of a TSV/TREC file is malformed.
-    #[error("{file}:{line}: {reason}")]
-    Parse {
-        /// File at fault.
-        file: String,
-        /// 1-based line number.
-        line: usize,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// Reading or parsing a file failed (names the file and line).
+    #[error(transparent)]
+    File(#[from] chorus_core::FileError),
     /// One query could not be re-ranked (the others are unaffected).
     #[error("query '{qid}': {reason}")]
     Query {
@@ -41,6 +26,10 @@ pub enum Error {
     /// Loading or running the model failed.
     #[error(transparent)]
     Model(#[from] chorus_models::Error),
+    /// An output that exists (without `force`), overlaps an input, or could not be written.
+    #[cfg(not(target_family = "wasm"))]
+    #[error(transparent)]
+    Output(#[from] chorus_core::output::OutputError),
 }
 
 /// Result alias for the rank crate.

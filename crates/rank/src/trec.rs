@@ -3,7 +3,7 @@
 //! qrels (`qid 0 docid rel`, or `qid docid rel`), and run-file output in trec_eval's order.
 //!
 //! Parsers take the text and the file name so every error names `file:line`; loaders read files; the
-//! writer replaces its output atomically.
+//! writer is the shared safe-output helper (`chorus_core::output`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -34,7 +34,7 @@ fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 }
 
 fn perr(file: &str, line: usize, reason: impl Into<String>) -> Error {
-    Error::Parse { file: file.into(), line, reason: reason.into() }
+    chorus_core::FileError::Parse { file: file.into(), line, reason: reason.into() }.into()
 }
 
 /// Parses `qid<TAB>text` lines.
@@ -151,7 +151,8 @@ pub fn parse_qrels(file: &str, text: &str) -> Result<Qrels> {
 
 /// Reads a file as UTF-8, naming it in errors.
 pub fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
+    std::fs::read_to_string(path)
+        .map_err(|e| chorus_core::FileError::Io { path: path.display().to_string(), reason: e.to_string() }.into())
 }
 
 /// Loads and parses one input file with `parse(file_name, text)`.
@@ -175,20 +176,6 @@ pub fn format_run(run: &Run, tag: &str) -> String {
         }
     }
     s
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so readers never see
-/// a half-written file and a failure leaves the old one in place.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |p: &Path, e: std::io::Error| Error::Io { path: p.display().to_string(), reason: e.to_string() };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        std::fs::remove_file(&tmp).ok();
-        io(path, e)
-    })
 }
 
 #[cfg(test)]
@@ -228,19 +215,5 @@ mod tests {
         let s = format_run(&run, "fit5");
         assert_eq!(s, "7 Q0 c 1 2.000000 fit5\n7 Q0 b 2 2.000000 fit5\n7 Q0 a 3 1.000000 fit5\n");
         assert_eq!(parse_run("s", &s).unwrap()["7"][0].0, "c");
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_files() {
-        let dir = std::env::temp_dir().join(format!("chorus-trec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("run.trec");
-        write_atomic(&p, b"one\n").unwrap();
-        write_atomic(&p, b"two\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "two\n");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left behind");
-        let e = write_atomic(&dir.join("missing/run.trec"), b"x").unwrap_err().to_string();
-        assert!(e.contains("missing"), "{e}");
-        std::fs::remove_dir_all(&dir).ok();
     }
 }

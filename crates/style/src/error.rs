@@ -4,30 +4,19 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A file could not be read or written.
-    #[error("{path}: {reason}")]
-    Io {
-        /// File at fault.
-        path: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A record is malformed.
-    #[error("{file}:{line}: {reason}")]
-    Parse {
-        /// File at fault.
-        file: String,
-        /// 1-based line of the record's start.
-        line: usize,
-        /// What is wrong.
-        reason: String,
-    },
+    /// Reading or parsing a file failed (names the file and line).
+    #[error(transparent)]
+    File(#[from] chorus_core::FileError),
     /// An input sentence cannot be used.
     #[error("input: {0}")]
     Input(String),
     /// The compute device failed (a tensor could not be read back).
     #[error("device: {0}")]
     Device(String),
+    /// An output that exists (without `force`), overlaps an input, or could not be written.
+    #[cfg(not(target_family = "wasm"))]
+    #[error(transparent)]
+    Output(#[from] chorus_core::output::OutputError),
 }
 
 /// A float tensor's values on the host.

@@ -195,7 +195,7 @@ impl Restyler {
 
     /// Reads a model from its three files' contents (`name` labels errors).
     pub fn from_bytes(name: &str, weights: FileBytes, vocab: &str, meta: &str, dev: &Device) -> Result<Self> {
-        let meta: Meta = serde_json::from_str(meta).map_err(|e| Error::Parse {
+        let meta: Meta = serde_json::from_str(meta).map_err(|e| chorus_core::FileError::Parse {
             file: format!("{name}/restyle.json"),
             line: e.line(),
             reason: e.to_string(),
@@ -216,7 +216,7 @@ impl Restyler {
         }
         let file = format!("{name}/model.safetensors");
         let set = SafetensorsSet::from_shards(vec![(file.clone(), weights)])
-            .map_err(|e| Error::Io { path: file.clone(), reason: e.to_string() })?;
+            .map_err(|e| chorus_core::FileError::Io { path: file.clone(), reason: e.to_string() })?;
         let plain = dev.clone().inner();
         let ae = Autoencoder::load(&set, &file, &meta.ae, &plain)?;
         let net = StyleNet::load(&set, &file, &meta.net, &plain)?;
@@ -232,31 +232,34 @@ impl Restyler {
     #[cfg(not(target_family = "wasm"))]
     pub fn open(dir: &std::path::Path, dev: &Device) -> Result<Self> {
         let read = |n: &str| {
-            std::fs::read_to_string(dir.join(n))
-                .map_err(|e| Error::Io { path: dir.join(n).display().to_string(), reason: e.to_string() })
+            std::fs::read_to_string(dir.join(n)).map_err(|e| chorus_core::FileError::Io {
+                path: dir.join(n).display().to_string(),
+                reason: e.to_string(),
+            })
         };
         let st = dir.join("model.safetensors");
-        let weights =
-            FileBytes::open(&st).map_err(|e| Error::Io { path: st.display().to_string(), reason: e.to_string() })?;
+        let weights = FileBytes::open(&st)
+            .map_err(|e| chorus_core::FileError::Io { path: st.display().to_string(), reason: e.to_string() })?;
         Self::from_bytes(&dir.display().to_string(), weights, &read("vocab.txt")?, &read("restyle.json")?, dev)
     }
 
-    /// Writes the three files into `dir` (each via a temporary name and a rename); `half` stores f16 weights.
+    /// Writes the folder `dir` with its three files as one unit (an existing non-empty `dir` is replaced only
+    /// with `force`); `half` stores f16 weights.
     #[cfg(not(target_family = "wasm"))]
-    pub fn save(&self, dir: &std::path::Path, half: bool) -> Result<()> {
+    pub fn save(&self, dir: &std::path::Path, half: bool, force: bool) -> Result<()> {
         let mut tensors = self.ae.tensors();
         tensors.extend(self.net.tensors());
         let meta = serde_json::to_string_pretty(&self.meta).map_err(|e| Error::Input(e.to_string()))?;
-        let io = |reason: String| Error::Io { path: dir.display().to_string(), reason };
+        let io = |reason: String| Error::from(chorus_core::FileError::Io { path: dir.display().to_string(), reason });
         let vocab = self.vocab.to_text();
         let files: [(&str, &[u8]); 2] = [("vocab.txt", vocab.as_bytes()), ("restyle.json", meta.as_bytes())];
         if half {
             let st = chorus_models::export::safetensors_bytes_f16(tensors, "model.safetensors")
                 .map_err(|e| io(e.to_string()))?;
             let all: Vec<(&str, &[u8])> = std::iter::once(("model.safetensors", st.as_slice())).chain(files).collect();
-            chorus_models::export::write_files(dir, &all).map_err(|e| io(e.to_string()))
+            chorus_models::export::write_files(dir, &all, force).map_err(|e| io(e.to_string()))
         } else {
-            chorus_models::export::write_model_dir(dir, tensors, &files).map_err(|e| io(e.to_string()))
+            chorus_models::export::write_model_dir(dir, tensors, &files, force).map_err(|e| io(e.to_string()))
         }
     }
 

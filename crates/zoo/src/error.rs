@@ -24,6 +24,10 @@ pub enum Error {
     /// A tensor could not be read back from the device.
     #[error("device: {0}")]
     Device(String),
+    /// An output that exists (without `force`), overlaps an input, or could not be written.
+    #[cfg(not(target_family = "wasm"))]
+    #[error(transparent)]
+    Output(#[from] chorus_core::output::OutputError),
 }
 
 /// Result with the zoo's [`Error`].

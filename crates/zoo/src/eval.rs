@@ -16,8 +16,7 @@ use crate::error::{Error, Result};
 use crate::family::{Manifest, member_name};
 use crate::tasks::{Example, Task};
 
-/// Split of the task generators used for testing (training uses split 0).
-pub const TEST_SPLIT: u64 = 2;
+pub use crate::tasks::TEST_SPLIT;
 
 /// Exact-match accuracy (0–100) of every method on one task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +100,7 @@ fn merging_rows(
             let cfg = chorus_merge::MergeConfig::from_yaml(&yml, Path::new(name), Path::new("")).map_err(merr)?;
             let out = tmp.join(format!("m{k}"));
             let opts = chorus_merge::RunOptions {
+                force: false,
                 shard_bytes: u64::MAX,
                 masks: &mut chorus_merge::methods::SeededMasks { seed: manifest.spec.seed },
                 progress: &mut |_, _, _| {},
@@ -343,7 +343,7 @@ mod tests {
         let spec = crate::family::tests::micro_spec();
         let out = std::env::temp_dir().join(format!("chorus-zoo-eval-{}", std::process::id()));
         std::fs::remove_dir_all(&out).ok();
-        crate::family::train_family(&spec, &out, &mut |_| {}).unwrap();
+        crate::family::train_family(&spec, &out, false, &mut |_| {}).unwrap();
         let r = evaluate(&out, 3, &mut |_| {}).unwrap();
         assert_eq!(r.single.len(), 2);
         assert_eq!(r.single[0].scores.len(), 6);

@@ -2,7 +2,7 @@
 //! one multi-task large fine-tune on the seen tasks), their sizes and schedules, and the run that trains
 //! and exports them all into one folder, written under a temporary name and renamed into place.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::tensor::Device;
@@ -123,25 +123,11 @@ pub fn member_name(large: bool, role: &str) -> String {
     format!("{}-{role}", if large { "large" } else { "small" })
 }
 
-/// Trains every member and exports it under `out` (which must not exist yet); `log` receives progress
-/// lines. On error nothing is left at `out`.
-pub fn train_family(spec: &FamilySpec, out: &Path, log: &mut dyn FnMut(&str)) -> Result<Manifest> {
-    let io = |path: &Path, e: std::io::Error| Error::Io { path: path.to_path_buf(), reason: e.to_string() };
-    if out.exists() {
-        return Err(Error::Io { path: out.to_path_buf(), reason: "already exists (choose a new folder)".into() });
-    }
-    let tmp = PathBuf::from(format!("{}.tmp-{}", out.display(), std::process::id()));
-    let result = build(spec, &tmp, log);
-    match result {
-        Ok(m) => {
-            std::fs::rename(&tmp, out).map_err(|e| io(out, e))?;
-            Ok(m)
-        }
-        Err(e) => {
-            std::fs::remove_dir_all(&tmp).ok();
-            Err(e)
-        }
-    }
+/// Trains every member and exports it under `out` (an existing non-empty `out` is refused unless
+/// `force`); `log` receives progress lines. On error nothing is left at `out`, and what was there is kept.
+pub fn train_family(spec: &FamilySpec, out: &Path, force: bool, log: &mut dyn FnMut(&str)) -> Result<Manifest> {
+    chorus_core::output::check(out, &[], force)?;
+    chorus_core::output::write_dir(out, force, |tmp| build(spec, tmp, log))
 }
 
 fn build(spec: &FamilySpec, dir: &Path, log: &mut dyn FnMut(&str)) -> Result<Manifest> {
@@ -296,7 +282,7 @@ pub(crate) mod tests {
         let out = std::env::temp_dir().join(format!("chorus-zoo-family-{}", std::process::id()));
         std::fs::remove_dir_all(&out).ok();
         let mut lines = Vec::new();
-        let m = train_family(&spec, &out, &mut |l| lines.push(l.to_string())).unwrap();
+        let m = train_family(&spec, &out, false, &mut |l| lines.push(l.to_string())).unwrap();
         let names: Vec<&str> = m.members.iter().map(|x| x.name.as_str()).collect();
         assert_eq!(
             names,
@@ -308,7 +294,7 @@ pub(crate) mod tests {
             assert!(x.bytes > 0 && x.final_loss.is_finite());
         }
         assert!(out.join("family.json").exists() && !lines.is_empty());
-        let err = train_family(&spec, &out, &mut |_| {}).unwrap_err().to_string();
+        let err = train_family(&spec, &out, false, &mut |_| {}).unwrap_err().to_string();
         assert!(err.contains("already exists"), "{err}");
         assert!(out.join("family.json").exists());
         std::fs::remove_dir_all(&out).ok();

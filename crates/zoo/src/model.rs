@@ -261,8 +261,6 @@ impl ZooModel {
         dir: &Path,
         dtype: StoreDtype,
     ) -> Result<()> {
-        let io = |path: &Path, e: std::io::Error| Error::Io { path: path.to_path_buf(), reason: e.to_string() };
-        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         let tensors = self.hf_tensors()?;
         let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
             .into_iter()
@@ -290,14 +288,11 @@ impl ZooModel {
             .map_err(|e| Error::Io { path: dir.join("model.safetensors"), reason: e.to_string() })?;
         let config = serde_json::to_vec_pretty(&cfg.hf_config_json(bos, eos))
             .map_err(|e| Error::Io { path: dir.join("config.json"), reason: e.to_string() })?;
-        for (name, data) in
-            [("config.json", config.as_slice()), ("tokenizer.json", tokenizer_json), ("model.safetensors", &st)]
-        {
-            let path = dir.join(name);
-            let tmp = dir.join(format!(".{name}.tmp"));
-            std::fs::write(&tmp, data).map_err(|e| io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
-        }
+        let files =
+            [("config.json", config.as_slice()), ("tokenizer.json", tokenizer_json), ("model.safetensors", &st)];
+        // The member's folder is written whole; the family run builds it inside its own temporary folder.
+        chorus_models::export::write_files(dir, &files, true)
+            .map_err(|e| Error::Io { path: dir.to_path_buf(), reason: e.to_string() })?;
         Ok(())
     }
 }

@@ -84,7 +84,7 @@ pub fn train_pack_router(pack: &Path, data: &[(usize, String)], tc: &RouterTrain
     let feats = twin.features(&prompts).map_err(dev)?;
     let (router, cfg, rep) =
         train_router(&feats, &labels, twin.pack.meta.tasks.len(), tc, &mut |_, _, _| {}).map_err(dev)?;
-    router.save(&cfg, &rep, pack).map_err(dev)?;
+    router.save(&cfg, &rep, pack, false).map_err(dev)?;
     twin.router = Some(router);
     Ok(twin)
 }
