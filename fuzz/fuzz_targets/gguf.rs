@@ -1,15 +1,7 @@
-//! Fuzzes the GGUF reader end to end: parse, build config + tokenizer, decode every tensor.
+//! `cargo fuzz run gguf`: the body is `cases::gguf`, which CI also runs over a bounded corpus.
 #![no_main]
 
-use chorus_models::{FileBytes, GgufFile, ModelFiles};
-use libfuzzer_sys::fuzz_target;
+#[path = "../cases.rs"]
+mod cases;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(g) = GgufFile::parse("fuzz.gguf", FileBytes::from_vec(data.to_vec())) {
-        let names: Vec<String> = g.tensors.iter().map(|t| t.name.clone()).collect();
-        for n in &names {
-            let _ = g.dequantize(n);
-        }
-        let _ = ModelFiles::from_gguf(g);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cases::gguf(data));

@@ -1,10 +1,7 @@
-//! Fuzzes the merge YAML parser: any input gives a configuration or an error, never a panic.
+//! `cargo fuzz run merge_config`: the body is `cases::merge_config`, which CI also runs over a bounded corpus.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[path = "../cases.rs"]
+mod cases;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = chorus_merge::MergeConfig::from_yaml(text, std::path::Path::new("fuzz.yml"), std::path::Path::new("/"));
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cases::merge_config(data));

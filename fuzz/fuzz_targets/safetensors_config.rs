@@ -1,16 +1,7 @@
-//! Fuzzes HF config.json parsing and safetensors shard indexing/decoding.
+//! `cargo fuzz run safetensors_config`: the body is `cases::safetensors_config`, which CI also runs over a bounded corpus.
 #![no_main]
 
-use chorus_models::source::{SafetensorsSet, hf_config};
-use chorus_models::FileBytes;
-use libfuzzer_sys::fuzz_target;
+#[path = "../cases.rs"]
+mod cases;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = hf_config("config.json", data);
-    if let Ok(set) = SafetensorsSet::from_shards(vec![("model.safetensors".into(), FileBytes::from_vec(data.to_vec()))]) {
-        let names: Vec<String> = set.index.keys().cloned().collect();
-        for n in names {
-            let _ = set.get(&n);
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cases::safetensors_config(data));

@@ -10,6 +10,8 @@ mod decoder;
 mod hf;
 // Fused decoding (DLF) on SmolLM2: self-transfer, null expert, batch independence, tokenizer check.
 mod fusion;
+// Hostile files: declared sizes refused by name; the fuzz targets' bodies over a bounded mutated corpus.
+mod fuzz;
 // GGUF reader: corrupt, truncated and unsupported inputs give errors that name the problem.
 mod gguf;
 // GPU kernels against their chorus-core references (lavapipe in CI).

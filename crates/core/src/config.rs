@@ -33,6 +33,11 @@ impl Architecture {
     }
 }
 
+/// The longest context a configuration may declare (16 Mi tokens): above every published model, and a
+/// guard against a file's `context_length` of 0xFFFFFFFF. The KV cache grows with the request, so a
+/// large declared context costs nothing until it is used.
+pub const MAX_CONTEXT: usize = 1 << 24;
+
 /// Hyper-parameters of a decoder-only transformer, in Hugging Face's vocabulary.
 ///
 /// Weights are always held in the HF layout (rows = output features, NeoX "half-split" RoPE); loaders
@@ -83,6 +88,22 @@ impl ModelConfig {
         ] {
             if v == 0 {
                 return bad(field, "must be positive".into());
+            }
+        }
+        // Upper bounds, far above every published model, so that a hostile or damaged file is refused by
+        // name before anything is sized from it (a count of 0xFFFFFFFF layers would otherwise allocate).
+        for (field, v, max) in [
+            ("vocab_size", self.vocab_size, 1 << 23),
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 20),
+            ("num_layers", self.num_layers, 1 << 12),
+            ("num_heads", self.num_heads, 1 << 12),
+            ("num_kv_heads", self.num_kv_heads, 1 << 12),
+            ("head_dim", self.head_dim, 1 << 12),
+            ("max_position_embeddings", self.max_position_embeddings, MAX_CONTEXT),
+        ] {
+            if v > max {
+                return bad(field, format!("{v} exceeds the limit of {max}"));
             }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use burn::tensor::{Device, Int, Tensor, TensorData, activation};
+use burn::tensor::{Device, Tensor, TensorData, activation};
 use chorus_core::ModelConfig;
 use chorus_core::qmatrix::QMatrix;
 
@@ -203,8 +203,9 @@ pub struct Decoder {
     layers: Vec<Layer>,
     norm: Tensor<1>,
     lm_head: Linear,
-    cos: Tensor<2>,
-    sin: Tensor<2>,
+    /// RoPE inverse frequencies; cos/sin are computed per call for the positions in use, so nothing is
+    /// sized by the model's (file-given) maximum context.
+    inv_freq: Vec<f32>,
     device: Device,
     /// Tasks whose deltas are attached (0: a plain model).
     tasks: usize,
@@ -340,15 +341,14 @@ impl Decoder {
         let head_name = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
         let lm_head = fused(&[(head_name.to_string(), c.vocab_size)], h, None)?;
         let norm = tensor1(files.require("model.norm.weight", &[h])?, device);
-        let (cos, sin) = rope_tables(&c, device);
+        let inv_freq = rope_inv_freq(&c);
         Ok(Self {
             config: c,
             embed,
             layers,
             norm,
             lm_head,
-            cos,
-            sin,
+            inv_freq,
             device: device.clone(),
             tasks: 0,
             kernel: None,
@@ -456,8 +456,7 @@ impl Decoder {
             layers,
             norm: norm(&self.norm, &self.norm_d),
             lm_head: self.lm_head.merged(&wt),
-            cos: self.cos.clone(),
-            sin: self.sin.clone(),
+            inv_freq: self.inv_freq.clone(),
             device: self.device.clone(),
             tasks: 0,
             kernel: None,
@@ -474,6 +473,16 @@ impl Decoder {
     /// Tasks whose deltas are attached.
     pub fn tasks(&self) -> usize {
         self.tasks
+    }
+
+    /// How the projections (each layer's q/k/v, output, gate/up and down, and the LM head) hold their
+    /// weights: `(integer-coded, all)`, where integer-coded ones are [`QMatrix`] blocks multiplied by
+    /// [`crate::qlinear::qmatmul`] and the rest f32 tensors on the device. Lets tests and reports check
+    /// that a [`WeightMode::keeps_blocks`] mode really took the quantized path (float-stored tensors fall
+    /// back to f32).
+    pub fn quantized_projections(&self) -> (usize, usize) {
+        let all = self.layers.iter().flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down]).chain([&self.lm_head]);
+        all.fold((0, 0), |(q, n), p| (q + usize::from(!p.q.is_empty()), n + 1))
     }
 
     /// The device the weights live on.
@@ -595,10 +604,10 @@ impl Decoder {
             None => (None, None),
         };
         let w_rows = w_rows.as_ref();
-        let pos = Tensor::<1, Int>::from_data(TensorData::new(pos, [b * t]), dev);
         let mask: Tensor<5> = Tensor::from_data(TensorData::new(mask, [b, 1, 1, t, s]), dev);
-        let cos = self.cos.clone().select(0, pos.clone()).reshape([b, 1, t, hd / 2]);
-        let sin = self.sin.clone().select(0, pos).reshape([b, 1, t, hd / 2]);
+        let (cos, sin) = rope_rows(&pos, &self.inv_freq);
+        let cos = Tensor::<4>::from_data(TensorData::new(cos, [b, 1, t, hd / 2]), dev);
+        let sin = Tensor::<4>::from_data(TensorData::new(sin, [b, 1, t, hd / 2]), dev);
         let scale = 1.0 / (hd as f64).sqrt();
 
         let mut x = tensor2(rows, [b * t, hsz], dev); // [B·T, H]
@@ -669,21 +678,25 @@ fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     Tensor::cat(vec![a, b], 3)
 }
 
-/// cos/sin of position · θ^(−2i/d), computed like transformers (f32 inverse frequencies).
-fn rope_tables(c: &ModelConfig, dev: &Device) -> (Tensor<2>, Tensor<2>) {
+/// RoPE inverse frequencies θ^(−2i/d) in f32, as transformers computes them.
+fn rope_inv_freq(c: &ModelConfig) -> Vec<f32> {
     let half = c.head_dim / 2;
-    let n = c.max_position_embeddings;
-    let inv: Vec<f32> = (0..half).map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.head_dim as f32)).collect();
-    let mut cos = Vec::with_capacity(n * half);
-    let mut sin = Vec::with_capacity(n * half);
-    for p in 0..n {
-        for &f in &inv {
+    (0..half).map(|i| 1.0 / c.rope_theta.powf((2 * i) as f32 / c.head_dim as f32)).collect()
+}
+
+/// cos/sin of position · inverse frequency for each of `pos` (row-major `[pos.len(), inv.len()]`), with
+/// transformers' f32 arithmetic: the same values a precomputed table would hold.
+fn rope_rows(pos: &[i64], inv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut cos = Vec::with_capacity(pos.len() * inv.len());
+    let mut sin = Vec::with_capacity(pos.len() * inv.len());
+    for &p in pos {
+        for &f in inv {
             let a = p as f32 * f;
             cos.push(a.cos());
             sin.push(a.sin());
         }
     }
-    (tensor2(cos, [n, half], dev), tensor2(sin, [n, half], dev))
+    (cos, sin)
 }
 
 /// Reads a `[rows, cols]` tensor back to the host (native: blocking).

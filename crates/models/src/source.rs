@@ -235,7 +235,41 @@ impl ModelFiles {
 
     /// Checks presence and shape of every needed tensor without decoding anything.
     fn check_shapes(&self) -> Result<()> {
-        self.config.validate().map_err(|err| Error::Core { file: self.path.clone(), err })?;
+        self.config.validate().map_err(|err| {
+            let err = match (err, &self.weights) {
+                // Name the GGUF key the value came from, not only its HF name.
+                (chorus_core::Error::Config { field, reason }, WeightSource::Gguf(g)) => {
+                    let arch = g.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("?");
+                    let key = gguf_config_key(&field).map(|k| format!("metadata '{arch}.{k}' ({field})"));
+                    chorus_core::Error::Config { field: key.unwrap_or(field), reason }
+                }
+                (err, _) => err,
+            };
+            Error::Core { file: self.path.clone(), err }
+        })?;
+        // A layer count above the layers the file holds is named as such (not as a missing tensor).
+        let last = format!("model.layers.{}.input_layernorm.weight", self.config.num_layers - 1);
+        let has_last = match &self.weights {
+            WeightSource::Gguf(g) => g.tensor(&gguf_name(&last)).is_some(),
+            WeightSource::Safetensors(s) => s.index.contains_key(&last),
+        };
+        if !has_last {
+            let field = match self.weights {
+                WeightSource::Gguf(_) => "block_count",
+                WeightSource::Safetensors(_) => "num_hidden_layers",
+            };
+            return Err(Error::Core {
+                file: self.path.clone(),
+                err: chorus_core::Error::Config {
+                    field: field.into(),
+                    reason: format!(
+                        "{} layers, but the file has no tensor {}",
+                        self.config.num_layers,
+                        self.stored_name(&last)
+                    ),
+                },
+            });
+        }
         for (name, shape) in self.expected_tensors() {
             let found = match &self.weights {
                 WeightSource::Gguf(g) => g.tensor(&gguf_name(&name)).map(|t| t.shape()),
@@ -329,6 +363,20 @@ fn unpermute_rows(v: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<
         }
     }
     out
+}
+
+/// The `{arch}.` metadata key that a [`ModelConfig`] field is read from.
+fn gguf_config_key(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "hidden_size" => "embedding_length",
+        "intermediate_size" => "feed_forward_length",
+        "num_layers" => "block_count",
+        "num_heads" => "attention.head_count",
+        "num_kv_heads" => "attention.head_count_kv",
+        "head_dim" => "attention.key_length",
+        "max_position_embeddings" => "context_length",
+        _ => return None,
+    })
 }
 
 fn gguf_config(g: &GgufFile) -> Result<ModelConfig> {
