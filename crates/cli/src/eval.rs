@@ -44,16 +44,18 @@ pub struct EvalFuseArgs {
     /// Seed of the question draw.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    backend: String,
+    #[command(flatten)]
+    device: crate::commands::DeviceArgs,
     /// Weight storage: auto (CPU: q16, wgpu: f32), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
     /// (GGUF blocks, inputs as two or one 8-bit planes).
     #[arg(long, default_value = "auto")]
     weights: String,
-    /// Write the results as JSON here (atomically).
+    /// Write the results as JSON here (atomically; an existing file is replaced only with --force).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(serde::Deserialize, Clone)]
@@ -93,6 +95,9 @@ fn solver_of(key: &str) -> Solver {
 }
 
 fn fuse(a: EvalFuseArgs) -> Result<()> {
+    if let Some(p) = &a.out {
+        chorus_core::output::check(p, &[], a.force)?;
+    }
     let data = match &a.data {
         Some(p) => p.clone(),
         None => crate::commands::chorus_home().join("data/mmlu.jsonl"),
@@ -110,7 +115,7 @@ fn fuse(a: EvalFuseArgs) -> Result<()> {
             bail!("subject {s:?} has no questions in {}", data.display());
         }
         // Fisher–Yates with the fixed seed, then the first N.
-        let mut rng = Rng::new(a.seed ^ fnv(s));
+        let mut rng = Rng::new(a.seed ^ chorus_core::hash::fnv1a_str(s));
         for i in (1..qs.len()).rev() {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             qs.swap(i, j);
@@ -120,8 +125,8 @@ fn fuse(a: EvalFuseArgs) -> Result<()> {
     }
     let total: usize = slices.iter().map(|(_, q)| q.len()).sum();
     eprintln!("loading {} and {}", a.large.display(), a.base.display());
-    let large = Arc::new(crate::commands::load(&a.large, &a.backend, &a.weights)?);
-    let base = Arc::new(crate::commands::load(&a.base, &a.backend, &a.weights)?);
+    let large = Arc::new(crate::commands::load(&a.large, a.device.backend, &a.weights)?);
+    let base = Arc::new(crate::commands::load(&a.base, a.device.backend, &a.weights)?);
     let tk = &large.files.tokenizer;
     let letters: Vec<u32> = ["A", "B", "C", "D"]
         .iter()
@@ -223,7 +228,7 @@ fn fuse(a: EvalFuseArgs) -> Result<()> {
         "large": a.large.display().to_string(),
         "base": a.base.display().to_string(),
         "weights": a.weights,
-        "backend": a.backend,
+        "backend": a.device.backend,
         "subjects": a.subjects,
         "questions": total,
         "seed": a.seed,
@@ -234,15 +239,11 @@ fn fuse(a: EvalFuseArgs) -> Result<()> {
     });
     eprintln!("mean α: {mean_alpha:?}");
     if let Some(out) = &a.out {
-        crate::fuse::write_atomic(out, serde_json::to_string_pretty(&j)?.as_bytes())?;
+        chorus_core::output::write_file(out, serde_json::to_string_pretty(&j)?.as_bytes(), a.force)?;
     }
     Ok(())
 }
 
 fn short(s: &str) -> String {
     s.split_whitespace().map(|w| w.chars().next().unwrap_or('?')).collect::<String>().to_uppercase()
-}
-
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }

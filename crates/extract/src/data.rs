@@ -69,10 +69,8 @@ fn span(v: &Json, keys: [&str; 2]) -> Option<(usize, usize)> {
 pub fn parse_tacred(file: &str, text: &str) -> Result<Vec<Example>> {
     let trimmed = text.trim_start();
     let records: Vec<(usize, Json)> = if trimmed.starts_with('[') {
-        let all: Vec<Json> = serde_json::from_str(text).map_err(|e| Error::Parse {
-            file: file.into(),
-            line: e.line(),
-            reason: e.to_string(),
+        let all: Vec<Json> = serde_json::from_str(text).map_err(|e| {
+            Error::from(chorus_core::FileError::Parse { file: file.into(), line: e.line(), reason: e.to_string() })
         })?;
         all.into_iter().enumerate().map(|(i, v)| (i + 1, v)).collect()
     } else {
@@ -80,10 +78,8 @@ pub fn parse_tacred(file: &str, text: &str) -> Result<Vec<Example>> {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
-                serde_json::from_str(l).map(|v| (i + 1, v)).map_err(|e| Error::Parse {
-                    file: file.into(),
-                    line: i + 1,
-                    reason: e.to_string(),
+                serde_json::from_str(l).map(|v| (i + 1, v)).map_err(|e| {
+                    Error::from(chorus_core::FileError::Parse { file: file.into(), line: i + 1, reason: e.to_string() })
                 })
             })
             .collect::<Result<_>>()?
@@ -91,7 +87,9 @@ pub fn parse_tacred(file: &str, text: &str) -> Result<Vec<Example>> {
     records
         .into_iter()
         .map(|(n, v)| {
-            let perr = |reason: &str| Error::Parse { file: file.into(), line: n, reason: reason.into() };
+            let perr = |reason: &str| {
+                Error::from(chorus_core::FileError::Parse { file: file.into(), line: n, reason: reason.into() })
+            };
             let tokens: Vec<String> = v
                 .get("token")
                 .and_then(Json::as_array)
@@ -127,7 +125,9 @@ pub fn parse_semeval(file: &str, text: &str) -> Result<Vec<Example>> {
             i += 1;
             continue;
         }
-        let perr = |line: usize, reason: String| Error::Parse { file: file.into(), line, reason };
+        let perr = |line: usize, reason: String| {
+            Error::from(chorus_core::FileError::Parse { file: file.into(), line, reason })
+        };
         let (id, sent) = l.split_once('\t').ok_or_else(|| perr(i + 1, "expected 'N<TAB>\"sentence\"'".into()))?;
         let label = lines.get(i + 1).map(|s| s.trim()).filter(|s| !s.is_empty());
         let label = label.ok_or_else(|| perr(i + 2, "missing the relation line after the sentence".into()))?;
@@ -217,8 +217,9 @@ impl Example {
 /// otherwise.
 #[cfg(not(target_family = "wasm"))]
 pub fn read_examples(path: &std::path::Path) -> Result<Vec<Example>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::from(chorus_core::FileError::Io { path: path.display().to_string(), reason: e.to_string() })
+    })?;
     let name = path.display().to_string();
     parse_examples(&name, &text)
 }
@@ -231,7 +232,11 @@ pub fn parse_examples(name: &str, text: &str) -> Result<Vec<Example>> {
     });
     let v = if semeval { parse_semeval(name, text)? } else { parse_tacred(name, text)? };
     if v.is_empty() {
-        return Err(Error::Parse { file: name.into(), line: 1, reason: "no examples".into() });
+        return Err(Error::from(chorus_core::FileError::Parse {
+            file: name.into(),
+            line: 1,
+            reason: "no examples".into(),
+        }));
     }
     Ok(v)
 }
@@ -248,7 +253,7 @@ pub struct Relations {
 impl Relations {
     /// From `rel2id.json` (`{"name": id, …}`; ids must be 0..R without gaps).
     pub fn parse(file: &str, text: &str) -> Result<Self> {
-        let perr = |reason: String| Error::Parse { file: file.into(), line: 1, reason };
+        let perr = |reason: String| Error::from(chorus_core::FileError::Parse { file: file.into(), line: 1, reason });
         let map: BTreeMap<String, usize> =
             serde_json::from_str(text).map_err(|e| perr(format!("expected {{\"relation\": id, …}}: {e}")))?;
         let mut names = vec![String::new(); map.len()];
@@ -267,7 +272,11 @@ impl Relations {
     /// From names in id order.
     pub fn from_names(file: &str, names: Vec<String>) -> Result<Self> {
         if names.len() < 2 {
-            return Err(Error::Parse { file: file.into(), line: 1, reason: "fewer than 2 relations".into() });
+            return Err(Error::from(chorus_core::FileError::Parse {
+                file: file.into(),
+                line: 1,
+                reason: "fewer than 2 relations".into(),
+            }));
         }
         let na = ["NA", "no_relation", "Other"].iter().find_map(|n| names.iter().position(|x| x == n));
         Ok(Self { names, na })

@@ -48,7 +48,8 @@ pub fn parse_templates(file: &str, text: &str) -> Result<Vec<Template>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            let perr = |reason: String| Error::Parse { file: file.into(), line: i + 1, reason };
+            let perr =
+                |reason: String| Error::from(chorus_core::FileError::Parse { file: file.into(), line: i + 1, reason });
             let v: Json = serde_json::from_str(l).map_err(|e| perr(e.to_string()))?;
             let s =
                 |path: &[&str]| path.iter().try_fold(&v, |v, k| v.get(k)).and_then(Json::as_str).map(str::to_string);

@@ -253,22 +253,13 @@ impl TextTokenizer {
     pub fn vocab_digest(&self) -> Result<u64> {
         let doc: serde_json::Value = serde_json::from_str(&self.to_json()?)
             .map_err(|e| Error::Tokenizer { file: self.file.clone(), reason: e.to_string() })?;
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut feed = |bytes: &[u8]| {
-            for &b in bytes {
-                h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
         // serde_json's map is ordered by key, so this text is canonical.
-        feed(doc["model"]["vocab"].to_string().as_bytes());
-        feed(doc["model"]["merges"].to_string().as_bytes());
-        if let Some(added) = doc["added_tokens"].as_array() {
-            for t in added {
-                feed(t["id"].to_string().as_bytes());
-                feed(t["content"].to_string().as_bytes());
-            }
+        let mut parts = vec![doc["model"]["vocab"].to_string(), doc["model"]["merges"].to_string()];
+        for t in doc["added_tokens"].as_array().into_iter().flatten() {
+            parts.push(t["id"].to_string());
+            parts.push(t["content"].to_string());
         }
-        Ok(h)
+        Ok(chorus_core::hash::fnv1a(parts.iter().map(String::as_bytes)))
     }
 
     /// Number of token ids the tokenizer can produce (including added tokens).

@@ -54,8 +54,9 @@ pub struct Reranker {
 
 /// Loads `tokenizer.json` from a model folder, naming the file in errors.
 pub fn load_tokenizer(path: &std::path::Path) -> Result<tokenizers::Tokenizer> {
-    tokenizers::Tokenizer::from_file(path)
-        .map_err(|e| Error::Io { path: path.display().to_string(), reason: format!("tokenizer: {e}") })
+    tokenizers::Tokenizer::from_file(path).map_err(|e| {
+        chorus_core::FileError::Io { path: path.display().to_string(), reason: format!("tokenizer: {e}") }.into()
+    })
 }
 
 /// Candidates of one query from the run and the collection; the first missing doc id is an error.

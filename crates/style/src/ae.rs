@@ -47,7 +47,7 @@ fn default_dropout() -> f64 {
 impl AeConfig {
     /// Checks the sizes fit together.
     pub fn validate(&self, file: &str) -> Result<()> {
-        let bad = |reason: String| Err(Error::Parse { file: file.into(), line: 1, reason });
+        let bad = |reason: String| Err(chorus_core::FileError::Parse { file: file.into(), line: 1, reason }.into());
         if self.num_heads == 0 || !self.d_model.is_multiple_of(self.num_heads) {
             return bad(format!("{} heads do not split d_model {}", self.num_heads, self.d_model));
         }
@@ -215,13 +215,17 @@ impl Reader<'_> {
         let (v, s) = self
             .set
             .get(name)
-            .map_err(|e| Error::Io { path: self.file.clone(), reason: e.to_string() })?
-            .ok_or_else(|| Error::Io { path: self.file.clone(), reason: format!("no tensor {name}") })?;
+            .map_err(|e| chorus_core::FileError::Io { path: self.file.clone(), reason: e.to_string() })?
+            .ok_or_else(|| chorus_core::FileError::Io {
+                path: self.file.clone(),
+                reason: format!("no tensor {name}"),
+            })?;
         if s != shape {
-            return Err(Error::Io {
+            return Err(chorus_core::FileError::Io {
                 path: self.file.clone(),
                 reason: format!("{name} has shape {s:?}, expected {shape:?}"),
-            });
+            }
+            .into());
         }
         Ok(v)
     }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Padding.
 pub const PAD: u32 = 0;
@@ -55,14 +55,24 @@ impl Vocab {
         let words: Vec<String> = text.lines().map(str::to_string).collect();
         for (i, s) in SPECIALS.iter().enumerate() {
             if words.get(i).map(String::as_str) != Some(s) {
-                return Err(Error::Parse { file: file.into(), line: i + 1, reason: format!("expected {s}") });
+                return Err(chorus_core::FileError::Parse {
+                    file: file.into(),
+                    line: i + 1,
+                    reason: format!("expected {s}"),
+                }
+                .into());
             }
         }
         let v = Self::from_words(words);
         if v.index.len() != v.words.len() {
             let dup = v.words.iter().enumerate().find(|(i, w)| v.index[*w] as usize != *i);
             let (i, w) = dup.map_or((0, ""), |(_, w)| (v.index[w] as usize, w.as_str()));
-            return Err(Error::Parse { file: file.into(), line: i + 1, reason: format!("'{w}' appears twice") });
+            return Err(chorus_core::FileError::Parse {
+                file: file.into(),
+                line: i + 1,
+                reason: format!("'{w}' appears twice"),
+            }
+            .into());
         }
         Ok(v)
     }
