@@ -137,7 +137,18 @@ fn device_fusion_matches_host_fusion() {
         .generate_batch(&prompts, &opts, &mut |ev| saw_fused |= ev.fused.is_some())
         .unwrap();
     assert!(!saw_fused, "greedy decoding on wgpu keeps the fused logits on the device");
+    assert!(on_gpu.iter().all(|o| o.host_steps == 0 && o.host_reason.is_none()), "no step read logits back");
+    // A solver without a device kernel is reported, not hidden.
+    let refine = FuseOptions {
+        generate: GenerateOptions { max_new_tokens: 2, ..Default::default() },
+        fusion: FusionConfig::with_solver(Solver::Refine),
+        chat: false,
+    };
+    let r = Fusion::new(setup(&gpu)).unwrap().generate_batch(&prompts[..1], &refine, &mut |_| {}).unwrap().remove(0);
+    assert_eq!(r.host_steps, r.steps.len());
+    assert!(r.host_reason.as_deref().is_some_and(|w| w.contains("refine")), "{:?}", r.host_reason);
     let on_cpu = Fusion::new(setup(&cpu)).unwrap().generate_batch(&prompts, &opts, &mut |_| {}).unwrap();
+    assert!(on_cpu.iter().all(|o| o.host_reason.is_none() && o.host_steps == o.steps.len()));
     for (g, c) in on_gpu.iter().zip(&on_cpu) {
         assert_eq!(g.tokens, c.tokens);
         for (sg, sc) in g.steps.iter().zip(&c.steps) {

@@ -105,7 +105,7 @@ fn mvre_initialises_trains_saves_and_reopens() {
     // Save, reopen, same predictions; no temporary file is left behind.
     let out = std::env::temp_dir().join(format!("chorus-mvre-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    x.save(&out).unwrap();
+    x.save(&out, false).unwrap();
     let names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");

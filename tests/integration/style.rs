@@ -226,7 +226,7 @@ fn restyle_model_round_trips_through_its_folder() {
     let r = tiny_restyler();
     let tmp = crate::common::repo().join("target/tmp/restyle-roundtrip");
     let _ = std::fs::remove_dir_all(&tmp);
-    r.save(&tmp, false).unwrap();
+    r.save(&tmp, false, false).unwrap();
     let mut names: Vec<String> =
         std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
@@ -241,7 +241,7 @@ fn restyle_model_round_trips_through_its_folder() {
     for (x, y) in a[0].trace.iter().zip(&b[0].trace) {
         assert!((x.objective - y.objective).abs() < 1e-5 && x.text == y.text, "{x:?} vs {y:?}");
     }
-    r.save(&tmp, true).unwrap();
+    r.save(&tmp, true, true).unwrap();
     let half = Restyler::open(&tmp, &burn::tensor::Device::flex()).unwrap();
     let z = |m: &Restyler| {
         m.ae.latent(int2(&[vec![5, 9, 12, 7]], m.device())).into_data().convert::<f32>().try_into_vec::<f32>().unwrap()

@@ -37,9 +37,8 @@ pub struct BenchRerankArgs {
     /// Tokens per candidate (default: the model's max_seq_len).
     #[arg(long)]
     pub seq_len: Option<usize>,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Timed queries after one warm-up query.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
@@ -81,9 +80,8 @@ pub struct BenchGenerateArgs {
     /// Model file or folder.
     #[arg(long)]
     pub model: PathBuf,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Prompt.
     #[arg(long, default_value = "def fibonacci(n):")]
     pub prompt: String,
@@ -108,9 +106,8 @@ pub struct BenchTwinArgs {
     /// A twin pack (its router is not needed: rows get fixed, distinct weights).
     #[arg(long)]
     pub pack: std::path::PathBuf,
-    /// Backend: cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Prompt (repeated over the batch).
     #[arg(long, default_value = "add 12 7 =")]
     pub prompt: String,
@@ -139,7 +136,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 fn rerank(a: BenchRerankArgs) -> Result<()> {
     use chorus_models::fit5::{FiT5, FiT5Config};
     use chorus_models::t5::{T5Config, ids_tensor};
-    let backend: chorus_engine::Backend = a.backend.parse()?;
+    let backend: chorus_engine::Backend = a.device.backend;
     let device = chorus_engine::device(backend)?;
     let mut model = match &a.model {
         Some(dir) => FiT5::open(dir, &device)?,
@@ -221,7 +218,7 @@ fn rerank(a: BenchRerankArgs) -> Result<()> {
 
 fn twin(a: BenchTwinArgs) -> Result<()> {
     use chorus_engine::twin::TwinModel;
-    let backend: chorus_engine::Backend = a.backend.parse()?;
+    let backend: chorus_engine::Backend = a.device.backend;
     let device = chorus_engine::device(backend)?;
     let tm = TwinModel::load(&a.pack, backend, &device)?;
     let t = tm.pack.meta.tasks.len();
@@ -277,7 +274,7 @@ fn twin(a: BenchTwinArgs) -> Result<()> {
 }
 
 fn generate(a: BenchGenerateArgs) -> Result<()> {
-    let model = crate::commands::load(&a.model, &a.backend, &a.weights)?;
+    let model = crate::commands::load(&a.model, a.device.backend, &a.weights)?;
     let ids = model.encode(&Prompt::Text(a.prompt.clone()))?;
     let opts = GenerateOptions { max_new_tokens: a.new_tokens, stop_at_eos: false, ..Default::default() };
     let batch = vec![ids.clone(); a.batch.max(1)];
@@ -334,8 +331,10 @@ fn fuse(a: BenchFuseArgs) -> Result<()> {
         &mut |_| {},
     )?;
     let (mut rate, mut search, mut frac) = (Vec::new(), Vec::new(), Vec::new());
+    let mut host = (0, None);
     for i in 0..a.runs.max(1) {
         let o = fusion.generate_batch(&prompts, &opts, &mut |_| {})?.remove(0);
+        host = (o.host_steps, o.host_reason.clone());
         let steps = o.steps.len().max(1) as f64;
         let step_ms = o.decode_ms / (steps - 1.0).max(1.0);
         let s = o.search_ms / steps;
@@ -372,6 +371,8 @@ fn fuse(a: BenchFuseArgs) -> Result<()> {
         "search_ms_per_step": median(&mut search),
         "search_fraction_of_step": median(&mut frac),
         "large_alone_decode_tokens_per_s": alone.decode_tokens_per_s,
+        "host_steps": host.0,
+        "host_reason": host.1,
         "peak_rss_bytes": chorus_merge::run::peak_rss_bytes(),
     });
     println!("{j}");

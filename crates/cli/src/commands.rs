@@ -4,6 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use chorus_core::GenerateOptions;
 use chorus_engine::{Backend, LoadedModel, Prompt};
 use chorus_models::{ModelFiles, WeightMode};
 use clap::Args;
@@ -25,10 +26,9 @@ pub struct GenerateArgs {
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
     #[command(flatten)]
-    pub sampling: crate::fuse::SamplingArgs,
-    /// cpu (burn Flex) or wgpu (Vulkan/Metal/DX12).
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Weight storage: auto (quantized on cpu, f32 on wgpu), f32, or quantized.
     #[arg(long, default_value = "auto")]
     pub weights: String,
@@ -55,6 +55,76 @@ pub fn open_files(path: &Path) -> Result<ModelFiles> {
     ModelFiles::open(path).with_context(|| format!("cannot load model {}", path.display()))
 }
 
+/// Sampling and stopping options shared by `generate`-like commands (greedy unless set).
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Tokens to generate at most.
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, value_parser = crate::commands::finite_f32, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus mass in (0, 1].
+    #[arg(long, value_parser = crate::commands::finite_f32, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop when this string appears (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+impl SamplingArgs {
+    /// The engine's options.
+    pub fn options(&self) -> GenerateOptions {
+        GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            stop: self.stop.clone(),
+            stop_at_eos: !self.ignore_eos,
+        }
+    }
+}
+
+/// The compute backend: one flattened argument for every command that runs a model, parsed once.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct DeviceArgs {
+    /// cpu (burn Flex) or wgpu (Vulkan/Metal/DX12; Mesa lavapipe on a machine without a GPU).
+    #[arg(long, default_value = "cpu", value_parser = |s: &str| s.parse::<Backend>().map_err(|e| e.to_string()))]
+    pub backend: Backend,
+}
+
+impl DeviceArgs {
+    /// The burn device of the backend.
+    pub fn device(&self) -> Result<burn::tensor::Device> {
+        Ok(chorus_engine::device(self.backend)?)
+    }
+}
+
+/// clap value parser of a finite `f64`: NaN and ±∞ are refused naming the value (exit status 2, as every
+/// usage error), before they can reach a solver, a schedule or a sampler.
+pub fn finite_f64(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|e| format!("{s:?} is not a number ({e})"))?;
+    if v.is_finite() { Ok(v) } else { Err(format!("{s} is not a finite number")) }
+}
+
+/// clap value parser of a finite `f32` (see [`finite_f64`]); a value beyond f32's range is refused too.
+pub fn finite_f32(s: &str) -> std::result::Result<f32, String> {
+    let v = finite_f64(s)?;
+    let x = v as f32;
+    if x.is_finite() { Ok(x) } else { Err(format!("{s} is outside the range of a 32-bit float")) }
+}
+
 /// Parses `--weights`.
 pub fn weight_mode(s: &str) -> Result<Option<WeightMode>> {
     Ok(match s {
@@ -68,8 +138,7 @@ pub fn weight_mode(s: &str) -> Result<Option<WeightMode>> {
 }
 
 /// Loads a model on a backend, with a progress bar on a terminal.
-pub fn load(path: &Path, backend: &str, weights: &str) -> Result<LoadedModel> {
-    let backend: Backend = backend.parse()?;
+pub fn load(path: &Path, backend: Backend, weights: &str) -> Result<LoadedModel> {
     let mode = weight_mode(weights)?;
     let files = open_files(path)?;
     let device = chorus_engine::device(backend)?;
@@ -98,7 +167,7 @@ pub fn load(path: &Path, backend: &str, weights: &str) -> Result<LoadedModel> {
 
 /// `chorus generate`.
 pub fn generate(a: GenerateArgs) -> Result<()> {
-    let model = load(&a.model, &a.backend, &a.weights)?;
+    let model = load(&a.model, a.device.backend, &a.weights)?;
     let prompt = if a.chat {
         Prompt::Chat { system: a.system.clone(), user: a.prompt.clone() }
     } else {

@@ -24,14 +24,13 @@ pub struct DemoArgs {
     #[arg(long, default_value = "paper")]
     solver: String,
     /// The fixed α of --solver static.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::commands::finite_f32)]
     alpha: Option<f32>,
     /// How several experts share a step (prompts of no known task): centroid (the paper) or route.
     #[arg(long, default_value = "centroid")]
     multi: String,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    backend: String,
+    #[command(flatten)]
+    device: crate::commands::DeviceArgs,
     /// Tokens to generate at most per answer.
     #[arg(long, default_value_t = 24)]
     max_new_tokens: usize,
@@ -51,7 +50,7 @@ fn line(s: &str) -> String {
 
 /// `chorus demo`.
 pub fn demo(a: DemoArgs) -> Result<()> {
-    let backend: Backend = a.backend.parse()?;
+    let backend: Backend = a.device.backend;
     let solver = Solver::parse(&a.solver, a.alpha)?;
     let fusion_cfg = FusionConfig { multi: MultiRule::parse(&a.multi)?, ..FusionConfig::with_solver(solver) };
     let t0 = std::time::Instant::now();

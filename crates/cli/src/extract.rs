@@ -15,8 +15,6 @@ use chorus_extract::{Extractor, Options, toy};
 use clap::{Args, Subcommand};
 use serde_json::{Value as Json, json};
 
-use crate::rerank::device;
-
 /// `chorus extract` subcommands.
 #[derive(Subcommand)]
 pub enum ExtractCommand {
@@ -79,13 +77,13 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// Peak learning rate (the reference: 3e-5 for RoBERTa-large; small models want more).
-    #[arg(long, default_value_t = 3e-5)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 3e-5)]
     pub lr: f64,
     /// Weight of the Global-Local loss (0 turns it off).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 2.0)]
     pub lambda: f64,
     /// β of the Global-Local loss's global term.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 0.1)]
     pub beta: f64,
     /// Classification loss: ce-on-mixture (the released code) or neg-log-mixture.
     #[arg(long, default_value = "ce-on-mixture", value_parser = ["ce-on-mixture", "neg-log-mixture"])]
@@ -93,9 +91,22 @@ pub struct DataArgs {
     /// Seed of the new rows, the gates and the shuffling.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
+}
+
+impl DataArgs {
+    /// Every file or folder the run reads (an output may not overlap any of them).
+    fn inputs(&self) -> Vec<&Path> {
+        std::iter::once(self.model.as_path())
+            .chain(
+                [&self.data, &self.dev, &self.test, &self.relations, &self.templates]
+                    .into_iter()
+                    .flatten()
+                    .map(PathBuf::as_path),
+            )
+            .collect()
+    }
 }
 
 /// Arguments of `chorus extract train`.
@@ -109,9 +120,13 @@ pub struct TrainArgs {
     /// Seed of the k-shot split.
     #[arg(long, default_value_t = 1)]
     pub shot_seed: u64,
-    /// Checkpoint folder to write.
+    /// Checkpoint folder to write (an existing non-empty one is replaced only with --force, and never
+    /// when it is, holds or lies inside an input).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -132,9 +147,11 @@ pub struct EvalArgs {
     /// Write one prediction per line (JSON) here, atomically.
     #[arg(long)]
     pub predictions: Option<PathBuf>,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -155,9 +172,8 @@ pub struct PredictArgs {
     /// The object's words as they appear in the sentence.
     #[arg(long)]
     pub obj: String,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Print JSON (relation, S per relation, P per view).
     #[arg(long)]
     pub json: bool,
@@ -184,6 +200,9 @@ pub struct KshotArgs {
     /// Write the table as JSON here, atomically.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Runs a `chorus extract` subcommand.
@@ -288,7 +307,7 @@ struct Run {
 }
 
 fn train_once(a: &DataArgs, d: &Data, train_set: &[Example], views: usize, label: &str) -> Result<Run> {
-    let plain = device(&a.backend)?;
+    let plain = a.device.device()?;
     let ad = plain.clone().autodiff();
     let opts = options(a, views)?;
     let cfg = train_config(a)?;
@@ -320,6 +339,7 @@ fn sample(d: &Data, a: &DataArgs, shots: Option<usize>, seed: u64) -> Vec<Exampl
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
+    chorus_core::output::check(&a.out, &a.data.inputs(), a.force)?;
     let d = load_data(&a.data)?;
     let set = sample(&d, &a.data, a.shots, a.shot_seed);
     if set.is_empty() {
@@ -350,7 +370,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         "seconds": run.seconds,
     });
     run.ex.meta.training = Some(summary.clone());
-    run.ex.save(&a.out).with_context(|| format!("saving the checkpoint to {}", a.out.display()))?;
+    run.ex.save(&a.out, a.force).with_context(|| format!("saving the checkpoint to {}", a.out.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -369,13 +389,17 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn open(model: &Path, backend: &str) -> Result<Extractor> {
-    let dev = device(backend)?;
+fn open(model: &Path, device: crate::commands::DeviceArgs) -> Result<Extractor> {
+    let dev = device.device()?;
     Extractor::open(model, &dev).with_context(|| format!("opening the MVRE checkpoint {}", model.display()))
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
-    let ex = open(&a.model, &a.backend)?;
+    if let Some(p) = &a.predictions {
+        let inputs: Vec<&Path> = std::iter::once(a.model.as_path()).chain(a.data.as_deref()).collect();
+        chorus_core::output::check(p, &inputs, a.force)?;
+    }
+    let ex = open(&a.model, a.device)?;
     let (name, data) = match &a.data {
         Some(p) => (p.display().to_string(), read(p)?),
         None => ("built-in test split".to_string(), toy::splits()?.2),
@@ -390,7 +414,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
             )?);
             text.push('\n');
         }
-        crate::fuse::write_atomic(p, text.as_bytes())?;
+        chorus_core::output::write_file(p, text.as_bytes(), a.force)?;
     }
     let out = json!({"data": name, "eval": e, "seconds": t0.elapsed().as_secs_f64()});
     if a.json {
@@ -405,7 +429,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
 }
 
 fn predict_cmd(a: PredictArgs) -> Result<()> {
-    let ex = open(&a.model, &a.backend)?;
+    let ex = open(&a.model, a.device)?;
     let e = Example::from_text("input", &a.text, &a.subj, &a.obj, "")?;
     let p = ex.predict(std::slice::from_ref(&e), 1)?.remove(0);
     if a.json {
@@ -425,6 +449,9 @@ fn predict_cmd(a: PredictArgs) -> Result<()> {
 }
 
 fn kshot_cmd(a: KshotArgs) -> Result<()> {
+    if let Some(p) = &a.out {
+        chorus_core::output::check(p, &a.data.inputs(), a.force)?;
+    }
     let d = load_data(&a.data)?;
     if d.dev.is_none() || d.test.is_none() {
         bail!("the k-shot protocol needs --dev (model selection) and --test (the score)");
@@ -486,7 +513,7 @@ fn kshot_cmd(a: KshotArgs) -> Result<()> {
         "seconds": t0.elapsed().as_secs_f64(),
     });
     if let Some(p) = &a.out {
-        crate::fuse::write_atomic(p, serde_json::to_string_pretty(&out)?.as_bytes())?;
+        chorus_core::output::write_file(p, serde_json::to_string_pretty(&out)?.as_bytes(), a.force)?;
     }
     println!("| shots | variant | test micro-F1 (mean ± sd over {} seeds) |", a.seeds.len());
     println!("|---|---|---|");

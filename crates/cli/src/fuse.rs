@@ -7,51 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use chorus_core::GenerateOptions;
 use chorus_core::fusion::{AlphaRange, FusionConfig, MultiRule, Solver};
 use chorus_engine::{FuseOptions, Fusion, FusionSetup, LoadedModel, Member, StepRecord};
 use clap::Args;
-
-/// Sampling and stopping options shared by `generate`-like commands (greedy unless set).
-#[derive(Args, Clone)]
-pub struct SamplingArgs {
-    /// Tokens to generate at most.
-    #[arg(long, default_value_t = 64)]
-    pub max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Keep the k most likely tokens (0: all).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// Nucleus mass in (0, 1].
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    /// Sampler seed.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Stop when this string appears (repeatable).
-    #[arg(long)]
-    pub stop: Vec<String>,
-    /// Keep generating past end-of-sequence tokens.
-    #[arg(long)]
-    pub ignore_eos: bool,
-}
-
-impl SamplingArgs {
-    /// The engine's options.
-    pub fn options(&self) -> GenerateOptions {
-        GenerateOptions {
-            max_new_tokens: self.max_new_tokens,
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            seed: self.seed,
-            stop: self.stop.clone(),
-            stop_at_eos: !self.ignore_eos,
-        }
-    }
-}
 
 /// Models and solver of a fusion (shared by `fuse`, `eval fuse` and `bench fuse`).
 #[derive(Args, Clone)]
@@ -74,7 +32,7 @@ pub struct FusionArgs {
     #[arg(long, default_value = "paper")]
     pub solver: String,
     /// The fixed α of --solver static (proxy-tuning is 1).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::commands::finite_f32)]
     pub alpha: Option<f32>,
     /// How several experts share a step: centroid (the paper: one-hot search, loss over every expert) or
     /// route (the expert furthest from the base this step, solved alone).
@@ -83,9 +41,8 @@ pub struct FusionArgs {
     /// Search range of an expert's α, NAME=LO:HI (repeatable; default 0:2).
     #[arg(long = "range", value_name = "NAME=LO:HI")]
     pub ranges: Vec<String>,
-    /// cpu (burn Flex) or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Weight storage: auto (CPU: q16, wgpu: f32), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
     /// (GGUF blocks, inputs as two or one 8-bit planes).
     #[arg(long, default_value = "auto")]
@@ -151,7 +108,7 @@ impl FusionArgs {
                 return Ok(m.clone());
             }
             eprintln!("loading {}", p.display());
-            let m = Arc::new(crate::commands::load(p, &self.backend, &self.weights)?);
+            let m = Arc::new(crate::commands::load(p, self.device.backend, &self.weights)?);
             cache.insert(key, m.clone());
             Ok(m)
         };
@@ -202,19 +159,25 @@ pub struct FuseArgs {
     #[arg(long)]
     chat: bool,
     #[command(flatten)]
-    sampling: SamplingArgs,
+    sampling: crate::commands::SamplingArgs,
     /// Print one JSON object (text, tokens, alphas, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
     /// Write one JSON line per step (token, piece, α, loss, the four KL values).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// Replace an existing --trace file.
+    #[arg(long)]
+    force: bool,
 }
 
 /// `chorus fuse`.
 pub fn fuse(a: FuseArgs) -> Result<()> {
+    if let Some(p) = &a.trace {
+        chorus_core::output::check(p, &[], a.force)?;
+    }
     let (fusion, cfg) = if a.fusion.embedded()? {
-        let backend: chorus_engine::Backend = a.fusion.backend.parse()?;
+        let backend: chorus_engine::Backend = a.fusion.device.backend;
         let demo = chorus_zoo::demo::Demo::load(backend).context("loading the embedded zoo family")?;
         let setup = demo.setup(&a.prompt);
         let names: Vec<String> = setup.experts.iter().map(|m| m.name.clone()).collect();
@@ -247,11 +210,14 @@ pub fn fuse(a: FuseArgs) -> Result<()> {
             text.push_str(&serde_json::to_string(s)?);
             text.push('\n');
         }
-        write_atomic(path, text.as_bytes())?;
+        chorus_core::output::write_file(path, text.as_bytes(), a.force)?;
     }
     let names: Vec<String> = fusion.members()[2..].iter().map(|m| m.name.clone()).collect();
     let step_ms = if out.decode_tokens_per_s > 0.0 { 1000.0 / out.decode_tokens_per_s } else { 0.0 };
     let search_per_step = out.search_ms / out.steps.len().max(1) as f64;
+    if let Some(why) = &out.host_reason {
+        eprintln!("note: α was chosen on the host in {} of {} steps: {why}", out.host_steps, out.steps.len());
+    }
     if a.json {
         let j = serde_json::json!({
             "text": out.text,
@@ -267,6 +233,8 @@ pub fn fuse(a: FuseArgs) -> Result<()> {
             "decode_tokens_per_s": out.decode_tokens_per_s,
             "search_ms_per_step": search_per_step,
             "search_fraction_of_step": if step_ms > 0.0 { search_per_step / step_ms } else { 0.0 },
+            "host_steps": out.host_steps,
+            "host_reason": out.host_reason,
         });
         writeln!(stdout, "{j}")?;
     } else {
@@ -292,27 +260,17 @@ pub fn fuse(a: FuseArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a failed run
-/// never leaves a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().with_context(|| format!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// Arguments of `chorus plot-trace`.
 #[derive(Args)]
 pub struct PlotTraceArgs {
     /// A trace written by `chorus fuse --trace`.
     pub trace: PathBuf,
-    /// Output image: .svg or .png.
+    /// Output image: .svg or .png (an existing file is replaced only with --force).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
     /// Expert names for the legend (default: expert 0, 1, …).
     #[arg(long = "name")]
     pub names: Vec<String>,
@@ -336,6 +294,10 @@ pub fn plot_trace(a: PlotTraceArgs) -> Result<()> {
         }
         let l: Line = serde_json::from_str(line)
             .with_context(|| format!("{} line {}: not a trace record (need alpha, piece)", a.trace.display(), i + 1))?;
+        // The plot's axis is sized from α: a value beyond f32 (read as ∞) or absurdly large is refused.
+        if let Some(x) = l.alpha.iter().find(|x| !(x.is_finite() && x.abs() <= 1e6)) {
+            bail!("{} line {}: α {x} is not a finite number of at most 1e6", a.trace.display(), i + 1);
+        }
         steps.push(StepRecord {
             step: steps.len(),
             token: 0,
@@ -354,24 +316,24 @@ pub fn plot_trace(a: PlotTraceArgs) -> Result<()> {
         bail!("{}: no steps", a.trace.display());
     }
     let t = steps[0].alpha.len();
+    if t == 0 {
+        bail!("{} line 1: no α values", a.trace.display());
+    }
     if let Some(bad) = steps.iter().position(|s| s.alpha.len() != t) {
         bail!("{} line {}: {} α values, the first line has {t}", a.trace.display(), bad + 1, steps[bad].alpha.len());
     }
     let names: Vec<String> = (0..t).map(|k| a.names.get(k).cloned().unwrap_or_else(|| format!("expert {k}"))).collect();
     let ext = a.out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    // Draw into a temporary file next to the target, then rename (atomic output).
-    let dir = a.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".plot-trace-{}.{ext}", std::process::id()));
-    let res = match ext.as_str() {
-        "svg" => draw(plotters::backend::SVGBackend::new(&tmp, (900, 360)), &steps, &names),
-        "png" => draw(plotters::backend::BitMapBackend::new(&tmp, (900, 360)), &steps, &names),
-        _ => bail!("--out {}: use a .svg or .png file name", a.out.display()),
+    if ext != "svg" && ext != "png" {
+        bail!("--out {}: use a .svg or .png file name", a.out.display());
     }
-    .and_then(|_| std::fs::rename(&tmp, &a.out).map_err(anyhow::Error::from));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.with_context(|| format!("cannot write {}", a.out.display()))
+    chorus_core::output::check(&a.out, &[&a.trace], a.force)?;
+    // Drawn into a temporary sibling (same extension: the encoder picks the format by it), then renamed.
+    chorus_core::output::write_file_with(&a.out, a.force, |tmp| match ext.as_str() {
+        "svg" => draw(plotters::backend::SVGBackend::new(tmp, (900, 360)), &steps, &names),
+        _ => draw(plotters::backend::BitMapBackend::new(tmp, (900, 360)), &steps, &names),
+    })
+    .with_context(|| format!("cannot write {}", a.out.display()))
 }
 
 fn draw<B: plotters::prelude::DrawingBackend>(backend: B, steps: &[StepRecord], names: &[String]) -> Result<()>

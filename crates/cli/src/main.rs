@@ -19,7 +19,12 @@ use clap::{Parser, Subcommand};
 
 /// Chorus: many models acting as one.
 #[derive(Parser)]
-#[command(name = "chorus", version, about)]
+#[command(
+    name = "chorus",
+    version,
+    about = "Chorus: many models acting as one: fused decoding (Dynamic Logit Fusion), merging and \
+             Twin-Merging, FiT5 re-ranking, MVRE relation extraction, style transfer, and the zoo they run on."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +65,19 @@ enum Command {
     Zoo(zoo::ZooCommand),
 }
 
+/// Restores the default action of SIGPIPE, which Rust's runtime ignores: a closed stdout
+/// (`chorus demo | head -1`) then ends the process quietly, as it does for every Unix filter, instead of
+/// `println!` panicking or a write reporting "Broken pipe".
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(a) => demo::demo(a),

@@ -13,9 +13,13 @@ use clap::Args;
 pub struct MergeArgs {
     /// The merge configuration (mergekit YAML: merge_method, base_model, models, parameters, dtype).
     pub config: PathBuf,
-    /// Destination folder (must not exist; written under a temporary name and renamed on success).
+    /// Destination folder (written under a temporary name and renamed on success; an existing non-empty
+    /// folder is replaced only with --force).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
     /// Seed of DARE's keep masks (each model and tensor gets its own stream of it).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -74,7 +78,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
     let summary = run(
         &cfg,
         &a.out,
-        RunOptions { shard_bytes, masks: &mut SeededMasks { seed: a.seed }, progress: &mut progress },
+        RunOptions { shard_bytes, force: a.force, masks: &mut SeededMasks { seed: a.seed }, progress: &mut progress },
     )
     .with_context(|| format!("merging {} into {}", a.config.display(), a.out.display()))?;
     bar.finish_and_clear();

@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use chorus_engine::Backend;
 use chorus_models::fit5::{Candidate, FiT5, FiT5Config, OverLong};
 use chorus_models::t5::T5;
 use chorus_rank::metrics::{mrr_at, ndcg_at};
@@ -50,9 +49,12 @@ pub struct RunArgs {
     /// First-stage run with scores: TREC (qid Q0 docid rank score tag) or qid docid score.
     #[arg(long)]
     pub run: Option<PathBuf>,
-    /// Output run file (written atomically).
+    /// Output run file (written atomically; an existing one is replaced only with --force).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
     /// One query with inline candidates as JSON ({"query", "candidates": [{"docid","title","text","score"}]});
     /// a file, or - for standard input. Prints the ranking as JSON.
     #[arg(long, conflicts_with_all = ["queries", "collection", "run", "out"])]
@@ -72,9 +74,8 @@ pub struct RunArgs {
     /// Inputs longer than the model's max_seq_len: truncate-passage, reference (cut the end) or error.
     #[arg(long, default_value = "truncate-passage")]
     pub overlong: String,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Run tag (last column of the run file).
     #[arg(long, default_value = "chorus-fit5")]
     pub tag: String,
@@ -110,9 +111,13 @@ pub struct TrainArgs {
     /// Held-out judgements.
     #[arg(long)]
     pub eval_qrels: Option<PathBuf>,
-    /// Output folder of the trained model (config.json, model.safetensors, tokenizer.json).
+    /// Output folder of the trained model (config.json, model.safetensors, tokenizer.json); an existing
+    /// non-empty folder is replaced only with --force, and never when it is, holds or lies inside an input.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
     /// Stage-1 steps (template without the score feature); 0 skips stage 1. Default 0 (toy: 300).
     #[arg(long)]
     pub stage1_steps: Option<usize>,
@@ -120,7 +125,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub steps: Option<usize>,
     /// Peak learning rate. Default 2e-5, the reference's for t5-base (toy: 2e-3).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::commands::finite_f64)]
     pub lr: Option<f64>,
     /// Warm-up steps of each stage (reference: 4000 and 1000). Default 1000 (toy: 20).
     #[arg(long)]
@@ -132,14 +137,13 @@ pub struct TrainArgs {
     #[arg(long)]
     pub list_size: Option<usize>,
     /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, value_parser = crate::commands::finite_f32, default_value_t = 0.01)]
     pub weight_decay: f32,
     /// Seed of the initialisation and of the list order.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Over-long inputs: truncate-passage, reference or error.
     #[arg(long, default_value = "truncate-passage")]
     pub overlong: String,
@@ -156,11 +160,6 @@ pub fn run(a: RerankArgs) -> Result<()> {
     }
 }
 
-pub(crate) fn device(backend: &str) -> Result<Device> {
-    let b: Backend = backend.parse()?;
-    Ok(chorus_engine::device(b)?)
-}
-
 fn overlong(s: &str) -> Result<OverLong> {
     serde_json::from_value(serde_json::Value::String(s.into()))
         .map_err(|_| anyhow::anyhow!("--overlong '{s}': use truncate-passage, reference or error"))
@@ -175,7 +174,7 @@ struct JsonRequest {
 
 fn rerank_cmd(a: RunArgs) -> Result<()> {
     let Some(model_dir) = a.model.as_deref() else { bail!("--model DIR is required (or use `chorus rerank train`)") };
-    let dev = device(&a.backend)?;
+    let dev = a.device.device()?;
     let mut rr =
         Reranker::open(model_dir, &dev).with_context(|| format!("loading FiT5 from {}", model_dir.display()))?;
     if a.no_global {
@@ -188,6 +187,8 @@ fn rerank_cmd(a: RunArgs) -> Result<()> {
     let (Some(qp), Some(cp), Some(rp), Some(out)) = (&a.queries, &a.collection, &a.run, &a.out) else {
         bail!("give --queries, --collection, --run and --out (or --json for one query)");
     };
+    let inputs: Vec<&Path> = [model_dir, qp, cp, rp].into_iter().chain(a.qrels.as_deref()).collect();
+    chorus_core::output::check(out, &inputs, a.force)?;
     let queries = trec::load(qp, trec::parse_queries)?;
     let collection = trec::load(cp, trec::parse_collection)?;
     let first = trec::load(rp, trec::parse_run)?;
@@ -198,7 +199,7 @@ fn rerank_cmd(a: RunArgs) -> Result<()> {
             eprintln!("reranked {done}/{total} queries ({:.1}s)", t0.elapsed().as_secs_f64());
         }
     })?;
-    trec::write_atomic(out, trec::format_run(&report.run, &a.tag).as_bytes())?;
+    chorus_core::output::write_file(out, trec::format_run(&report.run, &a.tag).as_bytes(), a.force)?;
     let mut summary = serde_json::json!({
         "queries": first.len(),
         "reranked": report.run.len(),
@@ -386,7 +387,13 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     if !(sch.lr.is_finite() && sch.lr > 0.0) {
         bail!("--lr {}: must be a positive number", sch.lr);
     }
-    let plain = device(&a.backend)?;
+    let inputs: Vec<&Path> =
+        [&a.init, &a.queries, &a.collection, &a.run, &a.qrels, &a.eval_queries, &a.eval_run, &a.eval_qrels]
+            .into_iter()
+            .filter_map(|p| p.as_deref())
+            .collect();
+    chorus_core::output::check(&a.out, &inputs, a.force)?;
+    let plain = a.device.device()?;
     let ad = plain.clone().autodiff();
     let data = train_data(&a)?;
     let (model, tj) = init_model(&a, &ad)?;
@@ -434,10 +441,10 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     }
     let trained = model.valid();
     let after = evaluate(&trained, &tok, &plain, &data, ol, feature)?;
-    save(&trained, &a.out, &tj)?;
+    save(&trained, &a.out, &tj, a.force)?;
     let summary = serde_json::json!({
         "out": a.out.display().to_string(),
-        "backend": a.backend,
+        "backend": a.device.backend,
         "stages": stages,
         "eval": { "first_stage": first_stage, "before": before, "after": after },
         "seconds": t0.elapsed().as_secs_f64(),
@@ -467,6 +474,6 @@ fn mean(v: &[f32]) -> f64 {
     if v.is_empty() { 0.0 } else { v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64 }
 }
 
-fn save(model: &FiT5, out: &Path, tj: &[u8]) -> Result<()> {
-    model.save(out, tj).with_context(|| format!("saving the model to {}", out.display()))
+fn save(model: &FiT5, out: &Path, tj: &[u8], force: bool) -> Result<()> {
+    model.save(out, tj, force).with_context(|| format!("saving the model to {}", out.display()))
 }

@@ -18,8 +18,6 @@ use chorus_style::vocab::Vocab;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use crate::rerank::device;
-
 /// The fixed split keeps sentences of 1 to this many words (the reference's 60 tokens less EOS).
 const SPLIT_WORDS: usize = 59;
 
@@ -45,7 +43,7 @@ pub enum RestyleCommand {
 #[derive(Args, Clone)]
 pub struct EditArgs {
     /// Adam learning rate on the latent.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 0.2)]
     pub lr: f64,
     /// Most editing iterations.
     #[arg(long, default_value_t = 18)]
@@ -57,7 +55,7 @@ pub struct EditArgs {
     #[arg(long, default_value_t = 2)]
     pub pick: usize,
     /// Temperature of the objective.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 0.1)]
     pub tau: f64,
     /// Source-style anchors.
     #[arg(long, default_value_t = 10)]
@@ -71,9 +69,8 @@ pub struct EditArgs {
     /// Seed of random anchors.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Compute backend: cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
 }
 
 impl EditArgs {
@@ -117,9 +114,12 @@ pub struct TrainArgs {
     /// Rotten Tomatoes corpus (default: $CHORUS_HOME/data/rotten_tomatoes_corpus_full.csv.bz2).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
-    /// Output folder.
+    /// Output folder (an existing non-empty one is replaced only with --force).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
     /// Words seen at least this often in training enter the vocabulary.
     #[arg(long, default_value_t = 2)]
     pub min_count: usize,
@@ -148,10 +148,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 2000)]
     pub warmup: usize,
     /// Noam factor.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 1.0)]
     pub factor: f64,
     /// Weight of the content contrastive loss (0: plain autoencoder, the "without contrastive" ablation).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 0.1)]
     pub beta: f64,
     /// Dropout-noised extra encodings used as contrastive positives.
     #[arg(long, default_value_t = 1)]
@@ -160,7 +160,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 50)]
     pub net_epochs: usize,
     /// Style-net learning rate.
-    #[arg(long, default_value_t = 3e-3)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 3e-3)]
     pub net_lr: f64,
     /// Anchor-pool sentences kept per style.
     #[arg(long, default_value_t = 512)]
@@ -174,9 +174,8 @@ pub struct TrainArgs {
     /// Store f16 weights (half the size; used for the model shipped in the binary).
     #[arg(long)]
     pub half: bool,
-    /// Compute backend: cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -205,6 +204,9 @@ pub struct EvalArgs {
     /// Write the table and the outputs as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing output.
+    #[arg(long)]
+    pub force: bool,
     /// Print JSON instead of Markdown.
     #[arg(long)]
     pub json: bool,
@@ -237,7 +239,7 @@ fn restyle_cmd(a: RunArgs) -> Result<()> {
     if a.text.is_empty() {
         bail!("give the sentence(s) to restyle, e.g. chorus restyle --to positive \"the plot is dull\"");
     }
-    let dev = device(&a.edit.backend)?;
+    let dev = a.edit.device.device()?;
     let r = open(a.model.as_deref(), &dev)?;
     let inputs = a
         .text
@@ -307,6 +309,7 @@ fn pool(train: &[Sentence], per_style: usize, seed: u64) -> Pool {
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
+    chorus_core::output::check(&a.out, &[&corpus_path(a.corpus.as_deref())], a.force)?;
     let t0 = Instant::now();
     let s = load_split(a.corpus.as_deref())?;
     let train: Vec<Sentence> =
@@ -322,7 +325,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     );
     let rows = |v: &[Sentence]| -> Vec<Vec<u32>> { v.iter().map(|x| vocab.encode(&x.words).0).collect() };
     let (train_rows, dev_rows) = (rows(&train), rows(&s.dev));
-    let plain = device(&a.backend)?;
+    let plain = a.device.device()?;
     plain.seed(a.seed);
     let ad = plain.clone().autodiff();
     let cfg = AeConfig {
@@ -379,12 +382,12 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         "autoencoder": {"config": ae_cfg, "report": ae_report},
         "style_net": {"config": net_cfg, "report": net_report},
         "corpus": {"train": train.len(), "dev": s.dev.len(), "test": s.test.len(), "min_count": a.min_count},
-        "backend": a.backend,
+        "backend": a.device.backend,
         "seconds": t0.elapsed().as_secs_f64(),
     });
     let meta = Meta { format: FORMAT, ae: cfg, net: scfg, pool: pool(&train, a.pool, a.seed), training };
     let r = Restyler::from_parts(ae, net, vocab, meta, &plain)?;
-    r.save(&a.out, a.half).with_context(|| format!("writing {}", a.out.display()))?;
+    r.save(&a.out, a.half, a.force).with_context(|| format!("writing {}", a.out.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r.meta.training)?);
     }
@@ -401,9 +404,13 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
 }
 
 fn eval_cmd(a: EvalArgs) -> Result<()> {
+    if let Some(p) = &a.out {
+        let inputs: Vec<&Path> = [a.model.as_deref(), a.no_contrast.as_deref()].into_iter().flatten().collect();
+        chorus_core::output::check(p, &inputs, a.force)?;
+    }
     let t0 = Instant::now();
     let s = load_split(a.corpus.as_deref())?;
-    let dev = device(&a.edit.backend)?;
+    let dev = a.edit.device.device()?;
     let full = open(a.model.as_deref(), &dev)?;
     let plain = a.no_contrast.as_deref().map(|p| open(Some(p), &dev)).transpose()?;
     let max_words = full.meta.ae.max_len - 1;
@@ -467,10 +474,7 @@ fn eval_cmd(a: EvalArgs) -> Result<()> {
         let mut full_report = report.clone();
         full_report["outputs"] = serde_json::Value::Object(outputs);
         let bytes = serde_json::to_vec_pretty(&full_report)?;
-        let dir = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let name = p.file_name().and_then(|n| n.to_str()).context("--out needs a file name")?;
-        chorus_models::export::write_files(dir, &[(name, &bytes)])
-            .with_context(|| format!("writing {}", p.display()))?;
+        chorus_core::output::write_file(p, &bytes, a.force).with_context(|| format!("writing {}", p.display()))?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -31,14 +31,17 @@ pub struct BuildArgs {
     /// A fine-tuned expert as NAME=PATH (repeat; the order is the router's task order).
     #[arg(long = "expert", required = true)]
     pub experts: Vec<String>,
-    /// Destination folder (must not exist).
+    /// Destination folder (an existing non-empty one is replaced only with --force).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
     /// Task-arithmetic scale of the shared expert.
-    #[arg(long, default_value_t = 0.3)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 0.3)]
     pub lambda: f64,
     /// Rank = ⌊density · min(m, n)⌋ per matrix (≥ 1 keeps the differences dense).
-    #[arg(long, default_value_t = 0.1, conflicts_with = "rank")]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 0.1, conflicts_with = "rank")]
     pub density: f64,
     /// A fixed rank per matrix instead of a density.
     #[arg(long)]
@@ -60,6 +63,9 @@ pub struct TrainArgs {
     /// The twin pack (the router is written into it).
     #[arg(long)]
     pub pack: PathBuf,
+    /// Replace a router the pack already has.
+    #[arg(long)]
+    pub force: bool,
     /// JSON lines {"task": NAME, "text": PROMPT}; NAME is one of the pack's tasks.
     #[arg(long)]
     pub data: PathBuf,
@@ -67,7 +73,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 50)]
     pub epochs: usize,
     /// Learning rate (Adam).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, value_parser = crate::commands::finite_f64, default_value_t = 5e-4)]
     pub lr: f64,
     /// Batch size.
     #[arg(long, default_value_t = 1024)]
@@ -95,9 +101,8 @@ pub struct GenerateArgs {
     /// Tokens to generate.
     #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
-    /// Backend: cpu or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
+    #[command(flatten)]
+    pub device: crate::commands::DeviceArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -128,7 +133,14 @@ fn build_cmd(a: BuildArgs) -> Result<()> {
         Some(r) => Rank::Fixed(r),
         None => Rank::Density(a.density),
     };
-    let opts = TwinOptions { lambda: a.lambda, rank, exclude: a.exclude.clone(), dtype, ..TwinOptions::default() };
+    let opts = TwinOptions {
+        lambda: a.lambda,
+        rank,
+        exclude: a.exclude.clone(),
+        dtype,
+        force: a.force,
+        ..TwinOptions::default()
+    };
     let bar = crate::merge::tensor_bar();
     let mut progress = |done: usize, total: usize, name: &str| crate::merge::tick(&bar, done, total, name);
     let s = build(&a.base, &experts, &a.out, &opts, &mut progress)
@@ -160,6 +172,12 @@ struct Line {
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
+    let (st, js) = (a.pack.join("router.safetensors"), a.pack.join("router.json"));
+    if !a.force
+        && let Some(p) = [&st, &js].into_iter().find(|p| p.exists())
+    {
+        bail!("{}: the pack already has a router; pass --force to replace it", p.display());
+    }
     let device = chorus_engine::device(chorus_engine::Backend::Cpu)?;
     let mut twin = TwinModel::load(&a.pack, chorus_engine::Backend::Cpu, &device)
         .with_context(|| format!("loading the twin pack {}", a.pack.display()))?;
@@ -188,21 +206,28 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let bar = indicatif::ProgressBar::new(a.epochs as u64);
     let (router, cfg, rep) = train_router(&feats, &labels, tasks.len(), &tc, &mut |e, loss, acc| {
         bar.set_position(e as u64);
-        bar.set_message(format!("loss {loss:.3} held-out acc {acc:.3}"));
+        bar.set_message(if acc.is_nan() {
+            format!("loss {loss:.3}")
+        } else {
+            format!("loss {loss:.3} held-out acc {acc:.3}")
+        });
     })?;
     bar.finish_and_clear();
-    router.save(&cfg, &rep, &a.pack)?;
+    router.save(&cfg, &rep, &a.pack, a.force)?;
     twin.router = Some(router);
     if a.json {
         println!("{}", serde_json::to_string(&rep)?);
     } else {
+        let held_out = match (rep.val_accuracy, rep.val_loss) {
+            (Some(acc), Some(loss)) => {
+                format!("held-out accuracy {:.1} % and loss {loss:.3} ({} examples)", 100.0 * acc, rep.val_examples)
+            }
+            _ => "no held-out examples (one per task): last epoch kept".into(),
+        };
         eprintln!(
-            "router: best epoch {} of {}, held-out accuracy {:.1} % and loss {:.3} ({} examples), training {:.1} % ({})",
+            "router: epoch {} of {} kept, {held_out}, training {:.1} % ({})",
             rep.best_epoch,
             a.epochs,
-            100.0 * rep.val_accuracy,
-            rep.val_loss,
-            rep.val_examples,
             100.0 * rep.train_accuracy,
             rep.train_examples
         );
@@ -211,7 +236,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
 }
 
 fn generate_cmd(a: GenerateArgs) -> Result<()> {
-    let backend: chorus_engine::Backend = a.backend.parse()?;
+    let backend: chorus_engine::Backend = a.device.backend;
     let device = chorus_engine::device(backend)?;
     let twin = TwinModel::load(&a.pack, backend, &device)
         .with_context(|| format!("loading the twin pack {}", a.pack.display()))?;

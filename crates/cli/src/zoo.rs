@@ -23,9 +23,13 @@ pub enum ZooCommand {
 /// Arguments of `chorus zoo twin-pack`.
 #[derive(Args)]
 pub struct ZooTwinPackArgs {
-    /// Destination folder (replaced only when the new pack is complete).
+    /// Destination folder (written under a temporary name; an existing non-empty one is replaced, when
+    /// the new pack is complete, only with --force).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `chorus zoo router-data`.
@@ -34,6 +38,9 @@ pub struct ZooRouterDataArgs {
     /// Destination file (JSON lines {"task", "text"}).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub force: bool,
     /// Prompts per task.
     #[arg(long, default_value_t = chorus_zoo::twin::ROUTER_PROMPTS)]
     pub per_task: usize,
@@ -42,9 +49,13 @@ pub struct ZooRouterDataArgs {
 /// Arguments of `chorus zoo train`.
 #[derive(Args)]
 pub struct ZooTrainArgs {
-    /// Destination folder (must not exist; written under a temporary name and renamed on success).
+    /// Destination folder (written under a temporary name and renamed on success; an existing non-empty
+    /// folder is replaced only with --force).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
     /// A JSON family spec (sizes, tasks, schedules); the built-in default when absent.
     #[arg(long)]
     pub spec: Option<PathBuf>,
@@ -84,8 +95,8 @@ pub fn run(c: ZooCommand) -> Result<()> {
                 }
                 None => FamilySpec::default(),
             };
-            let m =
-                train_family(&spec, &a.out, &mut log).with_context(|| format!("training into {}", a.out.display()))?;
+            let m = train_family(&spec, &a.out, a.force, &mut log)
+                .with_context(|| format!("training into {}", a.out.display()))?;
             let total: u64 = m.members.iter().map(|x| x.bytes).sum();
             for x in &m.members {
                 eprintln!(
@@ -103,24 +114,16 @@ pub fn run(c: ZooCommand) -> Result<()> {
                 text.push_str(&serde_json::to_string(&serde_json::json!({ "task": seen[t].name(), "text": p }))?);
                 text.push('\n');
             }
-            crate::fuse::write_atomic(&a.out, text.as_bytes())?;
+            chorus_core::output::write_file(&a.out, text.as_bytes(), a.force)?;
             log(&format!("{} prompts of {} tasks → {}", seen.len() * a.per_task, seen.len(), a.out.display()));
         }
         ZooCommand::TwinPack(a) => {
             let m = chorus_zoo::embedded::manifest()?;
             let dir = std::path::Path::new(chorus_zoo::embedded::DIR);
-            let parent = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let name = a.out.file_name().with_context(|| format!("{} is not a folder path", a.out.display()))?;
-            let tmp = parent.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-            let built = chorus_zoo::twin::ship_pack(dir, &m, &tmp);
-            if let Err(e) = built {
-                std::fs::remove_dir_all(&tmp).ok();
-                return Err(e).context("building the demo twin pack");
-            }
-            if a.out.exists() {
-                std::fs::remove_dir_all(&a.out).with_context(|| format!("replacing {}", a.out.display()))?;
-            }
-            std::fs::rename(&tmp, &a.out).with_context(|| format!("moving the pack to {}", a.out.display()))?;
+            chorus_core::output::check(&a.out, &[], a.force)?;
+            chorus_core::output::write_dir(&a.out, a.force, |tmp| {
+                chorus_zoo::twin::ship_pack(dir, &m, tmp).context("building the demo twin pack")
+            })?;
             log(&format!("demo twin pack (density {}) → {}", chorus_zoo::twin::SHIPPED_DENSITY, a.out.display()));
         }
         ZooCommand::Eval(a) => {

@@ -309,6 +309,17 @@ fn twin_builds_trains_and_routes_each_prompt() {
     let (code, _, err) =
         chorus(&["twin", "train-router", "--pack", pack.to_str().unwrap(), "--data", data.to_str().unwrap()]);
     assert_eq!(code, 2);
+    assert!(err.contains("already has a router") && err.contains("--force"), "{err}");
+    let (code, _, err) = chorus(&[
+        "twin",
+        "train-router",
+        "--pack",
+        pack.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(code, 2);
     assert!(err.contains("poetry") && err.contains("line 1"), "{err}");
     let out2 = dir.join("pack2");
     let (code, _, err) = chorus(&["twin", "build", "--base", &base, "--expert", &add, "--out", out2.to_str().unwrap()]);
@@ -694,4 +705,216 @@ fn restyle_trains_and_evaluates_a_small_model() {
     assert_eq!(code, 2);
     assert!(err.contains("none"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir` (relative path → bytes); empty when `dir` is missing.
+fn snapshot(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Starts `args` and SIGKILLs it after `delay` unless it ended first; returns its exit code if it ended.
+fn run_and_kill(args: &[String], delay: std::time::Duration) -> Option<i32> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chorus");
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < delay {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor, no clean-up code runs
+    child.wait().unwrap();
+    None
+}
+
+/// A merge, a twin build and a training run, each SIGKILLed at seeded random points of its run time while
+/// replacing an existing output with --force: the destination always holds the complete previous output
+/// (or, when the run finished first, the complete new one), and nothing but hidden temporary siblings is
+/// ever left beside it. Without --force an existing output, and always an output that is an input, is
+/// refused before any work.
+#[test]
+fn killed_runs_never_damage_the_previous_output() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let fam = root.join("crates/zoo/family");
+    let dir = std::env::temp_dir().join(format!("chorus-cli-kill-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let out = |name: &str| dir.join(name);
+    let f = |m: &str| s(&fam.join(m));
+    let jobs: Vec<(&str, Vec<String>)> = vec![
+        (
+            "merge",
+            vec!["merge".into(), s(&root.join("tests/fixtures/merge/ties.yml")), "--out".into(), s(&out("merge"))],
+        ),
+        (
+            "twin",
+            vec![
+                "twin".into(),
+                "build".into(),
+                "--base".into(),
+                f("small-base"),
+                "--expert".into(),
+                format!("add={}", f("small-add")),
+                "--expert".into(),
+                format!("sort={}", f("small-sort")),
+                "--out".into(),
+                s(&out("twin")),
+            ],
+        ),
+        (
+            "train",
+            ["rerank", "train", "--toy", "--stage1-steps", "0", "--steps", "8", "--out"]
+                .iter()
+                .map(|x| x.to_string())
+                .chain([s(&out("train"))])
+                .collect(),
+        ),
+    ];
+    let mut rng = chorus_core::Rng::new(21);
+    for (name, args) in &jobs {
+        let dest = out(name);
+        let t0 = std::time::Instant::now();
+        let (code, _, err) = chorus(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 0, "{name}: {err}");
+        let full = t0.elapsed();
+        let mut before = snapshot(&dest);
+        assert!(!before.is_empty(), "{name}: wrote nothing");
+        // Without --force the existing output is refused, untouched.
+        let (code, _, err) = chorus(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(code, 2, "{name}: an existing output was replaced without --force");
+        assert!(err.contains("--force"), "{name}: {err}");
+        assert_eq!(snapshot(&dest), before, "{name}");
+        let mut forced = args.clone();
+        forced.push("--force".into());
+        for k in 0..6 {
+            let delay = full.mul_f64(0.05 + 1.1 * rng.next_f64());
+            let ended = run_and_kill(&forced, delay);
+            let now = snapshot(&dest);
+            match ended {
+                Some(0) => {
+                    assert_eq!(now.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "{name} run {k}");
+                    before = now;
+                }
+                Some(c) => panic!("{name} run {k}: exit {c}"),
+                None => assert!(now == before, "{name} run {k}: killed after {delay:?}, the output changed"),
+            }
+        }
+    }
+    // Nothing but the outputs and hidden temporaries of killed runs stands in the folder.
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let n = e.file_name().into_string().unwrap();
+        assert!(["merge", "twin", "train"].contains(&n.as_str()) || n.starts_with('.'), "stray {n}");
+    }
+    // An output equal to or inside an input is refused even with --force.
+    let train = s(&out("train"));
+    let before = snapshot(&out("train"));
+    for o in [train.clone(), format!("{train}/sub")] {
+        let (code, _, err) = chorus(&["rerank", "train", "--init", &train, "--out", &o, "--steps", "1", "--force"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("input"), "{err}");
+    }
+    assert_eq!(snapshot(&out("train")), before);
+    // `zoo twin-pack` no longer deletes an existing folder.
+    let keep = dir.join("keep");
+    std::fs::create_dir_all(&keep).unwrap();
+    std::fs::write(keep.join("notes.txt"), "mine").unwrap();
+    let (code, _, err) = chorus(&["zoo", "twin-pack", "--out", &s(&keep)]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(std::fs::read_to_string(keep.join("notes.txt")).unwrap(), "mine");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Numbers from the command line and from trace files: NaN, ∞, out-of-range values and a search range
+/// that would hold billions of grid points are refused with exit status 2 naming the value.
+#[test]
+fn bad_numbers_are_refused_by_name() {
+    for (args, needle) in [
+        (vec!["fuse", "--prompt", "add 1 2 =", "--range", "add=0:1e9"], "add"),
+        (vec!["fuse", "--prompt", "add 1 2 =", "--range", "add=0:nan"], "NaN"),
+        (vec!["fuse", "--prompt", "x", "--temperature", "nan"], "temperature"),
+        (vec!["demo", "--solver", "static", "--alpha", "inf"], "inf"),
+        (vec!["fuse", "--prompt", "x", "--top-p", "1e40"], "1e40"),
+        (vec!["twin", "build", "--base", "b", "--expert", "a=b", "--out", "o", "--lambda", "NaN"], "NaN"),
+    ] {
+        let (code, _, err) = chorus(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let dir = std::env::temp_dir().join(format!("chorus-cli-numbers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let trace = dir.join("t.jsonl");
+    std::fs::write(&trace, "{\"alpha\": [0.5], \"piece\": \"a\"}\n{\"alpha\": [1e39], \"piece\": \"b\"}\n").unwrap();
+    let out = dir.join("t.svg");
+    let (code, _, err) = chorus(&["plot-trace", trace.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("line 2") && err.contains("inf"), "{err}");
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A closed stdout (`chorus demo | head -1`) ends the process quietly: no panic, no "Broken pipe".
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    for args in [vec!["demo"], vec!["demo", "--json"], vec!["inspect", &smollm2(), "--tensors"]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chorus"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        // The reader is dropped here: the pipe's read end closes, as `head -1` closes it.
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!first.is_empty(), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.to_lowercase().contains("broken pipe"), "{args:?}: {err}");
+        use std::os::unix::process::ExitStatusExt;
+        assert!(out.status.success() || out.status.signal() == Some(13), "{args:?}: {:?} {err}", out.status);
+    }
+}
+
+/// `chorus --help` names every command the binary has.
+#[test]
+fn help_lists_every_command() {
+    let (code, out, err) = chorus(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    for c in [
+        "demo",
+        "generate",
+        "inspect",
+        "fuse",
+        "plot-trace",
+        "eval",
+        "bench",
+        "merge",
+        "twin",
+        "rerank",
+        "extract",
+        "restyle",
+        "zoo",
+    ] {
+        assert!(out.lines().any(|l| l.trim_start().starts_with(&format!("{c} "))), "{c} missing from:\n{out}");
+    }
+    assert!(out.contains("Twin-Merging") && !out.contains("generate, inspect, bench"), "{out}");
 }

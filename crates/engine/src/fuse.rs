@@ -112,6 +112,12 @@ pub struct FuseOutput {
     pub decode_tokens_per_s: f64,
     /// Time spent choosing α and building fused logits, over all steps (all rows).
     pub search_ms: f64,
+    /// Steps whose full logits were read back to the host: every step on the CPU; on wgpu, the steps of
+    /// a solver the device kernel does not run (see `host_reason`) and steps that sample (the fused
+    /// distribution is read back; greedy decoding reads back a few floats per row).
+    pub host_steps: usize,
+    /// Why a run whose members are all on wgpu chose α on the host; `None` when it did not.
+    pub host_reason: Option<String>,
 }
 
 /// One row's fusion decision.
@@ -254,6 +260,9 @@ impl Fusion {
         let t0 = Instant::now();
         let (mut caches, mut tensors) = self.prefill(&ids, b)?;
         let gpu = self.device_kernel(&opts.fusion, b).await?;
+        let all_gpu = self.members.iter().all(|m| m.model.backend == crate::Backend::Wgpu);
+        let host_reason = (all_gpu && gpu.is_none()).then(|| host_path_reason(&opts.fusion, self.experts()));
+        let mut host_steps = 0usize;
         let prefill_ms = ms(t0);
 
         let t1 = Instant::now();
@@ -267,6 +276,10 @@ impl Fusion {
         }
         loop {
             let live: Vec<bool> = rows.iter().map(|r| r.done.is_none()).collect();
+            let sampling = rows.iter().any(|r| r.done.is_none() && !r.sampler.is_greedy());
+            if gpu.is_none() || sampling {
+                host_steps += 1;
+            }
             let picks: Vec<Option<Pick>> = match &gpu {
                 Some(k) => self.picks_on_device(k, std::mem::take(&mut tensors), &live, &rows).await?,
                 None => {
@@ -348,6 +361,8 @@ impl Fusion {
                 decode_ms,
                 decode_tokens_per_s: rate,
                 search_ms,
+                host_steps,
+                host_reason: host_reason.clone(),
             })
             .collect())
     }
@@ -593,4 +608,18 @@ fn check_prompt(m: &Member, ids: &[u32]) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// Why α is chosen on the host although every member runs on wgpu (the cases `device_kernel` declines).
+fn host_path_reason(cfg: &FusionConfig, experts: usize) -> String {
+    match cfg.solver {
+        Solver::Refine | Solver::Joint => {
+            format!("the {:?} solver runs on the host (the device kernel evaluates a fixed candidate list)", cfg.solver)
+                .to_lowercase()
+        }
+        Solver::Paper if experts > 1 && cfg.multi == fusion::MultiRule::Route => {
+            "the route rule picks an expert from the step's constants on the host".into()
+        }
+        _ => "the device kernel is unavailable for this run".into(),
+    }
 }

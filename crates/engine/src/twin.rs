@@ -8,7 +8,7 @@
 //! the router and its config live in the pack as `router.safetensors` + `router.json`.
 
 #[cfg(not(target_family = "wasm"))]
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
@@ -128,9 +128,15 @@ impl Router {
             .concat()
     }
 
-    /// Writes `router.safetensors` and `router.json` into `dir` (each through a temporary file).
+    /// Writes `router.safetensors` and `router.json` into `dir` (each through a temporary file); a router
+    /// already there is replaced only with `force`.
     #[cfg(not(target_family = "wasm"))]
-    pub fn save(&self, cfg: &RouterConfig, report: &RouterReport, dir: &Path) -> Result<()> {
+    pub fn save(&self, cfg: &RouterConfig, report: &RouterReport, dir: &Path, force: bool) -> Result<()> {
+        use chorus_core::output::{OutputError, write_file};
+        let (st, js) = (dir.join("router.safetensors"), dir.join("router.json"));
+        if !force && let Some(p) = [&st, &js].into_iter().find(|p| p.exists()) {
+            return Err(OutputError::Exists { path: p.clone() }.into());
+        }
         let mut owned = Vec::new();
         for (name, t) in self.tensors() {
             let shape = t.dims().to_vec();
@@ -147,8 +153,8 @@ impl Router {
             .collect::<Result<Vec<_>>>()?;
         let bytes = safetensors::serialize(views, None).map_err(|e| io_err(dir, e.to_string()))?;
         let meta = serde_json::json!({ "config": cfg, "training": report });
-        write_atomic(&dir.join("router.safetensors"), &bytes)?;
-        write_atomic(&dir.join("router.json"), &serde_json::to_vec_pretty(&meta).unwrap_or_default())
+        write_file(&st, &bytes, true)?;
+        Ok(write_file(&js, &serde_json::to_vec_pretty(&meta).unwrap_or_default(), true)?)
     }
 
     /// Reads a router saved by [`Router::save`]; names the file and tensor at fault.
@@ -214,10 +220,11 @@ pub struct RouterReport {
     pub val_examples: usize,
     /// Epoch (1-based) whose weights were kept.
     pub best_epoch: usize,
-    /// Held-out accuracy of the kept weights (0–1).
-    pub val_accuracy: f64,
-    /// Held-out mean cross-entropy of the kept weights (nats).
-    pub val_loss: f64,
+    /// Held-out accuracy of the kept weights (0–1); `None` when no example could be held out (one per
+    /// task): the training accuracy is no estimate of it.
+    pub val_accuracy: Option<f64>,
+    /// Held-out mean cross-entropy of the kept weights (nats); `None` without a held-out slice.
+    pub val_loss: Option<f64>,
     /// Training accuracy of the kept weights (0–1).
     pub train_accuracy: f64,
 }
@@ -310,15 +317,16 @@ pub fn train_router(
             model = opt.step(tc.lr, model, grads);
         }
         let eval = model.valid();
-        // Without a held-out slice (one example per task) the training accuracy picks the epoch.
-        let score =
-            if xv.is_empty() { evaluate(&eval, &xt, &yt, &eval_dev)? } else { evaluate(&eval, &xv, &yv, &eval_dev)? };
+        // Without a held-out slice (one example per task) there is nothing to choose an epoch on: the last
+        // one is kept and no held-out figure is reported.
+        let score = if xv.is_empty() { (f64::NAN, f64::NAN) } else { evaluate(&eval, &xv, &yv, &eval_dev)? };
         report(epoch, last, score.0);
-        if best.as_ref().is_none_or(|(s, _, _)| score.0 > s.0 || (score.0 == s.0 && score.1 < s.1)) {
+        if xv.is_empty() || best.as_ref().is_none_or(|(s, _, _)| score.0 > s.0 || (score.0 == s.0 && score.1 < s.1)) {
             best = Some((score, epoch, eval));
         }
     }
-    let ((val_accuracy, val_loss), best_epoch, router) = best.ok_or_else(|| Error::Request("no epoch ran".into()))?;
+    let ((acc, loss), best_epoch, router) = best.ok_or_else(|| Error::Request("no epoch ran".into()))?;
+    let (val_accuracy, val_loss) = if xv.is_empty() { (None, None) } else { (Some(acc), Some(loss)) };
     let (train_accuracy, _) = evaluate(&router, &xt, &yt, &eval_dev)?;
     let rep = RouterReport {
         train_examples: xt.len(),
@@ -363,15 +371,6 @@ pub struct TwinModel {
 #[cfg(not(target_family = "wasm"))]
 fn io_err(path: &Path, reason: String) -> Error {
     Error::Request(format!("{}: {reason}", path.display()))
-}
-
-#[cfg(not(target_family = "wasm"))]
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp-{}", path.display(), std::process::id()));
-    std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
-        std::fs::remove_file(&tmp).ok();
-        io_err(path, e.to_string())
-    })
 }
 
 impl TwinModel {
@@ -486,5 +485,36 @@ impl TwinModel {
         }
         let out = self.model.generate_mixed_async(prompts, Some(&w), opts, on_token).await?;
         Ok((out, w))
+    }
+}
+
+#[cfg(all(test, not(target_family = "wasm")))]
+mod tests {
+    use super::*;
+
+    fn features(per_task: usize) -> (Vec<Vec<f32>>, Vec<usize>) {
+        let mut rng = Rng::new(5);
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for t in 0..2 {
+            for _ in 0..per_task {
+                x.push((0..4).map(|j| if j == t { 2.0 } else { 0.0 } + rng.next_f64() as f32 * 0.1).collect());
+                y.push(t);
+            }
+        }
+        (x, y)
+    }
+
+    /// With a held-out slice the report carries its accuracy; with one example per task nothing can be
+    /// held out and the report says so (`None`) instead of passing the training accuracy off as held-out.
+    #[test]
+    fn held_out_figures_are_reported_only_when_examples_were_held_out() {
+        let tc = RouterTrainConfig { epochs: 3, batch: 8, ..RouterTrainConfig::default() };
+        let (x, y) = features(10);
+        let (_, _, rep) = train_router(&x, &y, 2, &tc, &mut |_, _, _| {}).unwrap();
+        assert_eq!((rep.val_examples, rep.train_examples), (2, 18));
+        assert!(rep.val_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)) && rep.val_loss.is_some(), "{rep:?}");
+        let (x, y) = features(1);
+        let (_, _, rep) = train_router(&x, &y, 2, &tc, &mut |_, _, _| {}).unwrap();
+        assert_eq!((rep.val_examples, rep.val_accuracy, rep.val_loss, rep.best_epoch), (0, None, None, 3), "{rep:?}");
     }
 }

@@ -8,8 +8,8 @@ use chorus_engine::{Backend, FusionSetup, LoadedModel, Member};
 
 use crate::embedded;
 use crate::error::{Error, Result};
-use crate::eval::TEST_SPLIT;
 use crate::family::member_name;
+use crate::tasks::TEST_SPLIT;
 use crate::tasks::{Example, Task};
 
 /// The loaded embedded family.

@@ -5,6 +5,9 @@
 use chorus_core::sampling::Rng;
 use serde::{Deserialize, Serialize};
 
+/// Split of the task generators used for testing (training uses split 0, the router split 1).
+pub const TEST_SPLIT: u64 = 2;
+
 /// A task of the zoo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
