@@ -1,13 +1,25 @@
-//! The same model on the CPU (both weight modes) and on wgpu: identical greedy tokens, logits within
-//! 1e-4, on a tiny random Llama written by `gguf_write::tiny_llama` (no download needed).
+//! The same model on the CPU (every weight mode) and on wgpu, on tiny random Llamas written by
+//! `gguf_write` (no download needed): an f32-stored one across backends (identical greedy tokens, logits
+//! within 1e-4), and one whose projections are integer-coded GGML blocks, for the quantized CPU path
+//! against the dequantized f32 weights.
 
 use chorus_engine::{Backend, LoadedModel, Prompt};
 use chorus_models::{FileBytes, GgufFile, ModelFiles, WeightMode};
 
-fn load(backend: Backend, device: &burn::tensor::Device, mode: WeightMode) -> LoadedModel {
-    let bytes = chorus_models::gguf_write::tiny_llama(3);
+fn load_bytes(bytes: Vec<u8>, backend: Backend, device: &burn::tensor::Device, mode: WeightMode) -> LoadedModel {
     let files = ModelFiles::from_gguf(GgufFile::parse("tiny.gguf", FileBytes::from_vec(bytes)).unwrap()).unwrap();
     LoadedModel::load(files, backend, device, Some(mode), &mut |_, _| {}).unwrap()
+}
+
+fn load(backend: Backend, device: &burn::tensor::Device, mode: WeightMode) -> LoadedModel {
+    load_bytes(chorus_models::gguf_write::tiny_llama(3), backend, device, mode)
+}
+
+/// The logits of every position of `ids` (`[len][vocab]`), one forward pass from an empty cache.
+fn all_logits(m: &LoadedModel, ids: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = m.decoder.new_cache(1);
+    let x = m.decoder.forward(&[ids.to_vec()], &[vec![true; ids.len()]], &mut cache, true).unwrap();
+    chorus_models::decoder::to_rows(x).unwrap()
 }
 
 #[test]
@@ -17,8 +29,10 @@ fn tiny_model_agrees_across_backends() {
     let ids = a.encode(&Prompt::Text("Hello, tiny world!".into())).unwrap();
     assert_eq!(ids.len(), "Hello, tiny world!".len(), "byte-level tokens");
     let want = a.greedy_trace(&ids, 12, 5).unwrap();
-    // F32-stored GGUF tensors are not integer-coded: Quantized mode falls back to the same f32 path.
+    // F32-stored GGUF tensors are not integer-coded: Quantized mode falls back to the same f32 path (the
+    // quantized path itself is `quantized_cpu_path_matches_the_dequantized_weights`).
     let b = load(Backend::Cpu, &cpu, WeightMode::Quantized);
+    assert_eq!(b.decoder.quantized_projections(), (0, 9), "float-stored tensors stay f32");
     assert_eq!(
         b.greedy_trace(&ids, 12, 5).unwrap().iter().map(|s| s.token).collect::<Vec<_>>(),
         want.iter().map(|s| s.token).collect::<Vec<_>>()
@@ -32,4 +46,52 @@ fn tiny_model_agrees_across_backends() {
             assert!((p.1 - q.1).abs() <= 1e-4, "step {i}: {p:?} vs {q:?}");
         }
     }
+}
+
+/// A model whose every projection and tied embedding is stored as GGML blocks (Q4_0, Q4_1, Q5_0, Q5_1,
+/// Q8_0, Q4_K, Q5_K, Q6_K: `gguf_write::TINY_QUANT_TYPES`). `WeightMode::F32` dequantizes them to f32
+/// tensors, the reference; `WeightMode::Quantized` must keep all 9 projections integer-coded (checked with
+/// `Decoder::quantized_projections`, so the test cannot pass on a silent fall-back to f32) and agree with
+/// it: the same weights bit for bit and f32 inputs, so only the summation order differs. Tolerances, at
+/// every position of the prompt, relative to the largest |logit| M (here ≈ 190; RMS ≈ 13):
+/// - `Quantized`: |Δ| ≤ 2e-6·M, some 25 f32 ulps of M (summation order; measured ≈ 4e-7·M), identical
+///   greedy tokens;
+/// - `Q16` (the CPU default: inputs as two 8-bit planes, ≤ max|x|/32,512 rounding per value):
+///   |Δ| ≤ 1e-4·M (measured ≈ 1e-5·M), and Δ ≠ 0 somewhere (integer activations did run).
+#[test]
+fn quantized_cpu_path_matches_the_dequantized_weights() {
+    let cpu = chorus_engine::device(Backend::Cpu).unwrap();
+    let bytes = chorus_models::gguf_write::tiny_llama_quantized(11);
+    let g = GgufFile::parse("q.gguf", FileBytes::from_vec(bytes.clone())).unwrap();
+    let names = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"];
+    for (i, tys) in chorus_models::gguf_write::TINY_QUANT_TYPES.iter().enumerate() {
+        for (name, &ty) in names.iter().zip(tys) {
+            let t = g.tensor(&format!("blk.{i}.{name}.weight")).unwrap();
+            assert_eq!(t.ggml_type(), Some(ty), "blk.{i}.{name}");
+        }
+    }
+    assert_eq!(g.tensor("token_embd.weight").unwrap().ggml_type(), Some(chorus_core::GgmlType::Q8_0));
+    let f = load_bytes(bytes.clone(), Backend::Cpu, &cpu, WeightMode::F32);
+    let q = load_bytes(bytes.clone(), Backend::Cpu, &cpu, WeightMode::Quantized);
+    let q16 = load_bytes(bytes, Backend::Cpu, &cpu, WeightMode::Q16);
+    assert_eq!(f.decoder.quantized_projections(), (0, 9), "F32 mode dequantizes every projection");
+    assert_eq!(q.decoder.quantized_projections(), (9, 9), "Quantized mode keeps every projection integer-coded");
+    assert_eq!(q16.decoder.quantized_projections(), (9, 9));
+
+    let ids = f.encode(&Prompt::Text("Quantized, tiny and exact?".into())).unwrap();
+    let want = all_logits(&f, &ids);
+    let rms =
+        (want.iter().flatten().map(|&v| v as f64 * v as f64).sum::<f64>() / (want.len() * want[0].len()) as f64).sqrt();
+    assert!((1.0..50.0).contains(&rms), "logits of a sane scale: RMS {rms}");
+    let big = want.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    let max_diff = |got: &[Vec<f32>]| {
+        got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max)
+    };
+    let (dq, d16) = (max_diff(&all_logits(&q, &ids)), max_diff(&all_logits(&q16, &ids)));
+    eprintln!("logits: RMS {rms:.2}, max |logit| {big:.2}; max |Δ| vs dequantized f32: Quantized {dq:e}, Q16 {d16:e}");
+    assert!(dq <= 2e-6 * big, "Quantized vs dequantized f32: max |Δ| = {dq} (max |logit| {big})");
+    assert!(d16 <= 1e-4 * big && d16 > 0.0, "Q16 vs dequantized f32: max |Δ| = {d16} (max |logit| {big})");
+
+    let tokens = |m: &LoadedModel| m.greedy_trace(&ids, 8, 1).unwrap().iter().map(|s| s.token).collect::<Vec<_>>();
+    assert_eq!(tokens(&q), tokens(&f), "greedy tokens, Quantized vs F32");
 }

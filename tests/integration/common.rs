@@ -1,7 +1,8 @@
 //! Shared helpers: where the fetched models are, the wgpu device, golden files.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 
 use chorus_engine::{Backend, LoadedModel};
 use chorus_models::{ModelFiles, WeightMode};
@@ -37,16 +38,14 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The wgpu device, or `None` locally when no adapter exists. With `CHORUS_REQUIRE_GPU=1` (CI) a missing
-/// adapter fails the test instead, so a broken lavapipe install cannot turn GPU tests into skips.
+/// The wgpu device, or `None` locally when no adapter exists (the skip is reported: [`skip_gpu`]). With
+/// `CHORUS_REQUIRE_GPU=1` (CI) a missing adapter fails the test instead, so a broken lavapipe install cannot
+/// turn GPU tests into skips.
 pub fn wgpu_or_skip(test: &str) -> Option<burn::tensor::Device> {
     match chorus_engine::device(Backend::Wgpu) {
         Ok(d) => Some(d),
         Err(e) => {
-            if std::env::var("CHORUS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("{test}: CHORUS_REQUIRE_GPU=1 but wgpu is unavailable: {e}");
-            }
-            eprintln!("{test}: skipped: no GPU adapter ({e})");
+            skip_gpu(test, &format!("wgpu is unavailable: {e}"));
             None
         }
     }
@@ -58,12 +57,60 @@ pub fn gpu_or_skip(test: &str) -> Option<chorus_gpu::GpuContext> {
     match chorus_engine::backend::gpu_context() {
         Ok(c) => Some(c),
         Err(e) => {
-            if std::env::var("CHORUS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("{test}: CHORUS_REQUIRE_GPU=1 but no GPU context: {e}");
-            }
-            eprintln!("{test}: skipped: no GPU adapter ({e})");
+            skip_gpu(test, &format!("no GPU context: {e}"));
             None
         }
+    }
+}
+
+/// GPU tests this process skipped, in order.
+static GPU_SKIPS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Skips a GPU test visibly, or fails it under `CHORUS_REQUIRE_GPU=1`.
+///
+/// Neither libtest nor nextest has a run-time "skipped" result: `#[ignore]` is fixed when the test binary
+/// is compiled, and whether an adapter exists is only known when the test runs. So a skipped GPU test
+/// passes, and the skip is made visible around it instead:
+/// - one `SKIPPED: <test>: …` line goes straight to the process's stderr. libtest captures only what
+///   `print!`/`eprint!` write (the old `eprintln!` vanished with a passing test's output), so `cargo test`
+///   shows this line next to the test's `ok`;
+/// - at exit, after libtest's `test result: …` summary, one more line counts and names every GPU test the
+///   binary skipped (`SKIPPED: 7 GPU tests …`), so a summary that reads "0 failed" still says what did not run;
+/// - `cargo nextest` runs each test in its own process and hides a passing test's output: both lines are in
+///   that output, shown with `--success-output immediate` (or `final`, or `--no-capture`);
+/// - with `CHORUS_REQUIRE_GPU=1` (CI) the test panics instead of skipping.
+pub fn skip_gpu(test: &str, why: &str) {
+    if std::env::var("CHORUS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+        panic!("{test}: CHORUS_REQUIRE_GPU=1 but {why}");
+    }
+    let line = format!("SKIPPED: {test}: no GPU adapter ({why}); CHORUS_REQUIRE_GPU=1 makes this a failure\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
+    GPU_SKIPS.lock().unwrap_or_else(|p| p.into_inner()).push(test.to_string());
+    static AT_EXIT: Once = Once::new();
+    AT_EXIT.call_once(|| {
+        // A failed registration only loses the summary line; the per-test lines are already out.
+        let _ = atexit(report_gpu_skips);
+    });
+}
+
+unsafe extern "C" {
+    /// C's `atexit` (libc; the CRT on Windows): runs `f` when the process exits normally, which libtest
+    /// does after printing its summary.
+    safe fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+}
+
+/// The exit-time summary of [`skip_gpu`].
+extern "C" fn report_gpu_skips() {
+    // `try_lock`: a test thread still holding the lock at exit must not hang the process.
+    let Ok(skips) = GPU_SKIPS.try_lock() else { return };
+    if !skips.is_empty() {
+        let line = format!(
+            "SKIPPED: {} GPU test{} in this test binary (no GPU adapter; CHORUS_REQUIRE_GPU=1 fails them): {}\n",
+            skips.len(),
+            if skips.len() == 1 { "" } else { "s" },
+            skips.join(", ")
+        );
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
 

@@ -148,7 +148,8 @@ fn device_fusion_matches_host_fusion() {
     assert_eq!(r.host_steps, r.steps.len());
     assert!(r.host_reason.as_deref().is_some_and(|w| w.contains("refine")), "{:?}", r.host_reason);
     let on_cpu = Fusion::new(setup(&cpu)).unwrap().generate_batch(&prompts, &opts, &mut |_| {}).unwrap();
-    assert!(on_cpu.iter().all(|o| o.host_reason.is_none() && o.host_steps == o.steps.len()));
+    // host_steps counts the batch's steps: at least each row's own.
+    assert!(on_cpu.iter().all(|o| o.host_reason.is_none() && o.host_steps >= o.steps.len() && o.host_steps > 0));
     for (g, c) in on_gpu.iter().zip(&on_cpu) {
         assert_eq!(g.tokens, c.tokens);
         for (sg, sc) in g.steps.iter().zip(&c.steps) {

@@ -419,7 +419,11 @@ fn rerank_trains_reranks_and_keeps_good_queries() {
         v.extend(extra.iter().copied());
         v.into_iter().map(String::from).collect::<Vec<_>>()
     };
-    let run = |a: Vec<String>| chorus(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // Each run replaces the previous run file: --force.
+    let run = |mut a: Vec<String>| {
+        a.push("--force".into());
+        chorus(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
     let (code, _, err) = run(args(&[]));
     assert_eq!(code, 2);
     assert!(err.contains("query '1'") && err.contains("document 'gone'") && err.contains("the other 1"), "{err}");

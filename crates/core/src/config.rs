@@ -76,20 +76,6 @@ impl ModelConfig {
     /// Checks the internal consistency of the hyper-parameters.
     pub fn validate(&self) -> Result<()> {
         let bad = |field: &str, reason: String| Err(Error::Config { field: field.to_string(), reason });
-        for (field, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_layers", self.num_layers),
-            ("num_heads", self.num_heads),
-            ("num_kv_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ] {
-            if v == 0 {
-                return bad(field, "must be positive".into());
-            }
-        }
         // Upper bounds, far above every published model, so that a hostile or damaged file is refused by
         // name before anything is sized from it (a count of 0xFFFFFFFF layers would otherwise allocate).
         for (field, v, max) in [
@@ -104,6 +90,20 @@ impl ModelConfig {
         ] {
             if v > max {
                 return bad(field, format!("{v} exceeds the limit of {max}"));
+            }
+        }
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_layers", self.num_layers),
+            ("num_heads", self.num_heads),
+            ("num_kv_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v == 0 {
+                return bad(field, "must be positive".into());
             }
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {

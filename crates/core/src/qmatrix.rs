@@ -659,6 +659,38 @@ fn push_block(ty: GgmlType, b: &[u8], q: &mut Vec<i8>, ab: &mut Vec<[f32; 2]>) {
     }
 }
 
+/// Test support, shared by the AVX2 tests here, in `fusion` and in `chorus-models`' `qlinear`: whether this
+/// processor runs the AVX2 (with `fma`: AVX2+FMA) kernels, i.e. whether a test comparing them with the
+/// portable loops can mean anything here. Without them such a test would compare the portable loop with
+/// itself and pass, so this makes the skip visible instead of silent:
+/// - it writes `SKIPPED: no avx2 …` with the test's name straight to the process's stderr. libtest captures
+///   only what `print!`/`eprint!` write, so under `cargo test` the line appears in the run's log next to the
+///   test's `ok` even though the test passed (under `cargo nextest`, which captures whole processes, add
+///   `--success-output immediate` or `--no-capture` to see it);
+/// - with `CHORUS_REQUIRE_SIMD=1` it panics instead (like `CHORUS_REQUIRE_GPU` for the GPU tests), so a CI
+///   machine that must test the kernels cannot turn them into passes.
+///
+/// A compile-time `#[ignore]` cannot express this: the kernels are chosen at run time
+/// (`is_x86_feature_detected!`), and the test binary is built for the baseline x86-64 target.
+#[doc(hidden)]
+pub fn simd_or_skip(test: &str, fma: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let has = std::arch::is_x86_feature_detected!("avx2") && (!fma || std::arch::is_x86_feature_detected!("fma"));
+    #[cfg(not(target_arch = "x86_64"))]
+    let has = false;
+    if has {
+        return true;
+    }
+    let what = if fma { "avx2+fma" } else { "avx2" };
+    if std::env::var("CHORUS_REQUIRE_SIMD").is_ok_and(|v| v == "1") {
+        panic!("{test}: CHORUS_REQUIRE_SIMD=1 but this processor lacks {what}: its AVX2 kernels cannot be tested");
+    }
+    let line =
+        format!("SKIPPED: no {what}: {test}: its AVX2 kernel comparison did not run (CHORUS_REQUIRE_SIMD=1 fails)\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -703,6 +735,9 @@ mod tests {
     /// stay within the activation rounding bound (half a step, max|x|/254, per value) of the exact product.
     #[test]
     fn q8_kernels_agree_and_stay_within_the_rounding_bound() {
+        // Only the x86-64 blocks below read it; elsewhere the call just reports the skip.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+        let simd = simd_or_skip("qmatrix::tests::q8_kernels_agree_and_stay_within_the_rounding_bound", false);
         let mut rng = Rng::new(21);
         for ty in INTEGER_TYPES {
             // 96 columns leave a partial quad of groups (6 groups) for the bias lanes.
@@ -728,7 +763,7 @@ mod tests {
                     }
                 }
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx2") {
+                if simd {
                     for k in 1..=4 {
                         let rows_in: Vec<&Q8Row> = q8[..k].iter().collect();
                         let mut out = vec![0f32; k * (rows - 1)];
@@ -798,6 +833,9 @@ mod tests {
     /// types widen, equal offsets stay packed) and row permutation.
     #[test]
     fn packed_codes_survive_stacking_and_permutation() {
+        // Only the x86-64 blocks below read it; elsewhere the call just reports the skip.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+        let simd = simd_or_skip("qmatrix::tests::packed_codes_survive_stacking_and_permutation", true);
         let mut rng = Rng::new(3);
         let mk = |ty: GgmlType, rows: usize, rng: &mut Rng| {
             let cols = QK_K;
@@ -837,14 +875,14 @@ mod tests {
             wide.dot_rows(0, &x, &xs, &mut o2);
             assert_eq!(o1, o2, "{}: packed and i8 dot products are identical", ty.name());
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if simd {
                 let mut o3 = vec![0f32; 3];
                 // SAFETY: the features were just detected.
                 unsafe { p.dot_rows_avx2(0, &x, &xs, &mut o3) };
                 assert_eq!(o1, o3, "{}: the AVX2 kernel equals the portable loop", ty.name());
             }
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            if simd {
                 for mat in [&p, &wide] {
                     let x2: Vec<f32> = (0..QK_K).map(|_| rng.next_f64() as f32 - 0.5).collect();
                     let xs2 = QMatrix::group_sums(&x2);
@@ -885,7 +923,7 @@ mod tests {
         QMatrix::vstack(vec![a.clone(), c.clone()]).unwrap().dot_rows(0, &x, &xs, &mut o2);
         assert_eq!(o1, o2, "packed and i8 dot products are identical");
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if simd {
             let mut o3 = vec![0f32; 3];
             // SAFETY: the features were just detected.
             unsafe { same.dot_rows_avx2(0, &x, &xs, &mut o3) };

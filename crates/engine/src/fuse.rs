@@ -112,7 +112,7 @@ pub struct FuseOutput {
     pub decode_tokens_per_s: f64,
     /// Time spent choosing α and building fused logits, over all steps (all rows).
     pub search_ms: f64,
-    /// Steps whose full logits were read back to the host: every step on the CPU; on wgpu, the steps of
+    /// Steps of the batch (not of this row alone) whose full logits were read back to the host: every step on the CPU; on wgpu, the steps of
     /// a solver the device kernel does not run (see `host_reason`) and steps that sample (the fused
     /// distribution is read back; greedy decoding reads back a few floats per row).
     pub host_steps: usize,

@@ -148,11 +148,13 @@ fn mismatched_inputs_fail_before_writing() {
     assert!(err.contains("model.norm.weight") && err.contains("bad") && err.contains("shape"), "{err}");
     assert!(!out.exists());
     assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains("tmp")));
-    // An existing output is refused untouched.
+    // An existing non-empty output is refused untouched (an empty folder holds nothing to lose).
     std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
     let cfg = MergeConfig::from_file(&fixtures().join("linear.yml")).unwrap();
     let err = seeded_error(&cfg, &out);
-    assert!(err.contains("already exists"), "{err}");
+    assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap(), "mine");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -387,7 +387,8 @@ impl FiT5 {
     /// A freshly initialised model (T5's init; global layers likewise; the head N(0, d^-½)).
     pub fn new(cfg: &FiT5Config, dev: &Device) -> Result<Self> {
         cfg.validate("<config>")?;
-        let t5 = T5::new(&cfg.t5, dev)?;
+        // FiT5 scores with its own head: the backbone keeps no LM head (see `load`).
+        let t5 = T5::new(&cfg.t5, dev)?.without_lm_head();
         let (global, head) = Self::fresh_parts(cfg, dev);
         Ok(Self { t5, global, head, cfg: cfg.clone() })
     }
@@ -404,7 +405,7 @@ impl FiT5 {
     }
 
     /// FiT5 on a pre-trained T5 (stage 1's start: t5-base): fresh global layers and head. `cfg.t5` must
-    /// be the backbone's configuration.
+    /// be the backbone's configuration. An untied LM head of `t5` is dropped (FiT5 never uses it).
     pub fn from_t5(t5: T5, cfg: &FiT5Config, dev: &Device) -> Result<Self> {
         if t5.config() != &cfg.t5 {
             return Err(Error::Field {
@@ -415,17 +416,20 @@ impl FiT5 {
         }
         cfg.validate("<config>")?;
         let (global, head) = Self::fresh_parts(cfg, dev);
-        Ok(Self { t5, global, head, cfg: cfg.clone() })
+        Ok(Self { t5: t5.without_lm_head(), global, head, cfg: cfg.clone() })
     }
 
     /// Loads a FiT5 state dict (keys `t5.…`, `t5.encoder.project_global.{k}.…`, `dense.{weight,bias}`;
     /// a DDP `module.` prefix is accepted). `dense` may hold the full vocabulary (the reference's
     /// `Linear(d, 32128)`: rows `false_token_id` and `true_token_id` are taken) or just those two rows.
+    /// The backbone is read as HF's `T5Model` (the reference's): T5's LM head is not part of FiT5's forward,
+    /// so `t5.lm_head.weight` is neither needed nor read, also for an untied (v1.1,
+    /// `tie_word_embeddings: false`) backbone; `scripts/convert_fit5.py` drops it.
     pub fn load(set: &SafetensorsSet, file: &str, cfg: &FiT5Config, dev: &Device) -> Result<Self> {
         cfg.validate(file)?;
         let root = if set.index.keys().any(|k| k.starts_with("module.")) { "module." } else { "" };
         let t5w = Weights { set, file: file.into(), prefix: format!("{root}t5."), dev: dev.clone() };
-        let t5 = T5::load_from(&t5w, &cfg.t5)?;
+        let t5 = T5::load_backbone(&t5w, &cfg.t5)?;
         let (d, eps) = (cfg.t5.d_model, cfg.t5.layer_norm_epsilon);
         let mut global = Vec::with_capacity(cfg.num_global_layers);
         for k in 0..cfg.num_global_layers {

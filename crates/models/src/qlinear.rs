@@ -132,3 +132,60 @@ unsafe fn dot_avx2(w: &QMatrix, r0: usize, x: &[f32], xs: &[f32], out: &mut [f32
     // SAFETY: this function's own target features are the ones `dot_rows_avx2` needs.
     unsafe { w.dot_rows_avx2(r0, x, xs, out) };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_core::GgmlType;
+
+    /// A `rows × cols` matrix of random `ty` blocks with moderate f16 scales.
+    fn random_matrix(ty: GgmlType, rows: usize, cols: usize, rng: &mut chorus_core::Rng) -> QMatrix {
+        let mut data: Vec<u8> = (0..ty.bytes_for(rows * cols).unwrap()).map(|_| rng.next_u64() as u8).collect();
+        let fields: &[usize] = match ty {
+            GgmlType::Q6_K => &[208],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            _ => &[0],
+        };
+        for blk in data.chunks_exact_mut(ty.block_bytes()) {
+            for &at in fields {
+                let s = half::f16::from_f32((rng.next_f64() as f32 - 0.5) * 0.1);
+                blk[at..at + 2].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        QMatrix::from_ggml(ty, &data, rows, cols).unwrap()
+    }
+
+    /// `qmatmul` (threaded tasks, up to four input rows per kernel call, the AVX2 kernels where the processor
+    /// has them) equals the portable single-row loops bit for bit, for every activation mode and for batches
+    /// that leave partial tasks and partial row groups. Without AVX2 only the assembly is checked: the
+    /// kernel comparison would be portable against portable, which `simd_or_skip` reports.
+    #[test]
+    fn qmatmul_equals_the_portable_row_loops() {
+        let simd = chorus_core::qmatrix::simd_or_skip("qlinear::tests::qmatmul_equals_the_portable_row_loops", true);
+        let mut rng = chorus_core::Rng::new(17);
+        for ty in [GgmlType::Q4_0, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q8_0] {
+            let (rows, cols) = (ROWS_PER_TASK + 7, 256);
+            let w = random_matrix(ty, rows, cols, &mut rng);
+            for m in [1, 3, 6] {
+                let x: Vec<f32> = (0..m * cols).map(|_| (rng.next_f64() as f32 - 0.5) * 4.0).collect();
+                for act in [Activations::F32, Activations::Q8, Activations::Q16] {
+                    let got = qmatmul(&w, &x, m, act);
+                    for i in 0..m {
+                        let xi = &x[i * cols..(i + 1) * cols];
+                        let mut want = vec![0f32; rows];
+                        match act {
+                            Activations::F32 => w.dot_rows(0, xi, &QMatrix::group_sums(xi), &mut want),
+                            _ => w.dot_rows_q8(0, &Q8Row::new(xi, act.planes()), &mut want),
+                        }
+                        assert_eq!(
+                            &got[i * rows..(i + 1) * rows],
+                            &want[..],
+                            "{} {act:?} m={m} row {i} (avx2+fma: {simd})",
+                            ty.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -396,7 +396,8 @@ pub struct T5 {
     encoder_norm: RmsNorm,
     decoder: Vec<DecoderBlock>,
     decoder_norm: RmsNorm,
-    /// `[d, vocab]` when the head is not tied.
+    /// `[d, vocab]` when the head is not tied; always `None` in a backbone without an LM head (FiT5's,
+    /// which scores with its own head and never calls [`T5::first_step_logits`]).
     lm_head: Option<Linear>,
     #[module(skip)]
     cfg: T5Config,
@@ -441,6 +442,22 @@ impl T5 {
     }
 
     pub(crate) fn load_from(w: &Weights<'_>, cfg: &T5Config) -> Result<Self> {
+        Self::load_parts(w, cfg, true)
+    }
+
+    /// The encoder-decoder without an LM head, as HF's `T5Model` (FiT5's backbone): `lm_head.weight` is
+    /// neither needed nor read, whatever `tie_word_embeddings` says.
+    pub(crate) fn load_backbone(w: &Weights<'_>, cfg: &T5Config) -> Result<Self> {
+        Self::load_parts(w, cfg, false)
+    }
+
+    /// Drops the untied LM head (a backbone that never produces LM logits holds none).
+    pub(crate) fn without_lm_head(mut self) -> Self {
+        self.lm_head = None;
+        self
+    }
+
+    fn load_parts(w: &Weights<'_>, cfg: &T5Config, with_lm_head: bool) -> Result<Self> {
         let (d, eps) = (cfg.d_model, cfg.layer_norm_epsilon);
         // A state dict saved with tied weights may hold only one of the three copies.
         let embed =
@@ -468,8 +485,11 @@ impl T5 {
                 ff: Ff::load(w, &format!("{p}.2.DenseReluDense"), cfg)?,
             });
         }
-        let lm_head =
-            if cfg.tie_word_embeddings { None } else { Some(w.linear("lm_head.weight", cfg.vocab_size, d, None)?) };
+        let lm_head = if cfg.tie_word_embeddings || !with_lm_head {
+            None
+        } else {
+            Some(w.linear("lm_head.weight", cfg.vocab_size, d, None)?)
+        };
         Ok(Self {
             shared,
             encoder,

@@ -79,7 +79,10 @@ pub fn csv_records(file: &str, text: &str) -> Result<Vec<(usize, Vec<String>)>> 
             let line = e.position().map_or(0, |p| p.line() as usize);
             chorus_core::FileError::Parse { file: file.into(), line, reason: e.to_string() }
         })?;
-        let line = rec.position().map_or(0, |p| p.line() as usize);
+        // The csv crate's line counter skips newlines inside quoted fields; count them from the byte offset.
+        let line = rec
+            .position()
+            .map_or(0, |p| 1 + text.as_bytes()[..p.byte() as usize].iter().filter(|&&b| b == b'\n').count());
         out.push((line, rec.iter().map(str::to_string).collect()));
     }
     Ok(out)
