@@ -37,9 +37,16 @@ for (const [p, why] of [[path.join(dist, "index.html"), "build the site first: s
 }
 
 // Native references.
+// Memoised: the same prompt is compared against more than one browser run.
+const nativeRuns = new Map();
 function nativeFuse(prompt, max) {
+  const key = `${prompt}\u0000${max}`;
+  if (!nativeRuns.has(key)) nativeRuns.set(key, runNativeFuse(prompt, max));
+  return nativeRuns.get(key);
+}
+function runNativeFuse(prompt, max) {
   const trace = path.join(artifacts, `native-${prompt.replace(/\W+/g, "_")}.jsonl`);
-  const json = execFileSync(bin, ["fuse", "--prompt", prompt, "--max-new-tokens", String(max), "--json", "--trace", trace], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  const json = execFileSync(bin, ["fuse", "--prompt", prompt, "--max-new-tokens", String(max), "--json", "--trace", trace, "--force"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
   const out = JSON.parse(json.trim().split("\n").pop());
   out.trace = fs.readFileSync(trace, "utf8").trim().split("\n").map((l) => JSON.parse(l));
   return out;

@@ -80,9 +80,16 @@ pub fn csv_records(file: &str, text: &str) -> Result<Vec<(usize, Vec<String>)>> 
             chorus_core::FileError::Parse { file: file.into(), line, reason: e.to_string() }
         })?;
         // The csv crate's line counter skips newlines inside quoted fields; count them from the byte offset.
-        let line = rec
-            .position()
-            .map_or(0, |p| 1 + text.as_bytes()[..p.byte() as usize].iter().filter(|&&b| b == b'\n').count());
+        // After a CRLF the record's offset points at the '\n' (the '\r' ended the record), so line breaks
+        // at the offset still belong before the record.
+        let line = rec.position().map_or(0, |p| {
+            let b = text.as_bytes();
+            let mut start = (p.byte() as usize).min(b.len());
+            while start < b.len() && matches!(b[start], b'\r' | b'\n') {
+                start += 1;
+            }
+            1 + b[..start].iter().filter(|&&c| c == b'\n').count()
+        });
         out.push((line, rec.iter().map(str::to_string).collect()));
     }
     Ok(out)
