@@ -126,7 +126,8 @@ fn device_fusion_matches_host_fusion() {
         ],
     };
     let opts = FuseOptions {
-        generate: GenerateOptions { max_new_tokens: 4, ..Default::default() },
+        // Every decode step is a new sequence length, i.e. new kernels for lavapipe to compile: 3 steps.
+        generate: GenerateOptions { max_new_tokens: 3, ..Default::default() },
         fusion: FusionConfig::default(),
         chat: false,
     };
@@ -140,7 +141,7 @@ fn device_fusion_matches_host_fusion() {
     assert!(on_gpu.iter().all(|o| o.host_steps == 0 && o.host_reason.is_none()), "no step read logits back");
     // A solver without a device kernel is reported, not hidden.
     let refine = FuseOptions {
-        generate: GenerateOptions { max_new_tokens: 2, ..Default::default() },
+        generate: GenerateOptions { max_new_tokens: 1, ..Default::default() },
         fusion: FusionConfig::with_solver(Solver::Refine),
         chat: false,
     };

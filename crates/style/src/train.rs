@@ -87,10 +87,18 @@ impl Default for NetTrainConfig {
     }
 }
 
-/// Noam's rate at update `step` (1-based): `factor · d^-0.5 · min(step^-0.5, step · warmup^-1.5)`.
-pub fn noam(step: usize, d_model: usize, warmup: usize, factor: f64) -> f64 {
-    let s = step.max(1) as f64;
-    factor * (d_model as f64).powf(-0.5) * s.powf(-0.5).min(s * (warmup.max(1) as f64).powf(-1.5))
+/// Noam's schedule (burn's): the rate of update `s` (1-based) is
+/// `factor · d^-0.5 · min(s^-0.5, s · warmup^-1.5)`; each `step()` advances one update.
+pub fn noam(
+    d_model: usize,
+    warmup: usize,
+    factor: f64,
+) -> Result<burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler> {
+    burn::lr_scheduler::noam::NoamLrSchedulerConfig::new(factor)
+        .with_warmup_steps(warmup.max(1))
+        .with_model_size(d_model.max(1))
+        .init()
+        .map_err(|e| Error::Input(format!("learning-rate schedule: {e}")))
 }
 
 /// Progress after each update.
@@ -271,6 +279,7 @@ pub fn train_autoencoder(
     let mut best: Option<(f64, usize, Autoencoder)> = None;
     let mut epochs = Vec::new();
     let mut step = 0;
+    let mut schedule = noam(d, cfg.warmup, cfg.factor)?;
     for epoch in 1..=cfg.epochs {
         let mut sum = 0.0;
         for idx in buckets(&lens, cfg.batch, &mut rng) {
@@ -289,7 +298,7 @@ pub fn train_autoencoder(
             let value = loss.clone().into_scalar::<f32>();
             finite("autoencoder", value, step)?;
             let grads = GradientsParams::from_grads(loss.backward(), &ae);
-            ae = opt.step(noam(step, d, cfg.warmup, cfg.factor), ae, grads);
+            ae = opt.step(schedule.step().base(), ae, grads);
             sum += f64::from(value);
             progress(&Progress { stage: "autoencoder", epoch, step, steps: total, loss: value, epoch_end: None });
         }
@@ -467,11 +476,12 @@ mod tests {
     fn noam_matches_its_closed_form() {
         let d = 256usize;
         let f = |s: f64| 256f64.powf(-0.5) * s.powf(-0.5).min(s * 2000f64.powf(-1.5));
-        for s in [1usize, 2000, 4000] {
-            assert!((noam(s, d, 2000, 1.0) - f(s as f64)).abs() < 1e-15, "step {s}");
+        let mut sched = noam(d, 2000, 1.0).unwrap();
+        let lrs: Vec<f64> = (1..=4000).map(|_| sched.step().base()).collect();
+        for s in [1usize, 1000, 2000, 4000] {
+            assert!((lrs[s - 1] - f(s as f64)).abs() < 1e-15, "step {s}");
         }
-        assert!(noam(2000, d, 2000, 1.0) > noam(1000, d, 2000, 1.0));
-        assert!(noam(2000, d, 2000, 1.0) > noam(4000, d, 2000, 1.0));
+        assert!(lrs[1999] > lrs[999] && lrs[1999] > lrs[3999], "peaks at the end of warm-up");
     }
 
     #[test]
