@@ -146,11 +146,17 @@ fn check_goldens_chunked(key: &str, backend: Backend, max_cases: usize, greedy_s
     for c in g.cases.iter().take(max_cases) {
         let what = format!("{key}/{backend:?} {:?}", c.prompt);
         let mut cache = m.decoder.new_cache(1);
-        let last = m.decoder.forward(&[c.ids.clone()], &[vec![true; c.ids.len()]], &mut cache, false).expect("prefill");
+        let last = m
+            .decoder
+            .forward(std::slice::from_ref(&c.ids), &[vec![true; c.ids.len()]], &mut cache, false)
+            .expect("prefill");
         let last = chorus_models::decoder::to_rows(last).expect("rows");
         worst = worst.max(check_row(&what, 0, &last[0], &c.steps[0], TOL));
         let cont: Vec<u32> = c.steps[..c.steps.len() - 1].iter().map(|s| s.token).collect();
-        let rows = m.decoder.forward(&[cont.clone()], &[vec![true; cont.len()]], &mut cache, true).expect("append");
+        let rows = m
+            .decoder
+            .forward(std::slice::from_ref(&cont), &[vec![true; cont.len()]], &mut cache, true)
+            .expect("append");
         let rows = chorus_models::decoder::to_rows(rows).expect("rows");
         assert_eq!(rows.len(), cont.len());
         for (i, (row, want)) in rows.iter().zip(&c.steps[1..]).enumerate() {
