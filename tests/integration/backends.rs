@@ -95,3 +95,22 @@ fn quantized_cpu_path_matches_the_dequantized_weights() {
     let tokens = |m: &LoadedModel| m.greedy_trace(&ids, 8, 1).unwrap().iter().map(|s| s.token).collect::<Vec<_>>();
     assert_eq!(tokens(&q), tokens(&f), "greedy tokens, Quantized vs F32");
 }
+
+/// wgpu has no integer-coded matmul: asking it for a block-keeping weight mode is an error naming the
+/// mode and the way out, not a silent run of every projection on the CPU.
+#[test]
+fn wgpu_refuses_integer_coded_weights() {
+    let Some(gpu) = crate::common::wgpu_or_skip("wgpu_refuses_integer_coded_weights") else { return };
+    let bytes = chorus_models::gguf_write::tiny_llama_quantized(3);
+    for mode in [WeightMode::Quantized, WeightMode::Q16, WeightMode::Q8] {
+        let files =
+            ModelFiles::from_gguf(GgufFile::parse("tiny.gguf", FileBytes::from_vec(bytes.clone())).unwrap()).unwrap();
+        let Err(e) = LoadedModel::load(files, Backend::Wgpu, &gpu, Some(mode), &mut |_, _| {}) else {
+            panic!("{mode:?} loaded on wgpu");
+        };
+        let e = e.to_string();
+        assert!(e.contains(&format!("{mode:?}")) && e.contains("--weights f32"), "{e}");
+    }
+    let files = ModelFiles::from_gguf(GgufFile::parse("tiny.gguf", FileBytes::from_vec(bytes)).unwrap()).unwrap();
+    assert!(LoadedModel::load(files, Backend::Wgpu, &gpu, Some(WeightMode::F32), &mut |_, _| {}).is_ok());
+}
