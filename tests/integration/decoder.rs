@@ -3,8 +3,10 @@
 //! and wgpu backends; the CPU default (8-bit inputs) within a looser, stated bound.
 
 use chorus_core::GenerateOptions;
-use chorus_engine::{Backend, Prompt, StopReason};
+use chorus_engine::{Backend, LoadedModel, Prompt, StopReason};
 use chorus_models::WeightMode;
+
+use crate::common::{GoldenCase, GoldenStep};
 
 /// Logit tolerance against the PyTorch reference (f32, different summation orders over 24–30 layers).
 const TOL: f32 = 1e-3;
@@ -16,53 +18,45 @@ const TOL_Q16: f32 = 0.02;
 /// make it the loosest.
 const TOL_Q8: f32 = 2.5;
 
-fn check_goldens(key: &str, backend: Backend, max_cases: usize) {
-    // The exact modes: CPU integer-coded blocks with f32 inputs, wgpu f32.
-    let mode = (backend == Backend::Cpu).then_some(WeightMode::Quantized);
-    check_goldens_with(key, backend, mode, TOL, max_cases);
-}
-
-/// Checks the golden greedy traces; returns the largest top-5 logit difference seen.
-fn check_goldens_with(key: &str, backend: Backend, mode: Option<WeightMode>, tol: f32, max_cases: usize) -> f32 {
-    let Some(m) = crate::common::loaded_with(key, backend, mode) else { return 0.0 };
-    let g = crate::common::golden(key);
+/// `steps` greedy steps of case `c` (KV-cached one-token decoding): the reference's token at every step and
+/// every reference top-5 logit within [`TOL`] (looked up in our top 20, so that near-equal logits that swapped
+/// places are still compared by id). Returns the largest difference.
+fn check_greedy(what: &str, m: &LoadedModel, c: &GoldenCase, steps: usize) -> f32 {
+    let trace = m.greedy_trace(&c.ids, steps, 20).expect("trace");
+    assert_eq!(trace.len(), steps);
     let mut worst = 0f32;
-    for c in g.cases.iter().take(max_cases) {
-        // Our top 20, so that a reference top-5 id that swapped places with a near-equal one is still found.
-        let trace = m.greedy_trace(&c.ids, c.steps.len(), 20).expect("trace");
-        assert_eq!(trace.len(), c.steps.len());
-        for (i, (got, want)) in trace.iter().zip(&c.steps).enumerate() {
-            assert_eq!(got.token, want.token, "{key}/{backend:?}/{mode:?} {:?} step {i}", c.prompt);
-            for (j, &(id, logit)) in want.top.iter().enumerate() {
-                let (gid, glogit) = got.top[j];
-                // Near-equal logits may swap places; then compare by id.
-                let ours = if gid == id {
-                    glogit
-                } else {
-                    got.top.iter().find(|t| t.0 == id).map(|t| t.1).unwrap_or(f32::NAN)
-                };
-                assert!(
-                    (ours - logit).abs() <= tol,
-                    "{key}/{backend:?}/{mode:?} {:?} step {i} top{j} id {id}: {ours} vs {logit}",
-                    c.prompt
-                );
-                worst = worst.max((ours - logit).abs());
-            }
+    for (i, (got, want)) in trace.iter().zip(&c.steps).enumerate() {
+        assert_eq!(got.token, want.token, "{what} {:?} greedy step {i}", c.prompt);
+        for (j, &(id, logit)) in want.top.iter().enumerate() {
+            let ours = got.top.iter().find(|t| t.0 == id).map_or(f32::NAN, |t| t.1);
+            assert!((ours - logit).abs() <= TOL, "{what} {:?} step {i} top{j} id {id}: {ours} vs {logit}", c.prompt);
+            worst = worst.max((ours - logit).abs());
         }
     }
-    eprintln!("{key}/{backend:?}/{mode:?}: largest top-5 logit difference {worst:.2e}");
     worst
+}
+
+/// Every golden case greedily to its end on the CPU in an exact mode (integer-coded blocks with f32 inputs,
+/// or the dequantized f32 weights).
+fn check_goldens_cpu(key: &str, mode: WeightMode) {
+    let m = crate::common::loaded_with(key, Backend::Cpu, Some(mode)).expect("cpu");
+    let worst = crate::common::golden(key)
+        .cases
+        .iter()
+        .map(|c| check_greedy(&format!("{key}/Cpu/{mode:?}"), &m, c, c.steps.len()))
+        .fold(0f32, f32::max);
+    eprintln!("{key}/Cpu/{mode:?}: largest top-5 logit difference {worst:.2e}");
 }
 
 #[test]
 fn smollm2_cpu_matches_transformers() {
-    check_goldens("smollm2", Backend::Cpu, usize::MAX);
+    check_goldens_cpu("smollm2", WeightMode::Quantized);
 }
 
 #[test]
 fn smollm2_cpu_f32_weights_match_transformers() {
     // The dequantized-f32 burn path must agree too.
-    check_goldens_with("smollm2", Backend::Cpu, Some(WeightMode::F32), TOL, usize::MAX);
+    check_goldens_cpu("smollm2", WeightMode::F32);
 }
 
 /// The integer-input modes on the reference's own token sequence (teacher-forced: one rounding
@@ -117,16 +111,16 @@ fn cpu_q8_inputs_stay_within_their_looser_bound() {
 
 #[test]
 fn qwen_cpu_matches_transformers() {
-    check_goldens("qwen0.5b", Backend::Cpu, usize::MAX);
+    check_goldens_cpu("qwen0.5b", WeightMode::Quantized);
 }
 
-/// One step's logits against the reference: the greedy token, and every reference top-5 logit within `tol`.
-fn check_row(what: &str, i: usize, row: &[f32], want: &crate::common::GoldenStep, tol: f32) -> f32 {
+/// One step's logits against the reference: the greedy token, and every reference top-5 logit within [`TOL`].
+fn check_row(what: &str, i: usize, row: &[f32], want: &GoldenStep) -> f32 {
     assert_eq!(chorus_core::sampling::argmax(row) as u32, want.token, "{what} step {i}");
     let mut worst = 0f32;
     for (j, &(id, logit)) in want.top.iter().enumerate() {
         let d = (row[id as usize] - logit).abs();
-        assert!(d <= tol, "{what} step {i} top{j} id {id}: {} vs {logit}", row[id as usize]);
+        assert!(d <= TOL, "{what} step {i} top{j} id {id}: {} vs {logit}", row[id as usize]);
         worst = worst.max(d);
     }
     worst
@@ -151,7 +145,7 @@ fn check_goldens_chunked(key: &str, backend: Backend, max_cases: usize, greedy_s
             .forward(std::slice::from_ref(&c.ids), &[vec![true; c.ids.len()]], &mut cache, false)
             .expect("prefill");
         let last = chorus_models::decoder::to_rows(last).expect("rows");
-        worst = worst.max(check_row(&what, 0, &last[0], &c.steps[0], TOL));
+        worst = worst.max(check_row(&what, 0, &last[0], &c.steps[0]));
         let cont: Vec<u32> = c.steps[..c.steps.len() - 1].iter().map(|s| s.token).collect();
         let rows = m
             .decoder
@@ -160,19 +154,10 @@ fn check_goldens_chunked(key: &str, backend: Backend, max_cases: usize, greedy_s
         let rows = chorus_models::decoder::to_rows(rows).expect("rows");
         assert_eq!(rows.len(), cont.len());
         for (i, (row, want)) in rows.iter().zip(&c.steps[1..]).enumerate() {
-            worst = worst.max(check_row(&what, i + 1, row, want, TOL));
+            worst = worst.max(check_row(&what, i + 1, row, want));
         }
     }
-    let c = &g.cases[0];
-    let trace = m.greedy_trace(&c.ids, greedy_steps, 20).expect("trace");
-    assert_eq!(trace.len(), greedy_steps);
-    for (i, (got, want)) in trace.iter().zip(&c.steps).enumerate() {
-        assert_eq!(got.token, want.token, "{key}/{backend:?} greedy step {i}");
-        for &(id, logit) in &want.top {
-            let ours = got.top.iter().find(|t| t.0 == id).map_or(f32::NAN, |t| t.1);
-            assert!((ours - logit).abs() <= TOL, "{key}/{backend:?} greedy step {i} id {id}: {ours} vs {logit}");
-        }
-    }
+    worst = worst.max(check_greedy(&format!("{key}/{backend:?}"), &m, &g.cases[0], greedy_steps));
     eprintln!("{key}/{backend:?}: largest top-5 logit difference {worst:.2e}");
 }
 

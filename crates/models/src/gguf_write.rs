@@ -219,6 +219,8 @@ pub fn tiny_llama_quantized(seed: u64) -> Vec<u8> {
 /// `n` values of random `ty` blocks (random codes and sub-block scales) whose f16 scale fields are then
 /// scaled together so the dequantized values have root mean square `rms` (every value is linear in them).
 fn random_blocks(ty: GgmlType, n: usize, rms: f32, rng: &mut chorus_core::Rng) -> Vec<u8> {
+    // A fixture writer, never fed outside input: its callers' sizes are fixed multiples of 256 (every block
+    // size), and the blocks are the ones built here, so the two `expect`s state invariants of this file.
     let bytes = ty.bytes_for(n).expect("whole blocks");
     let mut data: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
     // Byte offsets of the f16 scale fields in a block (d, and m/dmin where the format has one).
