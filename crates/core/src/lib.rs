@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod fusion;
+pub mod ggml;
 pub mod hash;
 #[cfg(not(target_family = "wasm"))]
 pub mod output;

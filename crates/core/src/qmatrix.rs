@@ -117,7 +117,10 @@ impl QMatrix {
     /// integer-coded (F32, F16, BF16) or a `cols` that is not a whole number of blocks.
     pub fn from_ggml(ty: GgmlType, data: &[u8], rows: usize, cols: usize) -> Option<Self> {
         let be = ty.block_elems();
-        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) || !cols.is_multiple_of(be) {
+        // Q2_K / Q3_K have no QMatrix coding (their dot products live in `crate::ggml`).
+        if matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q2_K | GgmlType::Q3_K)
+            || !cols.is_multiple_of(be)
+        {
             return None;
         }
         if data.len() != rows * cols / be * ty.block_bytes() {
@@ -655,7 +658,9 @@ fn push_block(ty: GgmlType, b: &[u8], q: &mut Vec<i8>, ab: &mut Vec<[f32; 2]>) {
                 ab.push([d * (b[192 + g] as i8) as f32, 0.0]);
             }
         }
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => unreachable!("rejected by from_ggml"),
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q2_K | GgmlType::Q3_K => {
+            unreachable!("rejected by from_ggml")
+        }
     }
 }
 

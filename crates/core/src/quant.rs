@@ -34,6 +34,10 @@ pub enum GgmlType {
     Q5_1,
     /// 8-bit, one f16 scale per 32.
     Q8_0,
+    /// 2-bit k-quant: 16 sub-blocks of 16 with 4-bit scales and mins.
+    Q2_K,
+    /// 3-bit k-quant: 16 sub-blocks of 16 with 6-bit scales (offset by 32).
+    Q3_K,
     /// 4-bit k-quant: 8 sub-blocks with 6-bit scales and mins.
     Q4_K,
     /// 5-bit k-quant.
@@ -53,6 +57,8 @@ impl GgmlType {
             6 => Self::Q5_0,
             7 => Self::Q5_1,
             8 => Self::Q8_0,
+            10 => Self::Q2_K,
+            11 => Self::Q3_K,
             12 => Self::Q4_K,
             13 => Self::Q5_K,
             14 => Self::Q6_K,
@@ -71,6 +77,8 @@ impl GgmlType {
             Self::Q5_0 => 6,
             Self::Q5_1 => 7,
             Self::Q8_0 => 8,
+            Self::Q2_K => 10,
+            Self::Q3_K => 11,
             Self::Q4_K => 12,
             Self::Q5_K => 13,
             Self::Q6_K => 14,
@@ -98,7 +106,7 @@ impl GgmlType {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
             Self::Q4_0 | Self::Q4_1 | Self::Q5_0 | Self::Q5_1 | Self::Q8_0 => QK,
-            Self::Q4_K | Self::Q5_K | Self::Q6_K => QK_K,
+            Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K => QK_K,
         }
     }
 
@@ -112,6 +120,10 @@ impl GgmlType {
             Self::Q5_0 => 2 + 4 + QK / 2,
             Self::Q5_1 => 4 + 4 + QK / 2,
             Self::Q8_0 => 2 + QK,
+            // scales[16], qs[64], d, dmin.
+            Self::Q2_K => QK_K / 16 + QK_K / 4 + 4,
+            // hmask[32], qs[64], scales[12], d.
+            Self::Q3_K => QK_K / 8 + QK_K / 4 + 12 + 2,
             Self::Q4_K => 4 + 12 + QK_K / 2,
             Self::Q5_K => 4 + 12 + QK_K / 8 + QK_K / 2,
             Self::Q6_K => QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
@@ -208,6 +220,25 @@ pub fn dequantize_block(ty: GgmlType, b: &[u8], y: &mut [f32]) {
                 y[j] = (b[2 + j] as i8) as f32 * d;
             }
         }
+        GgmlType::Q2_K => {
+            let (d, dmin) = (h(b, 80), h(b, 82));
+            let mut q = [0u8; QK_K];
+            q2k_quants(b, &mut q);
+            // Sub-block v / 16: low nibble of its scale byte scales the code, high nibble the min.
+            for v in 0..QK_K {
+                let sc = b[v / 16];
+                y[v] = d * (sc & 0x0f) as f32 * q[v] as f32 - dmin * (sc >> 4) as f32;
+            }
+        }
+        GgmlType::Q3_K => {
+            let d = h(b, 108);
+            let mut q = [0i8; QK_K];
+            q3k_quants(b, &mut q);
+            let sc = q3k_scales(b);
+            for v in 0..QK_K {
+                y[v] = d * sc[v / 16] as f32 * q[v] as f32;
+            }
+        }
         GgmlType::Q4_K => {
             let (d, dmin) = (h(b, 0), h(b, 2));
             let scales = &b[4..16];
@@ -301,6 +332,56 @@ pub(crate) fn q6k_quants(b: &[u8], q: &mut [i8; QK_K]) {
     }
 }
 
+/// The 2-bit codes (0..3) of one Q2_K block, in element order.
+///
+/// Each 128-value half reads 32 code bytes four times (bit pairs 0-1, 2-3, 4-5, 6-7); each read yields two
+/// 16-value sub-blocks, the first from bytes 0..16, the second from bytes 16..32 (ggml's `dequantize_row_q2_K`).
+pub(crate) fn q2k_quants(b: &[u8], q: &mut [u8; QK_K]) {
+    for half in 0..2 {
+        let qs = &b[16 + half * 32..16 + half * 32 + 32];
+        for j in 0..4 {
+            let o = half * 128 + j * 32;
+            for l in 0..32 {
+                q[o + l] = (qs[l] >> (2 * j)) & 3;
+            }
+        }
+    }
+}
+
+/// The signed 3-bit values (−4..3) of one Q3_K block, in element order.
+///
+/// Same code order as Q2_K; the high bit comes from `hmask` (bit `m` of byte `l` for the m-th 32-value run), and
+/// a *clear* bit means −4 (ggml stores the high bit inverted relative to an offset code).
+pub(crate) fn q3k_quants(b: &[u8], q: &mut [i8; QK_K]) {
+    let hmask = &b[..32];
+    for half in 0..2 {
+        let qs = &b[32 + half * 32..32 + half * 32 + 32];
+        for j in 0..4 {
+            let o = half * 128 + j * 32;
+            let bit = 1u8 << (half * 4 + j);
+            for l in 0..32 {
+                let low = ((qs[l] >> (2 * j)) & 3) as i8;
+                q[o + l] = if hmask[l] & bit != 0 { low } else { low - 4 };
+            }
+        }
+    }
+}
+
+/// The 16 signed sub-block scales (−32..31) of a Q3_K block, unpacked from its 12 bytes at offset 96.
+///
+/// Scale `i` keeps its low 4 bits in byte `i` (i < 8) or the high nibble of byte `i − 8`, and its high 2 bits
+/// in bits `2·(i / 4)` of byte `8 + i % 4`; the stored 6-bit value is offset by 32.
+pub(crate) fn q3k_scales(b: &[u8]) -> [i8; 16] {
+    let s = &b[96..108];
+    let mut out = [0i8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        let low = if i < 8 { s[i] & 0x0f } else { s[i - 8] >> 4 };
+        let high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+        *o = ((low | (high << 4)) as i32 - 32) as i8;
+    }
+    out
+}
+
 /// The 6-bit scale and min of sub-block `j` packed in the 12 scale bytes of Q4_K / Q5_K.
 pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     if j < 4 {
@@ -334,6 +415,29 @@ mod tests {
         assert!(err.to_string().contains("100 elements"), "{err}");
     }
 
+    /// Q2_K and Q3_K have no fixture goldens (`tests/fixtures`); these checksums of one patterned block each
+    /// were computed with the `gguf` Python package (0.19, `gguf.quants.dequantize`) from the same bytes:
+    /// byte i = (73·i + 41) mod 256, then the f16 scale fields set to 1.0, so every value is an integer.
+    #[test]
+    fn q2_k_and_q3_k_match_gguf_python() {
+        for (ty, fields, weighted, squares, samples) in [
+            (GgmlType::Q2_K, &[80usize, 82][..], 142_874i64, 40_631i64, [7i64, -3, 32, 1, -7]),
+            (GgmlType::Q3_K, &[108][..], 34_746, 410_634, [-7, -4, -17, 78, -24]),
+        ] {
+            let mut b: Vec<u8> = (0..ty.block_bytes()).map(|i| ((i * 73 + 41) & 255) as u8).collect();
+            for &at in fields {
+                b[at..at + 2].copy_from_slice(&f16::from_f32(1.0).to_le_bytes());
+            }
+            let y = dequantize(ty, &b, QK_K, "t").unwrap();
+            let v: Vec<i64> = y.iter().map(|&x| x as i64).collect();
+            assert!(y.iter().zip(&v).all(|(&x, &i)| x == i as f32), "{}: non-integer values", ty.name());
+            let w: i64 = v.iter().enumerate().map(|(i, &x)| x * (i as i64 + 1)).sum();
+            let sq: i64 = v.iter().map(|&x| x * x).sum();
+            assert_eq!((w, sq), (weighted, squares), "{}", ty.name());
+            assert_eq!([v[0], v[17], v[100], v[200], v[255]], samples, "{}", ty.name());
+        }
+    }
+
     #[test]
     fn block_sizes_match_ggml() {
         let sizes = [
@@ -342,6 +446,8 @@ mod tests {
             (GgmlType::Q5_0, 22),
             (GgmlType::Q5_1, 24),
             (GgmlType::Q8_0, 34),
+            (GgmlType::Q2_K, 84),
+            (GgmlType::Q3_K, 110),
             (GgmlType::Q4_K, 144),
             (GgmlType::Q5_K, 176),
             (GgmlType::Q6_K, 210),

@@ -1,0 +1,88 @@
+//! Criterion benchmarks of the quantized dot-product kernels (`chorus_core::ggml`): every weight type ×
+//! every variant this CPU runs, one activation row against a whole matrix, as in a decode step. Legacy and
+//! float types use Qwen2.5 0.5B's 896 × 896 attention shape, the k-quants 896 × 4864 (the FFN down
+//! projection's input width). Throughput is in bytes of stored weights: decoding is bound by reading them.
+
+use chorus_core::ggml::{Acts, GgmlType, Kernel, act_format, row_bytes};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+const TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Random code bytes with moderate f16 scales (their values do not change the kernels' speed).
+fn weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut chorus_core::Rng) -> Vec<u8> {
+    let n = row_bytes(ty, cols).expect("whole blocks") * rows;
+    let mut data: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+    let fields: &[usize] = match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => &[],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        _ => &[0],
+    };
+    let one = half::f16::from_f32(0.01).to_le_bytes();
+    for blk in data.chunks_exact_mut(ty.block_bytes()) {
+        for &at in fields {
+            blk[at..at + 2].copy_from_slice(&one);
+        }
+    }
+    if ty == GgmlType::F32 {
+        // Random bytes can be NaN or subnormal floats; keep the f32 case representative.
+        for c in data.chunks_exact_mut(4) {
+            c.copy_from_slice(&((rng.next_f64() as f32) - 0.5).to_le_bytes());
+        }
+    }
+    data
+}
+
+fn bench(c: &mut Criterion) {
+    let mut rng = chorus_core::Rng::new(7);
+    let mut g = c.benchmark_group("ggml_dot_rows");
+    g.sample_size(20);
+    let rows = 896;
+    for ty in TYPES {
+        let cols = if ty.block_elems() == 256 { 4864 } else { 896 };
+        let w = weights(ty, rows, cols, &mut rng);
+        let x: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let mut acts = Acts::new();
+        acts.quantize(act_format(ty), &x, 1, cols).expect("whole blocks");
+        let mut out = vec![0f32; rows];
+        g.throughput(Throughput::Bytes(w.len() as u64));
+        for (name, k) in Kernel::variants(ty) {
+            g.bench_function(BenchmarkId::new(format!("{}_{rows}x{cols}", ty.name()), name), |b| {
+                b.iter(|| k.dot_rows(&w, &acts, 0, &mut out))
+            });
+        }
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("ggml_quantize_acts");
+    for (fmt, cols) in [(chorus_core::ggml::ActFormat::Q8_0, 896), (chorus_core::ggml::ActFormat::Q8K, 4864)] {
+        let x: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let mut acts = Acts::new();
+        g.throughput(Throughput::Elements(cols as u64));
+        g.bench_function(format!("{fmt:?}_{cols}"), |b| b.iter(|| acts.quantize(fmt, &x, 1, cols).expect("blocks")));
+    }
+    g.finish();
+}
+
+// The macro generates an undocumented public function.
+#[allow(missing_docs)]
+mod group {
+    super::criterion_group!(benches, super::bench);
+}
+criterion_main!(group::benches);

@@ -1,0 +1,286 @@
+//! Quantized dot products on the CPU: GGML weight rows against quantized activation rows, like ggml's
+//! `ggml_vec_dot_*` kernels, with a portable reference for every type and AVX2 variants chosen at run time.
+//!
+//! The scheme is ggml's: activations are quantized once per matrix product (to Q8_0 blocks of 32 for the
+//! legacy formats, Q8_K super-blocks of 256 for the k-quants, or kept in f32 for float weights), then each
+//! weight row is dotted with integer arithmetic per (sub-)block and the block sums are scaled in f32. This
+//! reads the weights in their stored form, so the memory traffic per row is the file's bytes, which is what
+//! bounds decoding speed on a CPU.
+//!
+//! - `act`: activation quantization ([`Acts`]);
+//! - `float`, `legacy`, `kquants`: the portable kernels, one file per format family;
+//! - `x86`: the AVX2+FMA+F16C kernels (x86_64 only), compared with the portable ones by the tests.
+
+mod act;
+mod float;
+mod kquants;
+mod legacy;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use crate::quant::GgmlType;
+pub use act::Acts;
+
+use crate::quant::{QK, QK_K, dequantize_block};
+
+/// How a weight type's dot product wants its activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ActFormat {
+    /// Plain f32 (float weights).
+    #[default]
+    F32,
+    /// Blocks of 32 i8 with an f32 scale and the scaled code sum (legacy weights).
+    Q8_0,
+    /// Super-blocks of 256 i8 with an f32 scale and 16 sums of 16 codes (k-quant weights).
+    Q8K,
+}
+
+impl ActFormat {
+    /// Values per activation block (1 for f32).
+    pub fn block_elems(self) -> usize {
+        match self {
+            Self::F32 => 1,
+            Self::Q8_0 => QK,
+            Self::Q8K => QK_K,
+        }
+    }
+
+    /// A short name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::Q8_0 => "Q8_0",
+            Self::Q8K => "Q8_K",
+        }
+    }
+}
+
+/// F32/F16/BF16 -> F32; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 -> Q8_0; Q2_K..Q6_K -> Q8K.
+pub fn act_format(ty: GgmlType) -> ActFormat {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => ActFormat::F32,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => ActFormat::Q8_0,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => ActFormat::Q8K,
+    }
+}
+
+/// Bytes of one stored row of `cols` values; None when cols is not a multiple of the block size.
+pub fn row_bytes(ty: GgmlType, cols: usize) -> Option<usize> {
+    ty.bytes_for(cols)
+}
+
+/// Decodes one stored row (row_bytes bytes) into out (cols values), for embedding lookups.
+///
+/// `out.len()` is the column count. When `w` is not exactly [`row_bytes`] long (or `out.len()` is not a whole
+/// number of blocks) this is a caller bug: it debug-asserts, and in release builds leaves `out` unchanged.
+pub fn dequantize_row(ty: GgmlType, w: &[u8], out: &mut [f32]) {
+    let ok = row_bytes(ty, out.len()) == Some(w.len());
+    debug_assert!(ok, "dequantize_row: {} bytes for {} {} values", w.len(), out.len(), ty.name());
+    if !ok {
+        return;
+    }
+    match ty {
+        GgmlType::F32 => {
+            for (y, c) in out.iter_mut().zip(w.chunks_exact(4)) {
+                *y = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        GgmlType::F16 => {
+            for (y, c) in out.iter_mut().zip(w.chunks_exact(2)) {
+                *y = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        GgmlType::BF16 => {
+            for (y, c) in out.iter_mut().zip(w.chunks_exact(2)) {
+                *y = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        _ => {
+            for (b, y) in w.chunks_exact(ty.block_bytes()).zip(out.chunks_exact_mut(ty.block_elems())) {
+                dequantize_block(ty, b, y);
+            }
+        }
+    }
+}
+
+/// One Q8_0 activation row: `q` (cols codes), and per block of 32 its scale `d` and `s = d·Σq`.
+#[derive(Clone, Copy)]
+pub(crate) struct Q8Act<'a> {
+    pub q: &'a [i8],
+    pub d: &'a [f32],
+    pub s: &'a [f32],
+}
+
+/// One Q8_K activation row: `q` (cols codes), per super-block of 256 its scale `d`, and per 16 codes their sum.
+#[derive(Clone, Copy)]
+pub(crate) struct Q8KAct<'a> {
+    pub q: &'a [i8],
+    pub d: &'a [f32],
+    pub bsums: &'a [i16],
+}
+
+/// A row kernel: the dot product of one stored weight row with one activation row. Every kernel walks the
+/// row with `chunks_exact` zipped over the activation blocks, so inconsistent lengths shorten the sum but
+/// never read out of bounds; [`Kernel::dot_rows`] checks them first.
+#[derive(Clone, Copy)]
+enum RowFn {
+    F32(fn(&[u8], &[f32]) -> f32),
+    Q8_0(for<'a> fn(&[u8], &Q8Act<'a>) -> f32),
+    Q8K(for<'a> fn(&[u8], &Q8KAct<'a>) -> f32),
+}
+
+/// A dot-product kernel for one weight type and one ISA variant.
+#[derive(Clone, Copy)]
+pub struct Kernel {
+    ty: GgmlType,
+    name: &'static str,
+    row: RowFn,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernel({}, {})", self.ty.name(), self.name)
+    }
+}
+
+/// Whether this CPU runs the `avx2` variants (AVX2, FMA and F16C), detected once.
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    })
+}
+
+impl Kernel {
+    /// The fastest variant this CPU supports (runtime detection, cached).
+    pub fn best(ty: GgmlType) -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = Self::avx2(ty) {
+            return k;
+        }
+        Self::portable(ty)
+    }
+
+    /// The plain-Rust reference kernel; every type has one.
+    pub fn portable(ty: GgmlType) -> Kernel {
+        let row = match ty {
+            GgmlType::F32 => RowFn::F32(float::f32_dot),
+            GgmlType::F16 => RowFn::F32(float::f16_dot),
+            GgmlType::BF16 => RowFn::F32(float::bf16_dot),
+            GgmlType::Q4_0 => RowFn::Q8_0(legacy::q4_0_dot),
+            GgmlType::Q4_1 => RowFn::Q8_0(legacy::q4_1_dot),
+            GgmlType::Q5_0 => RowFn::Q8_0(legacy::q5_0_dot),
+            GgmlType::Q5_1 => RowFn::Q8_0(legacy::q5_1_dot),
+            GgmlType::Q8_0 => RowFn::Q8_0(legacy::q8_0_dot),
+            GgmlType::Q2_K => RowFn::Q8K(kquants::q2_k_dot),
+            GgmlType::Q3_K => RowFn::Q8K(kquants::q3_k_dot),
+            GgmlType::Q4_K => RowFn::Q8K(kquants::q4_k_dot),
+            GgmlType::Q5_K => RowFn::Q8K(kquants::q5_k_dot),
+            GgmlType::Q6_K => RowFn::Q8K(kquants::q6_k_dot),
+        };
+        Kernel { ty, name: "portable", row }
+    }
+
+    /// The AVX2 variant, when this CPU has AVX2+FMA+F16C and `ty` has one (Q2_K and Q3_K do not).
+    #[cfg(target_arch = "x86_64")]
+    fn avx2(ty: GgmlType) -> Option<Kernel> {
+        if !has_avx2() {
+            return None;
+        }
+        let row = match ty {
+            GgmlType::F32 => RowFn::F32(x86::f32_dot),
+            GgmlType::F16 => RowFn::F32(x86::f16_dot),
+            GgmlType::BF16 => RowFn::F32(x86::bf16_dot),
+            GgmlType::Q4_0 => RowFn::Q8_0(x86::q4_0_dot),
+            GgmlType::Q4_1 => RowFn::Q8_0(x86::q4_1_dot),
+            GgmlType::Q5_0 => RowFn::Q8_0(x86::q5_0_dot),
+            GgmlType::Q5_1 => RowFn::Q8_0(x86::q5_1_dot),
+            GgmlType::Q8_0 => RowFn::Q8_0(x86::q8_0_dot),
+            GgmlType::Q4_K => RowFn::Q8K(x86::q4_k_dot),
+            GgmlType::Q5_K => RowFn::Q8K(x86::q5_k_dot),
+            GgmlType::Q6_K => RowFn::Q8K(x86::q6_k_dot),
+            GgmlType::Q2_K | GgmlType::Q3_K => return None,
+        };
+        Some(Kernel { ty, name: "avx2", row })
+    }
+
+    /// Every variant usable on this CPU for ty, (name, kernel), portable first — for tests and benches.
+    pub fn variants(ty: GgmlType) -> Vec<(&'static str, Kernel)> {
+        // Only x86_64 has variants to add.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut v = vec![("portable", Self::portable(ty))];
+        #[cfg(target_arch = "x86_64")]
+        v.extend(Self::avx2(ty).map(|k| (k.name, k)));
+        v
+    }
+
+    /// The variant's name: "portable" or "avx2".
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The weight type this kernel reads.
+    pub fn weight_type(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// The activation format this kernel needs ([`act_format`] of its weight type).
+    pub fn act_format(&self) -> ActFormat {
+        act_format(self.ty)
+    }
+
+    /// `out[r]` = dot(stored weight row r of w, activation row `i` of acts) for r in 0..out.len().
+    /// w holds out.len() consecutive rows of acts.cols() values (out.len() * row_bytes bytes).
+    ///
+    /// A mismatch (activation format, `i` past the last row, `w`'s length, or a column count that is not
+    /// whole weight blocks) is a caller bug: it debug-asserts, and in release builds returns with `out`
+    /// unchanged, without reading out of bounds.
+    pub fn dot_rows(&self, w: &[u8], acts: &Acts, i: usize, out: &mut [f32]) {
+        let cols = acts.cols();
+        let rb = row_bytes(self.ty, cols);
+        let ok = acts.format() == self.act_format()
+            && i < acts.rows()
+            && rb.is_some_and(|rb| out.len().checked_mul(rb) == Some(w.len()));
+        debug_assert!(
+            ok,
+            "Kernel::dot_rows({}): {} weight bytes for {} rows of {cols}, activation row {i} of {} in {}",
+            self.ty.name(),
+            w.len(),
+            out.len(),
+            acts.rows(),
+            acts.format().name()
+        );
+        let Some(rb) = rb.filter(|_| ok) else { return };
+        if rb == 0 {
+            // No columns: every dot product is the empty sum (and `chunks_exact(0)` would panic).
+            out.fill(0.0);
+            return;
+        }
+        let rows = w.chunks_exact(rb);
+        match self.row {
+            RowFn::F32(f) => {
+                let x = acts.f32_row(i);
+                for (o, wr) in out.iter_mut().zip(rows) {
+                    *o = f(wr, x);
+                }
+            }
+            RowFn::Q8_0(f) => {
+                let a = acts.q8_0_row(i);
+                for (o, wr) in out.iter_mut().zip(rows) {
+                    *o = f(wr, &a);
+                }
+            }
+            RowFn::Q8K(f) => {
+                let a = acts.q8k_row(i);
+                for (o, wr) in out.iter_mut().zip(rows) {
+                    *o = f(wr, &a);
+                }
+            }
+        }
+    }
+}
