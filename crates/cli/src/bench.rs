@@ -91,7 +91,7 @@ pub struct BenchGenerateArgs {
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Weight storage: auto (CPU: q16, wgpu: f32), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
+    /// Weight storage: auto (CPU: native, wgpu: f32), native (the CPU engine: file blocks in place), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
     /// (GGUF blocks, inputs as two or one 8-bit planes).
     #[arg(long, default_value = "auto")]
     pub weights: String,

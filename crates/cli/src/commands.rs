@@ -133,7 +133,8 @@ pub fn weight_mode(s: &str) -> Result<Option<WeightMode>> {
         "quantized" | "q" => Some(WeightMode::Quantized),
         "q16" => Some(WeightMode::Q16),
         "q8" => Some(WeightMode::Q8),
-        other => anyhow::bail!("--weights {other}: expected auto, f32, quantized, q16 or q8"),
+        "native" => Some(WeightMode::Native),
+        other => anyhow::bail!("--weights {other}: expected auto, native, f32, quantized, q16 or q8"),
     })
 }
 

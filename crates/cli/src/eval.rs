@@ -46,7 +46,7 @@ pub struct EvalFuseArgs {
     seed: u64,
     #[command(flatten)]
     device: crate::commands::DeviceArgs,
-    /// Weight storage: auto (CPU: q16, wgpu: f32), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
+    /// Weight storage: auto (CPU: native, wgpu: f32), native (the CPU engine: file blocks in place), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
     /// (GGUF blocks, inputs as two or one 8-bit planes).
     #[arg(long, default_value = "auto")]
     weights: String,

@@ -43,7 +43,7 @@ pub struct FusionArgs {
     pub ranges: Vec<String>,
     #[command(flatten)]
     pub device: crate::commands::DeviceArgs,
-    /// Weight storage: auto (CPU: q16, wgpu: f32), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
+    /// Weight storage: auto (CPU: native, wgpu: f32), native (the CPU engine: file blocks in place), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
     /// (GGUF blocks, inputs as two or one 8-bit planes).
     #[arg(long, default_value = "auto")]
     pub weights: String,

@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData, activation};
 use chorus_core::ModelConfig;
 use chorus_core::qmatrix::QMatrix;
 
+use crate::cpu::{CpuCache, CpuModel, CpuOutput};
 use crate::error::{Error, Result};
 use crate::lowrank::{Delta, DeltaSource, EmbedDeltas, LowRankAdd, LowRankKernel, vector_deltas};
 use crate::qlinear::Activations;
@@ -44,12 +45,16 @@ pub enum WeightMode {
     /// One 8-bit plane ([`crate::qlinear::Activations::Q8`], llama.cpp's scheme): the fastest, with
     /// logit differences up to about one unit on models with outlier activations (SmolLM2).
     Q8,
+    /// The CPU engine ([`crate::cpu`]): the file's blocks (or F16/BF16/F32 rows) used in place from the
+    /// memory map, activations quantized once per matmul as llama.cpp does (Q8_0 / Q8_K), and a decode
+    /// loop of its own instead of burn's ops. The CPU backend's default; no task deltas.
+    Native,
 }
 
 impl WeightMode {
     /// Whether integer-coded GGUF blocks stay in that form.
     pub fn keeps_blocks(self) -> bool {
-        matches!(self, WeightMode::Quantized | WeightMode::Q16 | WeightMode::Q8)
+        matches!(self, WeightMode::Quantized | WeightMode::Q16 | WeightMode::Q8 | WeightMode::Native)
     }
 }
 
@@ -213,6 +218,8 @@ pub struct Decoder {
     kernel: Option<std::sync::Arc<dyn LowRankKernel>>,
     norm_d: Option<Tensor<2>>,
     embed_d: Option<EmbedDeltas>,
+    /// The CPU engine's model when loaded with [`WeightMode::Native`]; the burn fields are then empty.
+    cpu: Option<CpuModel>,
 }
 
 /// Keys and values of every layer for the rows of one batch, plus which key positions are real tokens.
@@ -220,6 +227,8 @@ pub struct KvCache {
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     /// Per row, per cached position: true for a real token, false for left padding.
     valid: Vec<Vec<bool>>,
+    /// The CPU engine's cache, for a [`WeightMode::Native`] decoder.
+    cpu: Option<CpuCache>,
 }
 
 impl KvCache {
@@ -275,6 +284,23 @@ impl Decoder {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let c = files.config.clone();
+        if mode == WeightMode::Native {
+            let cpu = CpuModel::load(files, progress)?;
+            return Ok(Self {
+                config: c,
+                embed: Vec::new(),
+                layers: Vec::new(),
+                norm: tensor1(Vec::new(), device),
+                lm_head: Linear { w: Vec::new(), q: Vec::new(), act: Activations::F32, b: None, lr: None },
+                inv_freq: Vec::new(),
+                device: device.clone(),
+                tasks: 0,
+                kernel: None,
+                norm_d: None,
+                embed_d: None,
+                cpu: Some(cpu),
+            });
+        }
         let (h, q, kv, f) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
         let total = files.expected_tensors().len();
         let mut done = 0usize;
@@ -354,12 +380,23 @@ impl Decoder {
             kernel: None,
             norm_d: None,
             embed_d: None,
+            cpu: None,
         })
+    }
+
+    /// The CPU engine's model, when loaded with [`WeightMode::Native`].
+    pub fn cpu(&self) -> Option<&CpuModel> {
+        self.cpu.as_ref()
     }
 
     /// Attaches `tasks` tasks' deltas of every weight (`get(task, HF name)`), to be mixed per input row by
     /// [`Decoder::forward_mixed`]; the shared weights stay as loaded. Replaces earlier attachments.
     pub fn attach_deltas(&mut self, tasks: usize, get: &mut DeltaSource) -> Result<()> {
+        if self.cpu.is_some() {
+            return Err(Error::Device(
+                "task deltas are mixed by the burn decoder; load the shared model with --weights f32".into(),
+            ));
+        }
         let c = self.config.clone();
         let (h, q, kv, f) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
         let dev = self.device.clone();
@@ -414,6 +451,11 @@ impl Decoder {
         if w.len() != self.tasks || w.iter().any(|x| !x.is_finite()) {
             return Err(Error::Device(format!("merged: {} weights for {} attached tasks", w.len(), self.tasks)));
         }
+        if self.cpu.is_some() {
+            return Err(Error::Device(
+                "merged: the CPU engine's in-place weights cannot absorb dense deltas; load with --weights f32".into(),
+            ));
+        }
         let coded = |p: &Linear| p.lr.is_some() && !p.q.is_empty();
         if self.layers.iter().any(|l| [&l.qkv, &l.o, &l.gate_up, &l.down].into_iter().any(coded))
             || coded(&self.lm_head)
@@ -462,6 +504,7 @@ impl Decoder {
             kernel: None,
             norm_d: None,
             embed_d: None,
+            cpu: None,
         })
     }
 
@@ -481,6 +524,9 @@ impl Decoder {
     /// that a [`WeightMode::keeps_blocks`] mode really took the quantized path (float-stored tensors fall
     /// back to f32).
     pub fn quantized_projections(&self) -> (usize, usize) {
+        if let Some(cpu) = &self.cpu {
+            return (cpu.projections(), cpu.projections());
+        }
         let all = self.layers.iter().flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down]).chain([&self.lm_head]);
         all.fold((0, 0), |(q, n), p| (q + usize::from(!p.q.is_empty()), n + 1))
     }
@@ -492,7 +538,11 @@ impl Decoder {
 
     /// An empty cache for `batch` rows.
     pub fn new_cache(&self, batch: usize) -> KvCache {
-        KvCache { layers: (0..self.config.num_layers).map(|_| None).collect(), valid: vec![Vec::new(); batch] }
+        KvCache {
+            layers: (0..self.config.num_layers).map(|_| None).collect(),
+            valid: vec![Vec::new(); batch],
+            cpu: self.cpu.as_ref().map(|m| m.new_cache(batch)),
+        }
     }
 
     /// Runs `tokens` (`[B][T]`, same T for every row; `valid[b][t]` false marks left padding) through
@@ -528,6 +578,27 @@ impl Decoder {
                 "forward: batch {b} x {t} does not match a cache of {} rows",
                 cache.batch()
             )));
+        }
+        if let Some(cpu) = &self.cpu {
+            let cc = cache
+                .cpu
+                .as_mut()
+                .ok_or_else(|| Error::Device("forward: a burn decoder's cache given to the CPU engine".into()))?;
+            let out = match output {
+                Output::Last => CpuOutput::Last,
+                Output::All => CpuOutput::All,
+                Output::Hidden => CpuOutput::Hidden,
+            };
+            let v = cpu.forward(tokens, valid, cc, out)?;
+            for (cv, v) in cache.valid.iter_mut().zip(valid) {
+                cv.extend_from_slice(v);
+            }
+            let rows = if output == Output::Last { b } else { b * t };
+            return Ok(tensor2(
+                v,
+                [rows, if output == Output::Hidden { c.hidden_size } else { c.vocab_size }],
+                &self.device,
+            ));
         }
         let past = cache.len();
         let s = past + t;

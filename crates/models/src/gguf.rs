@@ -386,6 +386,14 @@ impl GgufFile {
         Ok(&self.bytes[start..start + size])
     }
 
+    /// The stored bytes of a tensor as a shared handle and a byte range into it (the CPU engine keeps
+    /// weights in place in the mapped file instead of copying them).
+    pub fn tensor_range(&self, t: &TensorInfo) -> Result<(FileBytes, std::ops::Range<usize>)> {
+        let len = self.tensor_bytes(t)?.len();
+        let start = self.data_start + t.offset as usize;
+        Ok((self.bytes.clone(), start..start + len))
+    }
+
     /// Lets tensor `name`'s pages leave the resident set (see [`FileBytes::release`]).
     pub fn release(&self, name: &str) {
         if let Some(t) = self.tensor(name)

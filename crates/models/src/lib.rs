@@ -7,6 +7,7 @@
 
 pub mod bert;
 pub mod bytes;
+pub mod cpu;
 pub mod decoder;
 pub mod error;
 pub mod export;
@@ -24,5 +25,5 @@ pub use decoder::{Decoder, KvCache, Output, WeightMode};
 pub use error::{Error, Result};
 pub use gguf::GgufFile;
 pub use lowrank::{Delta, LowRankConsts, LowRankKernel};
-pub use source::{ModelFiles, SafetensorsSet};
+pub use source::{ModelFiles, RawTensor, SafetensorsSet};
 pub use tokenizer::{ChatMessage, TextTokenizer};

@@ -21,6 +21,28 @@ pub enum WeightSource {
     Safetensors(SafetensorsSet),
 }
 
+/// A tensor in its stored form: a shared handle on the file's bytes and where the tensor lies in them.
+#[derive(Clone)]
+pub struct RawTensor {
+    /// Name as stored in the file (for messages).
+    pub name: String,
+    /// The whole file (memory-mapped natively).
+    pub bytes: FileBytes,
+    /// The tensor's bytes within `bytes`.
+    pub range: std::ops::Range<usize>,
+    /// Stored element or block type.
+    pub ty: chorus_core::GgmlType,
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+}
+
+impl RawTensor {
+    /// The stored bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[self.range.clone()]
+    }
+}
+
 /// One stored tensor, for listings.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StoredTensor {
@@ -160,6 +182,47 @@ impl ModelFiles {
             }
         }
         Ok(Some(m.permute_rows(&order)))
+    }
+
+    /// A tensor as stored, by HF name: the file's bytes, the tensor's byte range, its type and row-major
+    /// shape, with no decoding or copy. `None` when absent; a GGUF type Chorus cannot decode is an error
+    /// naming the tensor. Llama GGUF Q/K rows stay in the file's (interleaved-RoPE) order; callers that
+    /// use this form must apply RoPE to adjacent pairs ([`Self::interleaved_rope`]).
+    pub fn raw(&self, hf_name: &str) -> Result<Option<RawTensor>> {
+        match &self.weights {
+            WeightSource::Gguf(g) => {
+                let Some(t) = g.tensor(&gguf_name(hf_name)) else { return Ok(None) };
+                let ty = t.ggml_type().ok_or_else(|| Error::Dtype {
+                    file: self.path.clone(),
+                    tensor: t.name.clone(),
+                    dtype: t.type_name().to_string(),
+                })?;
+                let (bytes, range) = g.tensor_range(t)?;
+                Ok(Some(RawTensor { name: t.name.clone(), bytes, range, ty, shape: t.shape() }))
+            }
+            WeightSource::Safetensors(s) => {
+                let Some(e) = s.index.get(hf_name) else { return Ok(None) };
+                let ty = match e.dtype {
+                    StDtype::F32 => chorus_core::GgmlType::F32,
+                    StDtype::F16 => chorus_core::GgmlType::F16,
+                    StDtype::BF16 => chorus_core::GgmlType::BF16,
+                };
+                let bytes = s.shards[e.shard].1.clone();
+                Ok(Some(RawTensor {
+                    name: hf_name.to_string(),
+                    bytes,
+                    range: e.start..e.end,
+                    ty,
+                    shape: e.shape.clone(),
+                }))
+            }
+        }
+    }
+
+    /// Whether [`Self::raw`] hands out Q/K rows permuted for RoPE on adjacent pairs (llama.cpp's "NORM"
+    /// rope: Llama-architecture GGUF files), rather than HF's half-split layout.
+    pub fn interleaved_rope(&self) -> bool {
+        matches!(self.weights, WeightSource::Gguf(_)) && self.config.architecture == Architecture::Llama
     }
 
     /// Lets a tensor's pages leave the resident set once read (by HF name; see [`FileBytes::release`]).
