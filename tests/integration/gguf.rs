@@ -73,10 +73,10 @@ fn corrupt_headers_name_the_problem() {
 
 #[test]
 fn unsupported_types_are_reported_by_tensor_name() {
-    // Q2_K (id 10) parses (inspect can list it) but cannot be decoded.
-    let g = parse(tiny(3, 10, 256)).expect("directory parses");
+    // IQ4_XS (id 23) parses (inspect can list it) but cannot be decoded.
+    let g = parse(tiny(3, 23, 256)).expect("directory parses");
     let msg = g.dequantize("w").err().unwrap().to_string();
-    assert!(msg.contains("'w'") && msg.contains("Q2_K"), "{msg}");
+    assert!(msg.contains("'w'") && msg.contains("IQ4_XS"), "{msg}");
 }
 
 #[test]

@@ -58,7 +58,12 @@ fn generate_json_and_inspect_json_parse() {
     for key in ["model", "backend", "prompt_tokens", "tokens", "text", "prefill_ms", "decode_tokens_per_s"] {
         assert!(j.get(key).is_some(), "missing {key} in {j}");
     }
-    assert_eq!(j["text"], " Paris.\n\nThe answer");
+    // The sixth token is a near tie: transformers (f32) picks " answer" by 0.22 logits, llama.cpp 0.3.36 on
+    // this file " United" by 0.27, as does the default CPU engine (both quantize activations to Q8_0). Either
+    // is a correct greedy decode; the first five tokens are clear-cut (margins ≥ 0.8).
+    let text = j["text"].as_str().expect("text is a string");
+    assert!(text == " Paris.\n\nThe answer" || text == " Paris.\n\nThe United", "{text:?}");
+    assert_eq!(j["tokens"].as_array().map(Vec::len), Some(6), "{j}");
     let (code, out, err) = chorus(&["inspect", &smollm2(), "--json"]);
     assert_eq!(code, 0, "{err}");
     let j: serde_json::Value = serde_json::from_str(out.trim()).unwrap();

@@ -140,9 +140,13 @@ mod tests {
         chorus_models::decoder::to_rows(x).unwrap()
     }
 
+    /// A plain model in the weight mode `TwinModel` runs in (burn's f32 forward, which the per-row deltas
+    /// attach to), so that comparisons with the pack are of the same engine, not of the CPU engine's
+    /// summation order against burn's.
     fn load(dir: &Path) -> LoadedModel {
         let device = chorus_engine::device(Backend::Cpu).unwrap();
-        LoadedModel::load(ModelFiles::open(dir).unwrap(), Backend::Cpu, &device, None, &mut |_, _| {}).unwrap()
+        let mode = Some(chorus_models::WeightMode::F32);
+        LoadedModel::load(ModelFiles::open(dir).unwrap(), Backend::Cpu, &device, mode, &mut |_, _| {}).unwrap()
     }
 
     /// θ* written out densely (the reference's per-sample merge), for comparison with the factored forward.
