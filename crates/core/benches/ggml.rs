@@ -2,6 +2,10 @@
 //! every variant this CPU runs, one activation row against a whole matrix, as in a decode step. Legacy and
 //! float types use Qwen2.5 0.5B's 896 × 896 attention shape, the k-quants 896 × 4864 (the FFN down
 //! projection's input width). Throughput is in bytes of stored weights: decoding is bound by reading them.
+//!
+//! The benchmark models' main formats also get a matrix several times the per-core L2 (4864 × 896 for
+//! Q4_1/Q5_0/Q8_0, Qwen2.5 0.5B's FFN up/gate; 4864 × 1536 for Q4_K/Q6_K, Qwen2.5 1.5B's width), so the
+//! report shows the kernels streaming from the outer caches as well as the smaller shapes.
 
 use chorus_core::ggml::{Acts, GgmlType, Kernel, act_format, row_bytes};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -53,10 +57,41 @@ fn bench(c: &mut Criterion) {
     let mut rng = chorus_core::Rng::new(7);
     let mut g = c.benchmark_group("ggml_dot_rows");
     g.sample_size(20);
-    let rows = 896;
-    for ty in TYPES {
-        let cols = if ty.block_elems() == 256 { 4864 } else { 896 };
+    let large = [
+        (GgmlType::Q4_1, 4864, 896),
+        (GgmlType::Q5_0, 4864, 896),
+        (GgmlType::Q8_0, 4864, 896),
+        (GgmlType::Q4_K, 4864, 1536),
+        (GgmlType::Q6_K, 4864, 1536),
+    ];
+    let shapes = TYPES.iter().map(|&ty| (ty, 896, if ty.block_elems() == 256 { 4864 } else { 896 }));
+    let small = [
+        (GgmlType::Q8_0, 128, 896),
+        (GgmlType::Q4_1, 128, 896),
+        (GgmlType::Q5_0, 128, 896),
+        (GgmlType::Q6_K, 64, 1536),
+    ];
+    let small = small.into_iter().filter(|_| std::env::var("GGML_QUICK").is_ok());
+    for (ty, rows, cols) in shapes.chain(large).chain(small) {
         let w = weights(ty, rows, cols, &mut rng);
+        if let Ok(pat) = std::env::var("GGML_QUICK") {
+            if !ty.name().starts_with(&pat[..]) && pat != "all" {
+                continue;
+            }
+            let x: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+            let mut acts = Acts::new();
+            acts.quantize(act_format(ty), &x, 1, cols).expect("whole blocks");
+            let mut out = vec![0f32; rows];
+            let k = Kernel::best(ty);
+            let mut best = f64::MAX;
+            for _ in 0..400 {
+                let t = std::time::Instant::now();
+                k.dot_rows(&w, &acts, 0, &mut out);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!("QUICK {:5} {rows}x{cols}: {:6.1} GB/s", ty.name(), w.len() as f64 / best / 1e9);
+            continue;
+        }
         let x: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
         let mut acts = Acts::new();
         acts.quantize(act_format(ty), &x, 1, cols).expect("whole blocks");

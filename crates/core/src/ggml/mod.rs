@@ -121,14 +121,20 @@ pub(crate) struct Q8KAct<'a> {
     pub bsums: &'a [i16],
 }
 
-/// A row kernel: the dot product of one stored weight row with one activation row. Every kernel walks the
-/// row with `chunks_exact` zipped over the activation blocks, so inconsistent lengths shorten the sum but
-/// never read out of bounds; [`Kernel::dot_rows`] checks them first.
+/// A row kernel: the dot product of one stored weight row with one activation row (`F32`, `Q8_0`, `Q8K`), or a
+/// rows kernel (`*Rows`): `out[r]` for every row r of `w` (`out.len()` rows), which lets a SIMD kernel work
+/// on several rows per pass. The row kernels walk the row with `chunks_exact` zipped over the activation
+/// blocks, so inconsistent lengths shorten the sum but never read out of bounds; the rows kernels assert
+/// the lengths once per call. [`Kernel::dot_rows`] checks them first either way.
 #[derive(Clone, Copy)]
 enum RowFn {
     F32(fn(&[u8], &[f32]) -> f32),
     Q8_0(for<'a> fn(&[u8], &Q8Act<'a>) -> f32),
     Q8K(for<'a> fn(&[u8], &Q8KAct<'a>) -> f32),
+    #[cfg(target_arch = "x86_64")]
+    Q8_0Rows(for<'a> fn(&[u8], &Q8Act<'a>, &mut [f32])),
+    #[cfg(target_arch = "x86_64")]
+    Q8KRows(for<'a> fn(&[u8], &Q8KAct<'a>, &mut [f32])),
 }
 
 /// A dot-product kernel for one weight type and one ISA variant.
@@ -196,14 +202,14 @@ impl Kernel {
             GgmlType::F32 => RowFn::F32(x86::f32_dot),
             GgmlType::F16 => RowFn::F32(x86::f16_dot),
             GgmlType::BF16 => RowFn::F32(x86::bf16_dot),
-            GgmlType::Q4_0 => RowFn::Q8_0(x86::q4_0_dot),
-            GgmlType::Q4_1 => RowFn::Q8_0(x86::q4_1_dot),
-            GgmlType::Q5_0 => RowFn::Q8_0(x86::q5_0_dot),
-            GgmlType::Q5_1 => RowFn::Q8_0(x86::q5_1_dot),
-            GgmlType::Q8_0 => RowFn::Q8_0(x86::q8_0_dot),
-            GgmlType::Q4_K => RowFn::Q8K(x86::q4_k_dot),
-            GgmlType::Q5_K => RowFn::Q8K(x86::q5_k_dot),
-            GgmlType::Q6_K => RowFn::Q8K(x86::q6_k_dot),
+            GgmlType::Q4_0 => RowFn::Q8_0Rows(x86::q4_0_rows),
+            GgmlType::Q4_1 => RowFn::Q8_0Rows(x86::q4_1_rows),
+            GgmlType::Q5_0 => RowFn::Q8_0Rows(x86::q5_0_rows),
+            GgmlType::Q5_1 => RowFn::Q8_0Rows(x86::q5_1_rows),
+            GgmlType::Q8_0 => RowFn::Q8_0Rows(x86::q8_0_rows),
+            GgmlType::Q4_K => RowFn::Q8KRows(x86::q4_k_rows),
+            GgmlType::Q5_K => RowFn::Q8KRows(x86::q5_k_rows),
+            GgmlType::Q6_K => RowFn::Q8KRows(x86::q6_k_rows),
             GgmlType::Q2_K | GgmlType::Q3_K => return None,
         };
         Some(Kernel { ty, name: "avx2", row })
@@ -281,6 +287,10 @@ impl Kernel {
                     *o = f(wr, &a);
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            RowFn::Q8_0Rows(f) => f(w, &acts.q8_0_row(i), out),
+            #[cfg(target_arch = "x86_64")]
+            RowFn::Q8KRows(f) => f(w, &acts.q8k_row(i), out),
         }
     }
 }

@@ -179,6 +179,49 @@ fn every_variant_matches_portable() {
     }
 }
 
+/// `dot_rows` over 1, 2, 3, 4, 5, 7 and 16 rows: the SIMD kernels take rows 4 (and 2) at a time with a
+/// remainder, so every grouping and remainder path is compared with portable, row by row, and a matrix's
+/// result must not depend on how its rows are split into calls.
+#[test]
+fn every_variant_matches_portable_for_every_row_count() {
+    let mut rng = Rng::new(19);
+    let mut acts = Acts::new();
+    for ty in ALL {
+        let cols = if ty.block_elems() <= QK { 896 } else { 512 };
+        let x = activations(cols, &mut rng);
+        acts.quantize(act_format(ty), &x, 3, cols).unwrap();
+        let rb = row_bytes(ty, cols).unwrap();
+        for rows in [1, 2, 3, 4, 5, 7, 16] {
+            let w = random_weights(ty, rows, cols, &mut rng);
+            let wf = dequantized_rows(ty, &w, rows, cols);
+            for i in [0, 2] {
+                let xd = dequantized_act(&acts, i);
+                let mut want = vec![0f32; rows];
+                Kernel::portable(ty).dot_rows(&w, &acts, i, &mut want);
+                for (name, k) in Kernel::variants(ty) {
+                    let mut got = vec![f32::NAN; rows];
+                    k.dot_rows(&w, &acts, i, &mut got);
+                    for r in 0..rows {
+                        // The same row alone (the 1-row path) gives the same value up to summation order.
+                        let mut one = [f32::NAN];
+                        k.dot_rows(&w[r * rb..(r + 1) * rb], &acts, i, &mut one);
+                        let (_, mag) = ref_dot(&wf[r * cols..(r + 1) * cols], &xd);
+                        let tol = 1e-4 * mag + 1e-5;
+                        for (what, v) in [("in a group", got[r]), ("alone", one[0])] {
+                            assert!(
+                                ((v - want[r]) as f64).abs() <= tol,
+                                "{} {name} {rows} rows, act row {i}, row {r} {what}: {v} vs portable {} (tol {tol})",
+                                ty.name(),
+                                want[r]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn portable_matches_f64_reference_of_dequantized_operands() {
     let mut rng = Rng::new(12);

@@ -6,14 +6,22 @@
 //! onto the activation (`_mm256_sign_epi8`), which is exact because activation codes are never −128. Blocks
 //! are accumulated in f32 with FMA.
 //!
-//! Every `*_dot` here is a safe wrapper handed out by `Kernel` only after `has_avx2()` confirmed the CPU
-//! features; the `#[target_feature]` bodies read memory only through `load*` helpers that slice first, so
-//! an inconsistent length panics at the bounds check instead of reading out of bounds.
+//! The quantized kernels work on several weight rows at once (`*_rows`): `Kernel::dot_rows` always dots
+//! consecutive rows with one activation row, so each activation block is loaded (and its shared terms, such
+//! as the code sums the offsets need, computed) once for 4 rows, the 4 rows' accumulators are independent
+//! dependency chains, and the loop and call overhead is paid once per 4 rows. The remainder runs through the
+//! 2- and 1-row instances of the same generic body.
+//!
+//! Safety: every entry point here is a safe wrapper handed out by `Kernel` only after `has_avx2()` confirmed
+//! the CPU features. The float kernels read through `load*` helpers that slice first. The quantized
+//! `*_rows` wrappers check once that the weight bytes and the activation arrays have exactly the lengths
+//! of `out.len()` rows of the same number of blocks; the `#[target_feature]` bodies then read through raw
+//! pointers whose offsets stay inside those checked lengths (each `// SAFETY:` refers to that check).
 
 use std::arch::x86_64::*;
 
 use super::{Q8Act, Q8KAct};
-use crate::quant::{QK, QK_K, scale_min_k4};
+use crate::quant::{QK, QK_K};
 
 /// Defines the safe entry point `$name` over the `#[target_feature]` body `$body`.
 macro_rules! entry {
@@ -30,46 +38,14 @@ macro_rules! entry {
 entry!(f32_dot, f32_avx2, &[f32]);
 entry!(f16_dot, f16_avx2, &[f32]);
 entry!(bf16_dot, bf16_avx2, &[f32]);
-entry!(q4_0_dot, q4_0_avx2, &Q8Act);
-entry!(q4_1_dot, q4_1_avx2, &Q8Act);
-entry!(q5_0_dot, q5_0_avx2, &Q8Act);
-entry!(q5_1_dot, q5_1_avx2, &Q8Act);
-entry!(q8_0_dot, q8_0_avx2, &Q8Act);
-entry!(q4_k_dot, q4_k_avx2, &Q8KAct);
-entry!(q5_k_dot, q5_k_avx2, &Q8KAct);
-entry!(q6_k_dot, q6_k_avx2, &Q8KAct);
 
-// ---- loads (the only memory reads) ----
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn load256(b: &[u8]) -> __m256i {
-    let b = &b[..32];
-    // SAFETY: `b` has exactly 32 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn load256_i8(q: &[i8]) -> __m256i {
-    let q = &q[..32];
-    // SAFETY: as in `load256`.
-    unsafe { _mm256_loadu_si256(q.as_ptr().cast()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn load256_i16(q: &[i16]) -> __m256i {
-    let q = &q[..16];
-    // SAFETY: 16 i16 are 32 readable bytes.
-    unsafe { _mm256_loadu_si256(q.as_ptr().cast()) }
-}
+// ---- loads of the float kernels (bounds-checked) ----
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn load128(b: &[u8]) -> __m128i {
     let b = &b[..16];
-    // SAFETY: `b` has exactly 16 readable bytes.
+    // SAFETY: `b` has exactly 16 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
 }
 
@@ -89,22 +65,53 @@ fn load_ps_bytes(b: &[u8]) -> __m256 {
     unsafe { _mm256_loadu_ps(b.as_ptr().cast()) }
 }
 
-// ---- arithmetic helpers ----
+// ---- raw loads of the quantized kernels (callers guarantee the bytes are in bounds) ----
 
-/// An f16 scale at byte `at` of `b`, converted with F16C.
+/// 32 bytes at `p`. SAFETY (caller): `p..p + 32` is readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn fp16(b: &[u8], at: usize) -> f32 {
-    let bits = u16::from_le_bytes([b[at], b[at + 1]]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+unsafe fn ld256<T>(p: *const T) -> __m256i {
+    // SAFETY: per the caller; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(p.cast()) }
 }
+
+/// 16 bytes at `p`. SAFETY (caller): `p..p + 16` is readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ld128<T>(p: *const T) -> __m128i {
+    // SAFETY: per the caller.
+    unsafe { _mm_loadu_si128(p.cast()) }
+}
+
+/// The f16 at `p` as f32 in lane 0 (the other lanes 0). SAFETY (caller): `p..p + 2` is readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> __m128 {
+    // SAFETY: per the caller: 2 bytes, read unaligned.
+    let bits = unsafe { p.cast::<u16>().read_unaligned() };
+    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+}
+
+// ---- arithmetic helpers ----
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    hsum128(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum128(s: __m128) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Lane 0 of `v` in all 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bcast0(v: __m128) -> __m256 {
+    _mm256_broadcastss_ps(v)
 }
 
 /// Sums adjacent i16 pairs into 8 f32 lanes.
@@ -114,33 +121,24 @@ fn pairs_ps(x: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_madd_epi16(x, _mm256_set1_epi16(1)))
 }
 
-/// Unsigned `u` (each byte ≤ 255, here ≤ 63) times signed `s`, summed into 8 f32 lanes.
+/// The 32 4-bit codes of the 16 bytes at `p` in element order: low nibbles (elements 0..16), then high
+/// nibbles. One broadcast load and a per-lane variable shift (high lane by 4) instead of load, shift and
+/// insert. SAFETY (caller): `p..p + 16` is readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_us(u: __m256i, s: __m256i) -> __m256 {
-    pairs_ps(_mm256_maddubs_epi16(u, s))
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: per the caller.
+    let v = _mm256_broadcastsi128_si256(unsafe { ld128(p) });
+    _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f))
 }
 
-/// Signed `x` times signed `y` (y never −128), summed into 8 f32 lanes.
+/// Byte i = 0x10 where bit i of the u32 at `p` is set, else 0 (the fifth bits of a Q5_0/Q5_1 block, in
+/// place). SAFETY (caller): `p..p + 4` is readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dot_ss(x: __m256i, y: __m256i) -> __m256 {
-    dot_us(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
-}
-
-/// The 32 4-bit codes of 16 bytes in element order: low nibbles (elements 0..16), then high nibbles.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn nibbles(qs: &[u8]) -> __m256i {
-    let lo = load128(qs);
-    let hi = _mm_srli_epi16::<4>(lo);
-    _mm256_and_si256(_mm256_set_m128i(hi, lo), _mm256_set1_epi8(0x0f))
-}
-
-/// Byte i = 0xFF where bit i of `qh` is set, else 0 (the fifth bits of a Q5_0/Q5_1 block).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn bits32(qh: u32) -> __m256i {
+unsafe fn fifth_bits(p: *const u8) -> __m256i {
+    // SAFETY: per the caller.
+    let qh = unsafe { p.cast::<u32>().read_unaligned() };
     // Byte i takes byte i / 8 of qh (the shuffle works per 128-bit lane; every lane holds all of qh) and
     // tests its bit i % 8.
     let shuf = _mm256_setr_epi8(
@@ -148,7 +146,7 @@ fn bits32(qh: u32) -> __m256i {
     );
     let v = _mm256_shuffle_epi8(_mm256_set1_epi32(qh as i32), shuf);
     let m = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    _mm256_cmpeq_epi8(_mm256_and_si256(v, m), m)
+    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, m), m), _mm256_set1_epi8(0x10))
 }
 
 // ---- float weights ----
@@ -198,184 +196,402 @@ fn bf16_avx2(w: &[u8], x: &[f32]) -> f32 {
     hsum_ps(v) + super::float::bf16_dot(wt, xt)
 }
 
+// ---- the multi-row driver ----
+
+/// Runs `$body::<N>` (an `unsafe fn(w: *const u8, rb: usize, a, nb) -> [f32; N]` over N rows at stride
+/// `rb`) over all `out.len()` rows of `w`: 4 at a time, then 2, then 1.
+macro_rules! rows_entry {
+    ($name:ident, $body:ident, $act:ty, $bb:expr, $ok:expr) => {
+        pub(super) fn $name(w: &[u8], a: &$act, out: &mut [f32]) {
+            debug_assert!(super::has_avx2());
+            let nb = a.d.len();
+            let rb = nb * $bb;
+            // The one length check the raw reads rely on: `out.len()` rows of `nb` blocks of `$bb` bytes, and
+            // activation arrays of exactly `nb` blocks. `Kernel::dot_rows` has already checked the same
+            // shape, so this never fails from there.
+            let ok: fn(&$act, usize) -> bool = $ok;
+            assert!(ok(a, nb) && out.len().checked_mul(rb) == Some(w.len()), "x86 rows kernel: bad lengths");
+            let (n, p) = (out.len(), w.as_ptr());
+            let mut r = 0;
+            // SAFETY (all three calls): `has_avx2()` was checked by `Kernel::avx2`, the only place these
+            // functions are handed out; rows r..r + N lie inside `w` (r + N ≤ n and w.len() = n·rb, checked
+            // above), and the bodies read only blocks 0..nb of each row and of the activations.
+            while r + 8 <= n {
+                out[r..r + 8].copy_from_slice(&unsafe { $body::<8>(p.add(r * rb), rb, a, nb) });
+                r += 8;
+            }
+            if r + 4 <= n {
+                out[r..r + 4].copy_from_slice(&unsafe { $body::<4>(p.add(r * rb), rb, a, nb) });
+                r += 4;
+            }
+            if r + 2 <= n {
+                out[r..r + 2].copy_from_slice(&unsafe { $body::<2>(p.add(r * rb), rb, a, nb) });
+                r += 2;
+            }
+            if r < n {
+                out[r] = unsafe { $body::<1>(p.add(r * rb), rb, a, nb) }[0];
+            }
+        }
+    };
+}
+
+fn q8_ok(a: &Q8Act, nb: usize) -> bool {
+    a.q.len() == nb * QK && a.s.len() == nb
+}
+
+fn q8k_ok(a: &Q8KAct, nb: usize) -> bool {
+    a.q.len() == nb * QK_K && a.bsums.len() == nb * 16
+}
+
+rows_entry!(q4_0_rows, legacy_rows_q4_0, Q8Act, 18, q8_ok);
+rows_entry!(q4_1_rows, legacy_rows_q4_1, Q8Act, 20, q8_ok);
+rows_entry!(q5_0_rows, legacy_rows_q5_0, Q8Act, 22, q8_ok);
+rows_entry!(q5_1_rows, legacy_rows_q5_1, Q8Act, 24, q8_ok);
+rows_entry!(q8_0_rows, legacy_rows_q8_0, Q8Act, 34, q8_ok);
+rows_entry!(q4_k_rows, q4_k_body, Q8KAct, 144, q8k_ok);
+rows_entry!(q5_k_rows, q5_k_body, Q8KAct, 176, q8k_ok);
+rows_entry!(q6_k_rows, q6_k_body, Q8KAct, 210, q8k_ok);
+
 // ---- legacy formats ----
 
-/// Iterates (weight block, activation codes, activation scale, activation s) for a legacy row.
+// The legacy formats, as the const parameter of the shared body (each instance keeps only its branch).
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q8_0: u8 = 4;
+
+/// One legacy block's 16 i16 lanes of pair products with the activation codes `q`, offsets included.
+/// Q4_0 and Q5_0 use unsigned codes c and subtract `off` = maddubs(8 or 16, q), computed once per activation
+/// block for all rows: Σ(c − o)·q = Σc·q − o·Σq, exact in i16 (|pair| ≤ 2·31·127 + 2·16·127 < 2¹⁵), and
+/// cheaper than moving signs around per row (Q8_0, signed codes, still does). SAFETY (caller): the block's
+/// bytes at `b` are readable.
 #[inline]
-fn legacy<'a>(w: &'a [u8], bb: usize, a: &Q8Act<'a>) -> impl Iterator<Item = (&'a [u8], &'a [i8], f32, f32)> {
-    w.chunks_exact(bb).zip(a.q.chunks_exact(QK)).zip(a.d.iter().zip(a.s)).map(|((b, q), (&d, &s))| (b, q, d, s))
-}
-
-/// The block loop of a legacy kernel: `$block` maps one block to (scale vector, 8 partial products), and the
-/// optional `$min` to its scalar min term. Two blocks per turn go to two accumulators, so consecutive blocks'
-/// FMAs (and min sums) do not wait on each other's latency.
-macro_rules! legacy_sum {
-    ($w:expr, $a:expr, $bb:expr, |$b:ident, $q:ident, $da:ident, $s:ident| $block:expr $(, min $min:expr)?) => {{
-        let mut it = legacy($w, $bb, $a);
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        #[allow(unused_mut)]
-        let (mut m0, mut m1) = (0f32, 0f32);
-        loop {
-            let Some(($b, $q, $da, $s)) = it.next() else { break };
-            let (d, p): (__m256, __m256) = $block;
-            acc0 = _mm256_fmadd_ps(d, p, acc0);
-            $(m0 += $min;)?
-            let Some(($b, $q, $da, $s)) = it.next() else { break };
-            let (d, p): (__m256, __m256) = $block;
-            acc1 = _mm256_fmadd_ps(d, p, acc1);
-            $(m1 += $min;)?
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_block<const T: u8>(b: *const u8, q: __m256i, off: __m256i) -> __m256i {
+    // SAFETY: every read below is inside the block (18, 20, 22, 24 or 34 bytes), per the caller.
+    unsafe {
+        match T {
+            Q4_0 => _mm256_sub_epi16(_mm256_maddubs_epi16(nibbles(b.add(2)), q), off),
+            Q4_1 => _mm256_maddubs_epi16(nibbles(b.add(4)), q),
+            Q5_0 => {
+                let c = _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2)));
+                _mm256_sub_epi16(_mm256_maddubs_epi16(c, q), off)
+            }
+            Q5_1 => _mm256_maddubs_epi16(_mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4))), q),
+            _ => {
+                let x = ld256(b.add(2));
+                _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(q, x))
+            }
         }
-        hsum_ps(_mm256_add_ps(acc0, acc1)) + (m0 + m1)
-    }};
+    }
 }
 
+/// N legacy rows of `nb` blocks at stride `rb` from `w`, against the Q8_0 activations `a`.
+///
+/// The N rows' f16 scales (and mins) of a block are converted with one F16C instruction and multiplied by
+/// the activation's [da, s] with one multiply, instead of a conversion and multiply per row.
+/// SAFETY (caller): AVX2+FMA+F16C are present; `w..w + (N − 1)·rb + nb·bb` is readable; `a` has `nb` blocks.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_0_avx2(w: &[u8], a: &Q8Act) -> f32 {
-    legacy_sum!(w, a, 18, |b, q, da, _s| {
-        let x = _mm256_sub_epi8(nibbles(&b[2..]), _mm256_set1_epi8(8));
-        (_mm256_set1_ps(fp16(b, 0) * da), dot_ss(x, load256_i8(q)))
-    })
+unsafe fn legacy_rows<const T: u8, const N: usize>(w: *const u8, rb: usize, a: &Q8Act, nb: usize) -> [f32; N] {
+    let bb = match T {
+        Q4_0 => 18,
+        Q4_1 => 20,
+        Q5_0 => 22,
+        Q5_1 => 24,
+        _ => 34,
+    };
+    let min = T == Q4_1 || T == Q5_1;
+    let mut acc = [_mm256_setzero_ps(); N];
+    // Q4_1 / Q5_1: lane 2r + 1 accumulates row r's m·s, the min term: a block's dot product is
+    // d·da·Σc·q + m·(da·Σq), and da·Σq is the activation block's `s`.
+    let mut macc = [_mm256_setzero_ps(); 2];
+    let off_code = _mm256_set1_epi8(if T == Q4_0 { 8 } else { 16 });
+    for ib in 0..nb {
+        // SAFETY: ib < nb, and `a` has nb blocks of QK codes and nb scales and sums (caller).
+        let (q, da, s) = unsafe { (ld256(a.q.as_ptr().add(ib * QK)), *a.d.get_unchecked(ib), *a.s.get_unchecked(ib)) };
+        let off = if T == Q4_0 || T == Q5_0 { _mm256_maddubs_epi16(off_code, q) } else { _mm256_setzero_si256() };
+        // SAFETY: block ib of rows 0..N is inside the readable range (caller).
+        let b0 = unsafe { w.add(ib * bb) };
+        // Lanes 2r, 2r + 1 of group r / 4: row r's [d·da, m·s] (m only for Q4_1 / Q5_1).
+        let das = _mm256_setr_ps(da, s, da, s, da, s, da, s);
+        let mut dm = [_mm256_setzero_ps(); 2];
+        for (g, dmg) in dm.iter_mut().enumerate().take(N.div_ceil(4)) {
+            // SAFETY: as above (rows 4g..min(4g + 4, N)).
+            *dmg = _mm256_mul_ps(unsafe { head_f16s(b0.add(4 * g * rb), rb, (N - 4 * g).min(4), min) }, das);
+            if min {
+                macc[g] = _mm256_add_ps(macc[g], *dmg);
+            }
+        }
+        if N.is_multiple_of(4) {
+            // Four rows' products summed into one vector before widening: one `madd`, one conversion and one
+            // FMA per 4 rows instead of per row (and for Q8_0, whose i16 pairs leave no headroom, `hadd`s of
+            // the widened i32 sums). Lane j of each 128-bit half is then row j's half-block sum.
+            for g in 0..N / 4 {
+                // SAFETY: as above (rows 4g..4g + 4 < N).
+                let p: [__m256i; 4] =
+                    std::array::from_fn(|j| unsafe { legacy_block::<T>(b0.add((4 * g + j) * rb), q, off) });
+                let sums = if T == Q8_0 {
+                    let m: [__m256i; 4] = std::array::from_fn(|j| _mm256_madd_epi16(p[j], _mm256_set1_epi16(1)));
+                    _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]))
+                } else {
+                    // Exact in i16: 8 products of |c′| ≤ 31 and |q| ≤ 127 (c′ the code, less its offset) stay
+                    // within 2·4·31·127 < 2¹⁵.
+                    let h = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+                    _mm256_madd_epi16(h, _mm256_set1_epi16(1))
+                };
+                let d = _mm256_permutevar8x32_ps(dm[g], _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+                acc[g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[g]);
+            }
+        } else {
+            for r in 0..N {
+                // SAFETY: as above.
+                let p = unsafe { legacy_block::<T>(b0.add(r * rb), q, off) };
+                let d = _mm256_permutevar8x32_ps(dm[r / 4], _mm256_set1_epi32(2 * (r % 4) as i32));
+                acc[r] = _mm256_fmadd_ps(d, pairs_ps(p), acc[r]);
+            }
+        }
+    }
+    let mut m = [0f32; 16];
+    if min {
+        // SAFETY: `m` has 16 f32 of room.
+        unsafe {
+            _mm256_storeu_ps(m.as_mut_ptr(), macc[0]);
+            _mm256_storeu_ps(m.as_mut_ptr().add(8), macc[1]);
+        }
+    }
+    if N.is_multiple_of(4) {
+        let mut v = [0f32; 16];
+        for g in 0..N / 4 {
+            // SAFETY: `v` has room for 8 f32 at 8g, g < 2.
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr().add(8 * g), acc[g]) };
+        }
+        std::array::from_fn(|r| (v[8 * (r / 4) + r % 4] + v[8 * (r / 4) + r % 4 + 4]) + m[2 * r + 1])
+    } else {
+        std::array::from_fn(|r| hsum_ps(acc[r]) + m[2 * r + 1])
+    }
 }
 
+/// The first two f16 of n ≤ 4 blocks at stride `rb` from `b0`, as f32 lanes 2r and 2r + 1 (the others 0);
+/// only the first of each when `two` is false (lanes 2r + 1 are then 0).
+/// SAFETY (caller): the first 4 bytes of each of the n blocks are readable.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_1_avx2(w: &[u8], a: &Q8Act) -> f32 {
-    legacy_sum!(w, a, 20, |b, q, da, s| {
-        (_mm256_set1_ps(fp16(b, 0) * da), dot_us(nibbles(&b[4..]), load256_i8(q)))
-    }, min fp16(b, 2) * s)
+unsafe fn head_f16s(b0: *const u8, rb: usize, n: usize, two: bool) -> __m256 {
+    // SAFETY: 4 bytes at the start of block r < n, read unaligned (caller).
+    let rd = |r: usize| unsafe { b0.add(r * rb).cast::<i32>().read_unaligned() };
+    let mut v = _mm_cvtsi32_si128(rd(0));
+    if n > 1 {
+        v = _mm_insert_epi32::<1>(v, rd(1));
+    }
+    if n > 2 {
+        v = _mm_insert_epi32::<2>(v, rd(2));
+    }
+    if n > 3 {
+        v = _mm_insert_epi32::<3>(v, rd(3));
+    }
+    if !two {
+        // The second f16 is then code bytes: clear it, as random bits would make F16C convert subnormals.
+        v = _mm_and_si128(v, _mm_set1_epi32(0xffff));
+    }
+    _mm256_cvtph_ps(v)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q5_0_avx2(w: &[u8], a: &Q8Act) -> f32 {
-    legacy_sum!(w, a, 22, |b, q, da, _s| {
-        let hi = bits32(u32::from_le_bytes([b[2], b[3], b[4], b[5]]));
-        // c − 16 with c = low | high·16: where the high bit is clear, low − 16 is low | 0xF0 as an i8.
-        let x = _mm256_or_si256(nibbles(&b[6..]), _mm256_andnot_si256(hi, _mm256_set1_epi8(0xf0u8 as i8)));
-        (_mm256_set1_ps(fp16(b, 0) * da), dot_ss(x, load256_i8(q)))
-    })
+macro_rules! legacy_body {
+    ($name:ident, $t:expr) => {
+        /// See [`legacy_rows`]. SAFETY (caller): as there.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const N: usize>(w: *const u8, rb: usize, a: &Q8Act, nb: usize) -> [f32; N] {
+            // SAFETY: the same contract.
+            unsafe { legacy_rows::<{ $t }, N>(w, rb, a, nb) }
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q5_1_avx2(w: &[u8], a: &Q8Act) -> f32 {
-    legacy_sum!(w, a, 24, |b, q, da, s| {
-        let hi = bits32(u32::from_le_bytes([b[4], b[5], b[6], b[7]]));
-        let x = _mm256_or_si256(nibbles(&b[8..]), _mm256_and_si256(hi, _mm256_set1_epi8(0x10)));
-        (_mm256_set1_ps(fp16(b, 0) * da), dot_us(x, load256_i8(q)))
-    }, min fp16(b, 2) * s)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-fn q8_0_avx2(w: &[u8], a: &Q8Act) -> f32 {
-    legacy_sum!(w, a, 34, |b, q, da, _s| { (_mm256_set1_ps(fp16(b, 0) * da), dot_ss(load256(&b[2..]), load256_i8(q))) })
-}
+legacy_body!(legacy_rows_q4_0, Q4_0);
+legacy_body!(legacy_rows_q4_1, Q4_1);
+legacy_body!(legacy_rows_q5_0, Q5_0);
+legacy_body!(legacy_rows_q5_1, Q5_1);
+legacy_body!(legacy_rows_q8_0, Q8_0);
 
 // ---- k-quants ----
 
-/// Iterates (weight block, activation codes, activation scale, bsums) for a k-quant row.
-#[inline]
-fn kblocks<'a>(w: &'a [u8], bb: usize, a: &Q8KAct<'a>) -> impl Iterator<Item = (&'a [u8], &'a [i8], f32, &'a [i16])> {
-    w.chunks_exact(bb)
-        .zip(a.q.chunks_exact(QK_K))
-        .zip(a.d.iter().zip(a.bsums.chunks_exact(16)))
-        .map(|((b, q), (&d, bs))| (b, q, d, bs))
-}
-
-/// Q4_K (`qh` = None) and Q5_K: per 64 values, 32 code bytes hold two 32-value sub-blocks (low and high
-/// nibbles), each with its own 6-bit scale; the mins go through the activation's bsums.
+/// The 12 packed 6-bit scales and mins of a Q4_K/Q5_K block as bytes sc0..sc7, m0..m7 (see
+/// `quant::scale_min_k4`), from the block's first 16 bytes `v` (d, dmin, then the 12 scale bytes), with
+/// vector shuffles and masks instead of 16 scalar unpacks. With s = the scale bytes (v[4..16]):
+/// sc j<4 = s[j] & 63, m j<4 = s[j+4] & 63, sc j≥4 = (s[j+4] & 15) | (s[j−4] >> 6) << 4,
+/// m j≥4 = (s[j+4] >> 4) | (s[j] >> 6) << 4.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q45k(w: &[u8], a: &Q8KAct, five: bool) -> f32 {
-    let (mut acc, mut mins) = (_mm256_setzero_ps(), 0f32);
-    let (bb, ql_at) = if five { (176, 48) } else { (144, 16) };
+fn k4_scales_mins(v: __m128i) -> __m128i {
+    // Dword 0: s[0..4] (sc0..3), 1: s[8..12] (sc4..7, low nibbles), 2: s[4..8] (m0..3), 3: s[8..12] (m4..7,
+    // high nibbles).
+    let base = _mm_shuffle_epi8(v, _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15));
+    // The top two bits of s[0..4] (for sc4..7) and s[4..8] (for m4..7).
+    let top = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11));
+    // Shifting whole dwords moves neighbouring bits across bytes; the masks keep only each byte's own field.
+    let low = _mm_and_si128(
+        _mm_srlv_epi32(base, _mm_setr_epi32(0, 0, 0, 4)),
+        _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f),
+    );
+    _mm_or_si128(low, _mm_and_si128(_mm_srli_epi32::<2>(top), _mm_set1_epi8(0x30)))
+}
+
+/// Shuffle picking i16 lane `k` of each 128-bit lane into all of it (for broadcasting a sub-block scale).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pick16(k: i16) -> __m256i {
+    _mm256_set1_epi16((2 * k) | ((2 * k + 1) << 8))
+}
+
+/// Q4_K (`FIVE` = false) and Q5_K, N rows: per 64 values, 32 code bytes hold two 32-value sub-blocks (low
+/// and high nibbles), each with its own 6-bit scale; the mins go through the activation's bsums with one
+/// `madd` per block. SAFETY (caller): as for [`legacy_rows`], with 144- or 176-byte blocks and Q8_K `a`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q45k_rows<const FIVE: bool, const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usize) -> [f32; N] {
+    let (bb, ql_at) = if FIVE { (176, 48) } else { (144, 16) };
     let low4 = _mm256_set1_epi8(0x0f);
-    for (b, q, da, bs) in kblocks(w, bb, a) {
-        let scales = &b[4..16];
-        let hbits = if five { load256(&b[16..]) } else { _mm256_setzero_si256() };
-        let mut sumi = _mm256_setzero_si256();
-        let mut summ = 0i32;
-        for j in 0..4 {
-            let (sc1, m1) = scale_min_k4(2 * j, scales);
-            let (sc2, m2) = scale_min_k4(2 * j + 1, scales);
-            summ += m1 as i32 * (bs[4 * j] as i32 + bs[4 * j + 1] as i32)
-                + m2 as i32 * (bs[4 * j + 2] as i32 + bs[4 * j + 3] as i32);
-            let bits = load256(&b[ql_at + 32 * j..]);
-            let mut lo = _mm256_and_si256(bits, low4);
-            let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low4);
-            if five {
-                // Fifth bits: bit 2j of each qh byte for the low sub-block, bit 2j + 1 for the high one.
-                let (b1, b2) = (_mm256_set1_epi8((1u8 << (2 * j)) as i8), _mm256_set1_epi8((1u8 << (2 * j + 1)) as i8));
-                let sixteen = _mm256_set1_epi8(16);
-                let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b1), b1), sixteen);
-                let h2 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, b2), b2), sixteen);
-                lo = _mm256_or_si256(lo, h1);
-                hi = _mm256_or_si256(hi, h2);
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut macc = [_mm_setzero_ps(); N];
+    for ib in 0..nb {
+        // SAFETY: ib < nb and `a` has nb super-blocks (caller).
+        let (q, da, bs) =
+            unsafe { (a.q.as_ptr().add(ib * QK_K), *a.d.get_unchecked(ib), ld256(a.bsums.as_ptr().add(16 * ib))) };
+        // Sums of the bsum pairs: the activation code sum of each 32-value sub-block, shared by all rows.
+        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
+        let dav = _mm_set1_ps(da);
+        for r in 0..N {
+            // SAFETY: block ib of row r is readable (caller); all offsets below are inside its bb bytes.
+            let b = unsafe { w.add(r * rb + ib * bb) };
+            let head = unsafe { ld128(b) };
+            // [d·da, dmin·da, ..]: the f16 pair is the block's first 4 bytes.
+            let dd = _mm_mul_ps(_mm_cvtph_ps(head), dav);
+            let ms = _mm256_cvtepu8_epi16(k4_scales_mins(head));
+            let mins = _mm_madd_epi16(_mm256_extracti128_si256::<1>(ms), q8s);
+            macc[r] = _mm_fmadd_ps(_mm_permute_ps::<0x55>(dd), _mm_cvtepi32_ps(mins), macc[r]);
+            let sc = _mm256_permute2x128_si256::<0x00>(ms, ms);
+            // SAFETY: as above (16..48 is Q5_K's qh).
+            let hbits = if FIVE { unsafe { ld256(b.add(16)) } } else { _mm256_setzero_si256() };
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                // SAFETY: code bytes ql_at + 32j.. + 32 of the block and activation codes 64j..64j + 64.
+                let (bits, q1, q2) =
+                    unsafe { (ld256(b.add(ql_at + 32 * j)), ld256(q.add(64 * j)), ld256(q.add(64 * j + 32))) };
+                let mut lo = _mm256_and_si256(bits, low4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low4);
+                if FIVE {
+                    // Fifth bits: bit 2j of each qh byte for the low sub-block, bit 2j + 1 for the high one,
+                    // moved to bit 4 (the masks drop what the 16-bit shifts carry in from the other byte).
+                    let hb = srl16(hbits, 2 * j as i32);
+                    let sixteen = _mm256_set1_epi8(16);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(hb), sixteen));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(hb), sixteen));
+                }
+                let p1 = _mm256_maddubs_epi16(lo, q1);
+                let p2 = _mm256_maddubs_epi16(hi, q2);
+                let s1 = _mm256_shuffle_epi8(sc, pick16(2 * j as i16));
+                let s2 = _mm256_shuffle_epi8(sc, pick16(2 * j as i16 + 1));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(p1, s1), _mm256_madd_epi16(p2, s2)));
             }
-            let p1 = _mm256_maddubs_epi16(lo, load256_i8(&q[64 * j..]));
-            let p2 = _mm256_maddubs_epi16(hi, load256_i8(&q[64 * j + 32..]));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, _mm256_set1_epi16(sc1 as i16)));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p2, _mm256_set1_epi16(sc2 as i16)));
+            acc[r] = _mm256_fmadd_ps(bcast0(dd), _mm256_cvtepi32_ps(sumi), acc[r]);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(b, 0) * da), _mm256_cvtepi32_ps(sumi), acc);
-        mins += fp16(b, 2) * da * summ as f32;
     }
-    hsum_ps(acc) - mins
+    std::array::from_fn(|r| hsum_ps(acc[r]) - hsum128(macc[r]))
 }
 
+/// `v` shifted right by `n` bits in every 16-bit lane (n a loop constant: it folds to an immediate shift).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_k_avx2(w: &[u8], a: &Q8KAct) -> f32 {
-    q45k(w, a, false)
+fn srl16(v: __m256i, n: i32) -> __m256i {
+    _mm256_srl_epi16(v, _mm_cvtsi32_si128(n))
 }
 
+/// See [`q45k_rows`]. SAFETY (caller): as there.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_k_avx2(w: &[u8], a: &Q8KAct) -> f32 {
-    q45k(w, a, true)
+unsafe fn q4_k_body<const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usize) -> [f32; N] {
+    // SAFETY: the same contract.
+    unsafe { q45k_rows::<false, N>(w, rb, a, nb) }
 }
 
-/// Q6_K: unsigned codes u = c + 32 (0..63) against the activations, then 32·Σ sc·bsum subtracted.
+/// See [`q45k_rows`]. SAFETY (caller): as there.
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6_k_avx2(w: &[u8], a: &Q8KAct) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+unsafe fn q5_k_body<const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usize) -> [f32; N] {
+    // SAFETY: the same contract.
+    unsafe { q45k_rows::<true, N>(w, rb, a, nb) }
+}
+
+/// Q6_K, N rows: unsigned codes u = c + 32 (0..63) against the activations, then 32·Σ sc·bsum subtracted.
+/// SAFETY (caller): as for [`legacy_rows`], with 210-byte blocks and Q8_K `a`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_body<const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usize) -> [f32; N] {
     let low4 = _mm256_set1_epi8(0x0f);
-    for (b, q, da, bs) in kblocks(w, 210, a) {
-        let sc = &b[192..208];
-        // 32·Σ sc·bsum in i32 lanes: sign-extended scales against the 16 bsums.
-        let corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(load128(sc)), load256_i16(bs));
-        let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(corr));
-        for half in 0..2 {
-            let ql0 = load256(&b[64 * half..]);
-            let ql1 = load256(&b[64 * half + 32..]);
-            let qh = load256(&b[128 + 32 * half..]);
-            // The four 32-value runs of this half (see `quant::q6k_quants`): low nibbles of ql0 / ql1, then
-            // high nibbles, with qh bit pairs 0-1, 2-3, 4-5, 6-7 as bits 4-5. The 16-bit shifts cannot carry
-            // between bytes: each shifted field is masked to stay inside its byte.
-            let u = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, low4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, low4),
-                    _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0c))),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4),
-                    _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4),
-                    _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xc0u8 as i8))),
-                ),
-            ];
-            for (k, &uk) in u.iter().enumerate() {
-                let at = 128 * half + 32 * k;
-                let p = _mm256_maddubs_epi16(uk, load256_i8(&q[at..]));
-                // The low 128-bit lane holds values at..at+16 (scale at/16), the high lane the next 16.
-                let s = at / 16;
-                let sv =
-                    _mm256_set_m128i(_mm_set1_epi16((sc[s + 1] as i8) as i16), _mm_set1_epi16((sc[s] as i8) as i16));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv));
+    let mut acc = [_mm256_setzero_ps(); N];
+    for ib in 0..nb {
+        // SAFETY: ib < nb and `a` has nb super-blocks (caller).
+        let (q, da, bs) =
+            unsafe { (a.q.as_ptr().add(ib * QK_K), *a.d.get_unchecked(ib), ld256(a.bsums.as_ptr().add(16 * ib))) };
+        let dav = _mm_set_ss(da);
+        for r in 0..N {
+            // SAFETY: block ib of row r is readable (caller); all offsets below are inside its 210 bytes.
+            let b = unsafe { w.add(r * rb + ib * 210) };
+            let sc16 = _mm256_cvtepi8_epi16(unsafe { ld128(b.add(192)) });
+            // 32·Σ sc·bsum in i32 lanes: the sign-extended scales against the 16 bsums.
+            let corr = _mm256_madd_epi16(sc16, bs);
+            let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(corr));
+            for half in 0..2 {
+                // SAFETY: bytes 64·half..+64 (ql) and 128 + 32·half..+32 (qh) of the block.
+                let (ql0, ql1, qh) =
+                    unsafe { (ld256(b.add(64 * half)), ld256(b.add(64 * half + 32)), ld256(b.add(128 + 32 * half))) };
+                // This half's 8 scales (i16) in both 128-bit lanes; run k takes scale 2k in its low lane and
+                // 2k + 1 in its high lane with one shuffle.
+                let sch = if half == 0 {
+                    _mm256_permute2x128_si256::<0x00>(sc16, sc16)
+                } else {
+                    _mm256_permute2x128_si256::<0x11>(sc16, sc16)
+                };
+                // The four 32-value runs of this half (see `quant::q6k_quants`): low nibbles of ql0 / ql1,
+                // then high nibbles, with qh bit pairs 0-1, 2-3, 4-5, 6-7 as bits 4-5. The 16-bit shifts
+                // cannot carry between bytes: each shifted field is masked to stay inside its byte.
+                let u = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, low4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, low4),
+                        _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0c))),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low4),
+                        _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low4),
+                        _mm256_srli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0xc0u8 as i8))),
+                    ),
+                ];
+                for (k, &uk) in u.iter().enumerate() {
+                    // SAFETY: activation codes at..at + 32 of this super-block.
+                    let p = _mm256_maddubs_epi16(uk, unsafe { ld256(q.add(128 * half + 32 * k)) });
+                    let k = k as i16;
+                    let sv = _mm256_shuffle_epi8(sch, pick2(k));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv));
+                }
             }
+            // SAFETY: the f16 scale at 208..210.
+            let d = _mm_mul_ss(unsafe { f16_at(b.add(208)) }, dav);
+            acc[r] = _mm256_fmadd_ps(bcast0(d), _mm256_cvtepi32_ps(sumi), acc[r]);
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(fp16(b, 208) * da), _mm256_cvtepi32_ps(sumi), acc);
     }
-    hsum_ps(acc)
+    std::array::from_fn(|r| hsum_ps(acc[r]))
+}
+
+/// Shuffle picking i16 lane 2k into the whole low 128-bit lane and lane 2k + 1 into the high one.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pick2(k: i16) -> __m256i {
+    let (a, b) = (4 * k, 4 * k + 2);
+    _mm256_setr_m128i(_mm_set1_epi16(a | ((a + 1) << 8)), _mm_set1_epi16(b | ((b + 1) << 8)))
 }
