@@ -15,15 +15,17 @@
 //! Padding tokens are not computed or cached; positions count real tokens, as HF does for left padding.
 
 pub mod pool;
+pub mod simd;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chorus_core::ggml::{self, ActFormat, Acts, Kernel};
 use chorus_core::{GgmlType, ModelConfig};
 
 use crate::error::{Error, Result};
 use crate::source::{ModelFiles, RawTensor};
-use pool::{Pool, split};
+use pool::Pool;
 
 /// One weight matrix in its stored form with the dot-product kernel for its type.
 #[derive(Clone)]
@@ -263,35 +265,38 @@ struct MatJob<'a> {
     m: usize,
 }
 
-/// Rows a thread takes at a time: their weight bytes stay in L1 while every activation row passes.
-const ROW_CHUNK: usize = 16;
+/// Rows a thread claims at a time: their weight bytes stay in L1 while every activation row passes, and
+/// claiming by an atomic counter (not a fixed split) keeps both threads busy to the end of the job: the
+/// caller starts its share before a worker has even seen the job, so equal halves left one waiting.
+const ROW_CHUNK: usize = 32;
 
 /// Runs several products as one pool job over their concatenated output rows.
 fn matmuls(pool: &Pool, jobs: &[MatJob<'_>]) {
     let total: usize = jobs.iter().map(|j| j.w.rows).sum();
     debug_assert!(jobs.iter().all(|j| j.acts.cols() == j.w.cols && j.acts.rows() >= j.m && j.stride >= j.w.rows));
-    pool.run(&|t, n| {
-        let (a, b) = split(total, t, n, ROW_CHUNK);
-        let mut base = 0;
-        for j in jobs {
-            let (lo, hi) = (a.max(base), b.min(base + j.w.rows));
-            if lo < hi {
-                let (r0, r1) = (lo - base, hi - base);
-                let data = j.w.data();
-                let mut c = r0;
-                while c < r1 {
-                    let e = (c + ROW_CHUNK).min(r1);
-                    let w = &data[c * j.w.row_bytes..e * j.w.row_bytes];
+    let next = AtomicUsize::new(0);
+    pool.run(&|_, _| {
+        loop {
+            let a = next.fetch_add(ROW_CHUNK, Ordering::Relaxed);
+            if a >= total {
+                break;
+            }
+            let b = (a + ROW_CHUNK).min(total);
+            let mut base = 0;
+            for j in jobs {
+                let (lo, hi) = (a.max(base), b.min(base + j.w.rows));
+                if lo < hi {
+                    let (c, e) = (lo - base, hi - base);
+                    let w = &j.w.data()[c * j.w.row_bytes..e * j.w.row_bytes];
                     for i in 0..j.m {
-                        // SAFETY: rows c..e of output row i belong to this thread alone (the split is
-                        // disjoint), and `out` holds m·stride values with stride ≥ the weight's rows.
+                        // SAFETY: rows c..e of output row i belong to this claim alone (the counter hands
+                        // out each range once), and `out` holds m·stride values with stride ≥ the rows.
                         let out = unsafe { std::slice::from_raw_parts_mut(j.out.at(i * j.stride + c), e - c) };
                         j.w.kernel.dot_rows(w, j.acts, i, out);
                     }
-                    c = e;
                 }
+                base += j.w.rows;
             }
-            base += j.w.rows;
         }
     });
 }
@@ -305,24 +310,6 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
             *o = v * s * g;
         }
     }
-}
-
-/// `a · b` with eight independent accumulators (the compiler vectorises this shape).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for (x, y) in ar.iter().zip(br) {
-        s += x * y;
-    }
-    s
 }
 
 fn silu(x: f32) -> f32 {
@@ -544,11 +531,15 @@ impl CpuModel {
                 let att = OutPtr(s.att.as_mut_ptr());
                 let sc = OutPtr(s.scores.as_mut_ptr());
                 let rep = nh / nkv;
-                self.pool.run(&|ti, n| {
-                    let (a, e) = split(m * nh, ti, n, 1);
+                let next = AtomicUsize::new(0);
+                self.pool.run(&|ti, _| {
                     // SAFETY: each thread owns its `max_len` slice of the score buffer.
                     let scores = unsafe { std::slice::from_raw_parts_mut(sc.at(ti * max_len), max_len) };
-                    for item in a..e {
+                    loop {
+                        let item = next.fetch_add(1, Ordering::Relaxed);
+                        if item >= m * nh {
+                            break;
+                        }
                         let (i, hh) = (item / nh, item % nh);
                         let (rc, len) = (&rows[row_of[i]], pos_of[i] + 1);
                         let kvh = hh / rep;
@@ -557,7 +548,7 @@ impl CpuModel {
                         let mut mx = f32::NEG_INFINITY;
                         for (j, sj) in scores[..len].iter_mut().enumerate() {
                             let kv = &keys[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                            *sj = dot(qv, kv) * scale;
+                            *sj = simd::dot(qv, kv) * scale;
                             mx = mx.max(*sj);
                         }
                         let mut sum = 0f32;
@@ -571,8 +562,7 @@ impl CpuModel {
                         o.fill(0.0);
                         for (j, &p) in scores[..len].iter().enumerate() {
                             let vv = &vals[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                            let w = p * inv;
-                            o.iter_mut().zip(vv).for_each(|(y, x)| *y += w * x);
+                            simd::axpy(o, p * inv, vv);
                         }
                     }
                 });
@@ -646,6 +636,7 @@ impl CpuModel {
             );
             logits
         };
+        self.pool.rest();
         if ms == out_rows {
             return Ok(computed);
         }

@@ -1,4 +1,5 @@
-//! A persistent, spinning thread pool for the CPU decode step: one job at a time, split by thread index.
+//! A persistent, spinning thread pool for the CPU decode step: one job at a time, shared by whichever
+//! threads arrive while the caller works on it.
 //!
 //! Why not rayon: a decode step of a small model is ~200 parallel regions (every projection, every
 //! attention pass) of 10–100 µs each. rayon parks idle workers, and waking one costs a futex round trip
@@ -6,6 +7,14 @@
 //! way: workers spin on a job counter for a while before they sleep, so a job that follows within a few
 //! hundred microseconds starts in well under a microsecond. The price is a busy core between jobs, which
 //! the spin limit bounds (then workers park on a condition variable).
+//!
+//! The caller never waits for a worker that has not started: a worker joins the current job through a
+//! gate that the caller closes once its own call returns, and the caller then waits only for the workers
+//! that joined. So jobs must share their work by claiming pieces from a counter (every caller here does),
+//! not by thread index. Why: when another process takes a core, a descheduled worker would otherwise
+//! stall every one of the ~200 jobs of a step by a scheduler time slice (measured: a fused step 8× slower
+//! beside one busy process); now the caller just does the whole job itself. Waits yield after a short
+//! spin for the same reason.
 //!
 //! On wasm32 (no threads) and with one thread, `run` calls the job inline.
 
@@ -15,7 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 #[cfg(not(target_family = "wasm"))]
 use std::sync::{Condvar, Mutex};
 
-/// The job type: called once per thread with `(thread index, thread count)`.
+/// The job type: called with `(thread index, thread count)` by the caller (index 0) and by each worker that
+/// joins in time; work is shared by claiming, so a worker that joins late finds nothing left.
 pub type Job<'a> = &'a (dyn Fn(usize, usize) + Sync);
 
 /// A fixed set of worker threads (plus the caller, which runs share 0).
@@ -35,15 +45,21 @@ pub struct Pool {
 struct Shared {
     /// Bumped once per job; workers run a job when they see a new value.
     epoch: AtomicUsize,
-    /// Workers that have not finished the current job.
-    pending: AtomicUsize,
-    /// The current job, valid while `pending > 0` (a `Job` with its lifetime erased).
+    /// The current job's gate: its epoch in the high 32 bits, [`CLOSED`], and the count of workers that
+    /// joined in the low bits.
+    gate: std::sync::atomic::AtomicU64,
+    /// Workers of the current job that have finished it.
+    finished: AtomicUsize,
+    /// The current job, valid while the gate is open or a joined worker runs (a `Job` with its lifetime
+    /// erased).
     job: Mutex<Option<JobPtr>>,
     /// Workers that gave up spinning and wait on `wake`.
     sleepers: AtomicUsize,
     wake: Condvar,
     sleep_lock: Mutex<()>,
     stop: AtomicBool,
+    /// Set by [`Pool::rest`]: workers park at once instead of spinning.
+    resting: AtomicBool,
     /// Set when a job panicked in a worker; `run` re-raises it on the caller.
     panicked: AtomicBool,
 }
@@ -61,27 +77,51 @@ unsafe impl Send for JobPtr {}
 #[cfg(not(target_family = "wasm"))]
 const SPINS: usize = 1 << 17;
 
+/// Spins of a wait before it also yields the core on every turn.
+#[cfg(not(target_family = "wasm"))]
+const SPINS_BEFORE_YIELD: usize = 1 << 12;
+
+/// The gate bit that says the caller finished its call: no more workers join.
+#[cfg(not(target_family = "wasm"))]
+const CLOSED: u64 = 1 << 31;
+
+/// A spin-wait step: pause, and after [`SPINS_BEFORE_YIELD`] turns give the core away too.
+#[cfg(not(target_family = "wasm"))]
+#[inline]
+fn pause(turns: &mut usize) {
+    *turns += 1;
+    if *turns < SPINS_BEFORE_YIELD {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
 impl Pool {
     /// A pool of `threads` threads in all (the caller included); 0 or 1 runs every job inline.
     pub fn new(threads: usize) -> Self {
-        let threads = threads.max(1);
         #[cfg(target_family = "wasm")]
         {
+            // No threads in the browser build (yet): every job runs inline.
+            let _ = threads;
             Self { threads: 1 }
         }
         #[cfg(not(target_family = "wasm"))]
         {
+            let threads = threads.max(1);
             if threads == 1 {
                 return Self { threads, shared: None, handles: Vec::new(), turn: Mutex::new(()) };
             }
             let shared = Arc::new(Shared {
                 epoch: AtomicUsize::new(0),
-                pending: AtomicUsize::new(0),
+                gate: std::sync::atomic::AtomicU64::new(0),
+                finished: AtomicUsize::new(0),
                 job: Mutex::new(None),
                 sleepers: AtomicUsize::new(0),
                 wake: Condvar::new(),
                 sleep_lock: Mutex::new(()),
                 stop: AtomicBool::new(false),
+                resting: AtomicBool::new(false),
                 panicked: AtomicBool::new(false),
             });
             let mut handles = Vec::with_capacity(threads - 1);
@@ -125,25 +165,31 @@ impl Pool {
             };
             let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
             let n = self.threads;
-            // SAFETY: only the lifetime is erased. This function does not return before `pending` is 0,
-            // i.e. before every worker has finished calling the job, so the borrow outlives all uses.
+            // SAFETY: only the lifetime is erased. This function returns only after closing the gate and
+            // seeing every worker that joined finish, and no worker calls the job without joining first.
             let ptr: JobPtr = JobPtr(unsafe {
                 std::mem::transmute::<
                     *const (dyn Fn(usize, usize) + Sync + '_),
                     *const (dyn Fn(usize, usize) + Sync + 'static),
                 >(job as *const _)
             });
+            s.resting.store(false, Ordering::Release);
             *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(ptr);
-            s.pending.store(n - 1, Ordering::Release);
-            s.epoch.fetch_add(1, Ordering::AcqRel);
+            let epoch = s.epoch.load(Ordering::Relaxed).wrapping_add(1);
+            s.finished.store(0, Ordering::Release);
+            s.gate.store(((epoch as u32) as u64) << 32, Ordering::Release);
+            s.epoch.store(epoch, Ordering::Release);
             if s.sleepers.load(Ordering::Acquire) > 0 {
                 let _guard = s.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
                 s.wake.notify_all();
             }
             let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(0, n)));
-            while s.pending.load(Ordering::Acquire) != 0 {
-                std::hint::spin_loop();
+            let joined = (s.gate.fetch_or(CLOSED, Ordering::AcqRel) & (CLOSED - 1)) as usize;
+            let mut turns = 0;
+            while s.finished.load(Ordering::Acquire) != joined {
+                pause(&mut turns);
             }
+            *s.job.lock().unwrap_or_else(|e| e.into_inner()) = None;
             if let Err(p) = mine {
                 std::panic::resume_unwind(p);
             }
@@ -169,8 +215,12 @@ fn worker(s: &Shared, idx: usize, n: usize) {
                 return;
             }
             spins += 1;
-            if spins < SPINS {
-                std::hint::spin_loop();
+            if spins < SPINS && !s.resting.load(Ordering::Relaxed) {
+                if spins < SPINS_BEFORE_YIELD {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
                 continue;
             }
             // Park until the next job (or shutdown). The epoch is re-checked under the lock that `run`
@@ -187,15 +237,42 @@ fn worker(s: &Shared, idx: usize, n: usize) {
         if s.stop.load(Ordering::Acquire) {
             return;
         }
+        // Join the job of epoch `seen` unless the caller already finished its share (then there is
+        // nothing left to claim) or a newer job replaced it (seen again at the next turn of the loop).
+        let mut g = s.gate.load(Ordering::Acquire);
+        let joined = loop {
+            if (g >> 32) as u32 != seen as u32 || g & CLOSED != 0 {
+                break false;
+            }
+            match s.gate.compare_exchange_weak(g, g + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break true,
+                Err(now) => g = now,
+            }
+        };
+        if !joined {
+            continue;
+        }
         let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(JobPtr(f)) = job {
-            // SAFETY: `run` keeps the job alive until `pending` reaches 0, which happens only below.
+            // SAFETY: this worker joined the open gate, so `run` waits for its `finished` below.
             let f = unsafe { &*f };
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(idx, n))).is_err() {
                 s.panicked.store(true, Ordering::Release);
             }
         }
-        s.pending.fetch_sub(1, Ordering::AcqRel);
+        s.finished.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Pool {
+    /// Tells the workers that no job follows soon (the end of a forward pass): they park now instead of
+    /// spinning, so the cores are free for what runs between steps (fusion's α search on rayon, sampling,
+    /// detokenising). The next `run` wakes them (one condition-variable round trip per step).
+    pub fn rest(&self) {
+        #[cfg(not(target_family = "wasm"))]
+        if let Some(s) = &self.shared {
+            s.resting.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -247,19 +324,22 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn every_share_runs_once_per_job_and_splits_cover_the_range() {
+    fn claimed_work_is_done_once_per_job_and_splits_cover_the_range() {
         let pool = Pool::new(3);
-        let hits = AtomicUsize::new(0);
         let sum = AtomicUsize::new(0);
         for _ in 0..1000 {
-            pool.run(&|i, n| {
-                let (a, b) = split(1003, i, n, 16);
-                hits.fetch_add(1, Ordering::Relaxed);
-                sum.fetch_add(b - a, Ordering::Relaxed);
+            let next = AtomicUsize::new(0);
+            pool.run(&|_, _| {
+                loop {
+                    let a = next.fetch_add(16, Ordering::Relaxed);
+                    if a >= 1003 {
+                        break;
+                    }
+                    sum.fetch_add((a + 16).min(1003) - a, Ordering::Relaxed);
+                }
             });
         }
-        assert_eq!(hits.load(Ordering::Relaxed), 1000 * pool.threads());
-        assert_eq!(sum.load(Ordering::Relaxed), 1000 * 1003);
+        assert_eq!(sum.load(Ordering::Relaxed), 1000 * 1003, "every piece claimed exactly once");
         for n in 1..5 {
             let mut end = 0;
             for i in 0..n {
@@ -272,35 +352,59 @@ mod tests {
         }
     }
 
+    /// A job that claims 64 unit pieces and counts them into `sum`.
+    fn claim64(pool: &Pool, sum: &AtomicUsize) {
+        let next = AtomicUsize::new(0);
+        pool.run(&|_, _| {
+            while next.fetch_add(1, Ordering::Relaxed) < 64 {
+                sum.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+
     #[test]
     fn callers_on_several_threads_take_turns() {
         let pool = Pool::new(2);
-        let hits = AtomicUsize::new(0);
+        let sum = AtomicUsize::new(0);
         std::thread::scope(|sc| {
             for _ in 0..4 {
                 sc.spawn(|| {
                     for _ in 0..500 {
-                        pool.run(&|_, _| {
-                            hits.fetch_add(1, Ordering::Relaxed);
-                        });
+                        claim64(&pool, &sum);
                     }
                 });
             }
         });
-        assert_eq!(hits.load(Ordering::Relaxed), 4 * 500 * pool.threads());
+        assert_eq!(sum.load(Ordering::Relaxed), 4 * 500 * 64);
     }
 
     #[test]
-    fn a_worker_that_slept_wakes_for_the_next_job() {
+    fn workers_that_slept_or_rest_still_serve_jobs() {
         let pool = Pool::new(2);
-        let hits = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            hits.fetch_add(1, Ordering::Relaxed);
-        });
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        pool.run(&|_, _| {
-            hits.fetch_add(1, Ordering::Relaxed);
-        });
-        assert_eq!(hits.load(Ordering::Relaxed), 2 * pool.threads());
+        let sum = AtomicUsize::new(0);
+        // A worker that joins runs with its own index; count the jobs some worker joined.
+        let joined = AtomicUsize::new(0);
+        for round in 0..200 {
+            if round % 50 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            if round % 7 == 0 {
+                pool.rest();
+            }
+            claim64(&pool, &sum);
+            let slow = AtomicUsize::new(0);
+            pool.run(&|i, _| {
+                if i > 0 {
+                    joined.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // Give the worker time to join before the caller closes the gate.
+                    while slow.fetch_add(1, Ordering::Relaxed) < 200_000 {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        assert_eq!(sum.load(Ordering::Relaxed), 200 * 64);
+        assert!(joined.load(Ordering::Relaxed) > 0, "the worker never joined a job");
     }
 }
