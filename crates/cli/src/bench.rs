@@ -98,6 +98,13 @@ pub struct BenchGenerateArgs {
     /// Batch rows (the prompt repeated).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Token ids to use as the prompt instead of encoding `--prompt` (comma-separated): lets a
+    /// comparison with another engine feed both the very same ids.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Repeat the prompt's ids (cyclically) to exactly this many tokens (prefill measurements, e.g. 512).
+    #[arg(long)]
+    pub prompt_len: Option<usize>,
 }
 
 /// Arguments of `chorus bench twin`.
@@ -275,7 +282,17 @@ fn twin(a: BenchTwinArgs) -> Result<()> {
 
 fn generate(a: BenchGenerateArgs) -> Result<()> {
     let model = crate::commands::load(&a.model, a.device.backend, &a.weights)?;
-    let ids = model.encode(&Prompt::Text(a.prompt.clone()))?;
+    let mut ids = match &a.prompt_ids {
+        Some(ids) if !ids.is_empty() => ids.clone(),
+        Some(_) => anyhow::bail!("--prompt-ids: no ids given"),
+        None => model.encode(&Prompt::Text(a.prompt.clone()))?,
+    };
+    if let Some(n) = a.prompt_len {
+        if n == 0 {
+            anyhow::bail!("--prompt-len must be at least 1");
+        }
+        ids = ids.iter().copied().cycle().take(n).collect();
+    }
     let opts = GenerateOptions { max_new_tokens: a.new_tokens, stop_at_eos: false, ..Default::default() };
     let batch = vec![ids.clone(); a.batch.max(1)];
     model.generate_batch(&batch, &GenerateOptions { max_new_tokens: 2, ..opts.clone() })?;
@@ -310,6 +327,9 @@ fn generate(a: BenchGenerateArgs) -> Result<()> {
         "prefill_tokens_per_s": median(&mut prefill),
         "decode_tokens_per_s": median(&mut decode),
         "peak_rss_bytes": chorus_merge::run::peak_rss_bytes(),
+        "engine": if model.decoder.cpu().is_some() { "chorus-cpu" } else { "burn" },
+        "threads": model.decoder.cpu().map(|_| chorus_models::cpu::pool::global().threads()),
+        "weight_bytes_per_token": model.decoder.cpu().map(|c| c.weight_bytes_per_token()),
     });
     println!("{j}");
     Ok(())
