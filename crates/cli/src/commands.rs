@@ -141,6 +141,9 @@ pub fn weight_mode(s: &str) -> Result<Option<WeightMode>> {
 /// Loads a model on a backend, with a progress bar on a terminal.
 pub fn load(path: &Path, backend: Backend, weights: &str) -> Result<LoadedModel> {
     let mode = weight_mode(weights)?;
+    // `load_ms` reports the whole load a user waits for: parsing the file and building its tokenizer as
+    // well as preparing the weights (the engine's own figure covers only the latter).
+    let t0 = std::time::Instant::now();
     let files = open_files(path)?;
     let device = chorus_engine::device(backend)?;
     let bar = if std::io::stderr().is_terminal() {
@@ -163,6 +166,8 @@ pub fn load(path: &Path, backend: Backend, weights: &str) -> Result<LoadedModel>
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let mut model = model;
+    model.load_ms = t0.elapsed().as_secs_f64() * 1e3;
     Ok(model)
 }
 
