@@ -157,7 +157,7 @@ pub fn load(path: &Path, backend: Backend, weights: &str) -> Result<LoadedModel>
     } else {
         None
     };
-    let model = LoadedModel::load(files, backend, &device, mode, &mut |done, _| {
+    let mut model = LoadedModel::load(files, backend, &device, mode, &mut |done, _| {
         if let Some(b) = &bar {
             b.set_position(done as u64);
         }
@@ -166,7 +166,6 @@ pub fn load(path: &Path, backend: Backend, weights: &str) -> Result<LoadedModel>
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let mut model = model;
     model.load_ms = t0.elapsed().as_secs_f64() * 1e3;
     Ok(model)
 }

@@ -132,7 +132,7 @@ impl Pool {
                     .spawn(move || worker(&s, idx, threads));
                 match spawned {
                     Ok(h) => handles.push(h),
-                    // No more threads to be had: run with what started (the split adapts to the count).
+                    // No more threads to be had: run with what started (work is claimed, so any count covers it).
                     Err(_) => break,
                 }
             }
@@ -306,25 +306,13 @@ pub fn global() -> Arc<Pool> {
     .clone()
 }
 
-/// The part `[start, end)` of `0..len` that thread `i` of `n` takes, in multiples of `granule` (the last
-/// thread takes the remainder).
-pub fn split(len: usize, i: usize, n: usize, granule: usize) -> (usize, usize) {
-    let g = granule.max(1);
-    let units = len.div_ceil(g);
-    let per = units / n.max(1);
-    let extra = units % n.max(1);
-    let start_u = i * per + i.min(extra);
-    let end_u = start_u + per + usize::from(i < extra);
-    ((start_u * g).min(len), (end_u * g).min(len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn claimed_work_is_done_once_per_job_and_splits_cover_the_range() {
+    fn claimed_work_is_done_once_per_job() {
         let pool = Pool::new(3);
         let sum = AtomicUsize::new(0);
         for _ in 0..1000 {
@@ -340,16 +328,6 @@ mod tests {
             });
         }
         assert_eq!(sum.load(Ordering::Relaxed), 1000 * 1003, "every piece claimed exactly once");
-        for n in 1..5 {
-            let mut end = 0;
-            for i in 0..n {
-                let (a, b) = split(100, i, n, 8);
-                assert_eq!(a, end);
-                assert!(a % 8 == 0 && (b % 8 == 0 || b == 100));
-                end = b;
-            }
-            assert_eq!(end, 100);
-        }
     }
 
     /// A job that claims 64 unit pieces and counts them into `sum`.
