@@ -235,6 +235,29 @@ macro_rules! rows_entry {
     };
 }
 
+/// How far ahead of the block being read the kernels prefetch, in bytes.
+///
+/// Why software prefetch: a decode step reads each weight row once, and `*_rows` walks 8 rows block by
+/// block, so every row is its own short stream (864 bytes for a Q4_K row of 1536) and the hardware
+/// prefetcher, which needs a few lines of one stream to lock on, barely starts before the stream ends.
+/// The rows of one call are contiguous, so the address `PREFETCH_AHEAD` bytes past the current block is
+/// one this thread reads soon (a later row or the next claim of its share). Measured here (2-core AVX2,
+/// 512 MB out of cache, 2 threads): Q4_K × 1536 12.1 → 20–23 GB/s, Q6_K 6.9 → 15.5, Q5_0 × 896 9.6 → 19.4,
+/// Q4_1 11.4 → 20.0; Qwen2.5 1.5B's decode 19.1 tok/s at 4 KB, 25.8 at 8 KB, 25.1 at 16 KB.
+const PREFETCH_AHEAD: usize = 8192;
+
+/// Prefetches the lines of the `bb`-byte block at `p` (the pointer may lie past the weights: prefetching
+/// never faults, and `wrapping_add` keeps the pointer arithmetic defined).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn prefetch_block(p: *const u8, bb: usize) {
+    for off in [0, 64, 128, bb - 1] {
+        if off < bb {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast::<i8>());
+        }
+    }
+}
+
 fn q8_ok(a: &Q8Act, nb: usize) -> bool {
     a.q.len() == nb * QK && a.s.len() == nb
 }
@@ -314,6 +337,12 @@ unsafe fn legacy_rows<const T: u8, const N: usize>(w: *const u8, rb: usize, a: &
         let off = if T == Q4_0 || T == Q5_0 { _mm256_maddubs_epi16(off_code, q) } else { _mm256_setzero_si256() };
         // SAFETY: block ib of rows 0..N is inside the readable range (caller).
         let b0 = unsafe { w.add(ib * bb) };
+        // One line per row every block (Q8_0) or every other block (18–24 bytes: two blocks a line).
+        if bb >= 32 || ib.is_multiple_of(2) {
+            for r in 0..N {
+                _mm_prefetch::<_MM_HINT_T0>(b0.wrapping_add(r * rb + PREFETCH_AHEAD).cast::<i8>());
+            }
+        }
         // Lanes 2r, 2r + 1 of group r / 4: row r's [d·da, m·s] (m only for Q4_1 / Q5_1).
         let das = _mm256_setr_ps(da, s, da, s, da, s, da, s);
         let mut dm = [_mm256_setzero_ps(); 2];
@@ -465,6 +494,7 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(w: *const u8, rb: usize, a
         for r in 0..N {
             // SAFETY: block ib of row r is readable (caller); all offsets below are inside its bb bytes.
             let b = unsafe { w.add(r * rb + ib * bb) };
+            prefetch_block(b.wrapping_add(PREFETCH_AHEAD), bb);
             let head = unsafe { ld128(b) };
             // [d·da, dmin·da, ..]: the f16 pair is the block's first 4 bytes.
             let dd = _mm_mul_ps(_mm_cvtph_ps(head), dav);
@@ -536,6 +566,7 @@ unsafe fn q6_k_body<const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usi
         for r in 0..N {
             // SAFETY: block ib of row r is readable (caller); all offsets below are inside its 210 bytes.
             let b = unsafe { w.add(r * rb + ib * 210) };
+            prefetch_block(b.wrapping_add(PREFETCH_AHEAD), 210);
             let sc16 = _mm256_cvtepi8_epi16(unsafe { ld128(b.add(192)) });
             // 32·Σ sc·bsum in i32 lanes: the sign-extended scales against the 16 bsums.
             let corr = _mm256_madd_epi16(sc16, bs);

@@ -18,7 +18,6 @@ pub mod pool;
 pub mod simd;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chorus_core::ggml::{self, ActFormat, Acts, Kernel};
 use chorus_core::{GgmlType, ModelConfig};
@@ -265,38 +264,30 @@ struct MatJob<'a> {
     m: usize,
 }
 
-/// Rows a thread claims at a time: their weight bytes stay in L1 while every activation row passes, and
-/// claiming by an atomic counter (not a fixed split) keeps both threads busy to the end of the job: the
-/// caller starts its share before a worker has even seen the job, so equal halves left one waiting.
+/// Rows a thread claims at a time: their weight bytes stay in L1 while every activation row of a batch
+/// passes. Claims run front to back through each thread's share (see [`Pool::for_each_range`]), so in
+/// decode the rows still stream as one run per thread.
 const ROW_CHUNK: usize = 32;
 
 /// Runs several products as one pool job over their concatenated output rows.
 fn matmuls(pool: &Pool, jobs: &[MatJob<'_>]) {
     let total: usize = jobs.iter().map(|j| j.w.rows).sum();
     debug_assert!(jobs.iter().all(|j| j.acts.cols() == j.w.cols && j.acts.rows() >= j.m && j.stride >= j.w.rows));
-    let next = AtomicUsize::new(0);
-    pool.run(&|_, _| {
-        loop {
-            let a = next.fetch_add(ROW_CHUNK, Ordering::Relaxed);
-            if a >= total {
-                break;
-            }
-            let b = (a + ROW_CHUNK).min(total);
-            let mut base = 0;
-            for j in jobs {
-                let (lo, hi) = (a.max(base), b.min(base + j.w.rows));
-                if lo < hi {
-                    let (c, e) = (lo - base, hi - base);
-                    let w = &j.w.data()[c * j.w.row_bytes..e * j.w.row_bytes];
-                    for i in 0..j.m {
-                        // SAFETY: rows c..e of output row i belong to this claim alone (the counter hands
-                        // out each range once), and `out` holds m·stride values with stride ≥ the rows.
-                        let out = unsafe { std::slice::from_raw_parts_mut(j.out.at(i * j.stride + c), e - c) };
-                        j.w.kernel.dot_rows(w, j.acts, i, out);
-                    }
+    pool.for_each_range(total, ROW_CHUNK, &|_, a, b| {
+        let mut base = 0;
+        for j in jobs {
+            let (lo, hi) = (a.max(base), b.min(base + j.w.rows));
+            if lo < hi {
+                let (c, e) = (lo - base, hi - base);
+                let w = &j.w.data()[c * j.w.row_bytes..e * j.w.row_bytes];
+                for i in 0..j.m {
+                    // SAFETY: rows c..e of output row i belong to this claim alone (`for_each_range`
+                    // hands out each range once), and `out` holds m·stride values with stride ≥ the rows.
+                    let out = unsafe { std::slice::from_raw_parts_mut(j.out.at(i * j.stride + c), e - c) };
+                    j.w.kernel.dot_rows(w, j.acts, i, out);
                 }
-                base += j.w.rows;
             }
+            base += j.w.rows;
         }
     });
 }
@@ -531,15 +522,10 @@ impl CpuModel {
                 let att = OutPtr(s.att.as_mut_ptr());
                 let sc = OutPtr(s.scores.as_mut_ptr());
                 let rep = nh / nkv;
-                let next = AtomicUsize::new(0);
-                self.pool.run(&|ti, _| {
+                self.pool.for_each_range(m * nh, 1, &|ti, a, b| {
                     // SAFETY: each thread owns its `max_len` slice of the score buffer.
                     let scores = unsafe { std::slice::from_raw_parts_mut(sc.at(ti * max_len), max_len) };
-                    loop {
-                        let item = next.fetch_add(1, Ordering::Relaxed);
-                        if item >= m * nh {
-                            break;
-                        }
+                    for item in a..b {
                         let (i, hh) = (item / nh, item % nh);
                         let (rc, len) = (&rows[row_of[i]], pos_of[i] + 1);
                         let kvh = hh / rep;
