@@ -56,6 +56,79 @@ print(json.dumps({"load_s": load_s, "first_token_s": first, "prefill_tokens_per_
                   "decode_tokens_per_s": (cfg["new"] - 1) / dec, "tokens": out}))
 """
 
+# The loops a user would write over llama-cpp-python for the DLF trio: three contexts (the large model, the
+# small base and the prompt-defined expert, a second context on the base's file), one token each per step,
+# logits combined in numpy. Proxy-tuning: fused = L + α(E − B) with α = 1. DLF (the paper's grid): α from
+# 0 to 2 step 0.1, each candidate scored by (KL(P̃‖P) − KL(E‖B))² + (KL(P‖P̃) − KL(B‖E))², all 21 at once
+# as one (21, vocab) array; the first minimum wins, as in the paper's pseudo-code.
+TRIO_CHILD = r"""
+import json, sys, time
+import numpy as np
+import llama_cpp
+cfg = json.loads(sys.argv[1])
+def load(path, n):
+    return llama_cpp.Llama(model_path=path, n_threads=cfg["threads"], n_threads_batch=cfg["threads"],
+                           n_ctx=n, n_batch=512, verbose=False)
+ids = cfg["prompt_ids"]
+ctx = max(len(x) for x in ids) + cfg["new"] + 8
+models = [load(cfg["large"], ctx), load(cfg["base"], ctx), load(cfg["base"], ctx)]
+n_vocab = min(m.n_vocab() for m in models)
+grid = np.round(np.arange(21) * 0.1, 1).astype(np.float32)[:, None]
+
+def logits(m):
+    ptr = llama_cpp.llama_get_logits_ith(m.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(m.n_vocab(),))[:n_vocab].astype(np.float32)
+
+def log_softmax(x, axis=-1):
+    x = x - x.max(axis=axis, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=axis, keepdims=True))
+
+def kl(lp, lq):
+    return (np.exp(lp) * (lp - lq)).sum(axis=-1)
+
+def step(l, b, e, mode):
+    if mode == "proxy":
+        return l + (e - b), 0.0
+    t = time.perf_counter()
+    lp, lb, le = log_softmax(l), log_softmax(b), log_softmax(e)
+    t1, t2 = kl(le, lb), kl(lb, le)
+    fused = l[None, :] + grid * (e - b)[None, :]
+    lf = log_softmax(fused)
+    loss = (kl(lf, lp[None, :]) - t1) ** 2 + (kl(lp[None, :], lf) - t2) ** 2
+    a = int(np.argmin(loss))
+    return fused[a], time.perf_counter() - t
+
+def run(mode, new):
+    for m in models:
+        m.reset()
+    t0 = time.perf_counter()
+    for m, x in zip(models, ids):
+        m.eval(x)
+    out, search = [], 0.0
+    t = None
+    for i in range(new):
+        f, s = step(*(logits(m) for m in models), mode)
+        search += s
+        tok = int(np.argmax(f))
+        out.append(tok)
+        if i == 0:
+            t = time.perf_counter()
+        if i + 1 < new:
+            for m in models:
+                m.eval([tok])
+    dec = time.perf_counter() - t
+    return {"decode_tokens_per_s": (new - 1) / dec, "search_fraction_of_step": search / new / (dec / max(new - 1, 1)),
+            "prefill_s": t - t0, "tokens": out}
+
+res = {}
+for mode in ("proxy", "dlf"):
+    run(mode, 2)
+    rs = [run(mode, cfg["new"]) for _ in range(cfg["runs"])]
+    rs.sort(key=lambda r: r["decode_tokens_per_s"])
+    res[mode] = rs[len(rs) // 2]
+print(json.dumps(res))
+"""
+
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
@@ -91,21 +164,24 @@ def child_rss(cmd, env=None):
     return b"".join(chunks).decode(), ru.ru_maxrss * 1024, wall
 
 
-def bandwidth(threads, mib=1024, reps=3):
-    """Read bandwidth in bytes/s with `threads` threads (numpy sums release the GIL), best of `reps`."""
+def bandwidth(threads, mib=1024, reps=5):
+    """Read bandwidth in bytes/s with `threads` threads (numpy reductions release the GIL): the best of `reps`
+    rounds of a sum and a max over `mib` MiB split between the threads. The best, not the median: the roofline
+    is what the memory can deliver, and on a shared machine a round can only come out slower than that."""
     import numpy as np
 
     per = mib * (1 << 20) // threads // 8
     arrs = [np.ones(per, dtype=np.float64) for _ in range(threads)]
     best = 0.0
     for _ in range(reps):
-        ts = [threading.Thread(target=a.sum) for a in arrs]
-        t = time.perf_counter()
-        for x in ts:
-            x.start()
-        for x in ts:
-            x.join()
-        best = max(best, per * 8 * threads / (time.perf_counter() - t))
+        for f in (np.sum, np.max):
+            ts = [threading.Thread(target=f, args=(x,)) for x in arrs]
+            t = time.perf_counter()
+            for x in ts:
+                x.start()
+            for x in ts:
+                x.join()
+            best = max(best, per * 8 * threads / (time.perf_counter() - t))
     return best
 
 
@@ -135,6 +211,55 @@ def llama_run(py, model, ids, new, threads):
     return j
 
 
+def chorus_fuse(bin_, large, base, instruction, prompt, new, runs, threads, solver):
+    cmd = [bin_, "bench", "fuse", "--large", large, "--base", base, "--expert", f"expert={base}",
+           "--expert-prompt", f"expert={instruction}", "--chat", "--prompt", prompt, "--new-tokens", str(new),
+           "--runs", str(runs)] + solver
+    env = dict(os.environ, CHORUS_THREADS=str(threads))
+    out, rss, _ = child_rss(cmd, env)
+    j = json.loads(out.strip().splitlines()[-1])
+    j["rss"] = rss
+    return j
+
+
+def trio(a):
+    """The DLF trio: chorus fused (paper grid and proxy-tuning) against the llama.cpp + numpy loops, all fed
+    the prompt ids chorus rendered for each member."""
+    large, base = a.trio
+    log(f"trio: large {os.path.basename(large)}, base + prompt expert {os.path.basename(base)}")
+    c_dlf, c_pt, l_dlf, l_pt, c_search, l_search = ([] for _ in range(6))
+    agree = {}
+    for r in range(a.runs):
+        cd = chorus_fuse(a.chorus, large, base, a.trio_instruction, a.trio_prompt, a.trio_tokens, 1, a.threads,
+                         ["--solver", "paper"])
+        cp = chorus_fuse(a.chorus, large, base, a.trio_instruction, a.trio_prompt, a.trio_tokens, 1, a.threads,
+                         ["--solver", "static", "--alpha", "1"])
+        cfg = {"large": large, "base": base, "prompt_ids": cd["prompt_ids"], "new": a.trio_tokens,
+               "threads": a.threads, "runs": 1}
+        out, _, _ = child_rss([a.python, "-c", TRIO_CHILD, json.dumps(cfg)])
+        l = json.loads(out.strip().splitlines()[-1])
+        c_dlf.append(cd["fused_decode_tokens_per_s"])
+        c_pt.append(cp["fused_decode_tokens_per_s"])
+        c_search.append(cd["search_fraction_of_step"])
+        l_dlf.append(l["dlf"]["decode_tokens_per_s"])
+        l_pt.append(l["proxy"]["decode_tokens_per_s"])
+        l_search.append(l["dlf"]["search_fraction_of_step"])
+        agree = {"dlf_same_tokens": cd["tokens"] == l["dlf"]["tokens"],
+                 "proxy_same_tokens": cp["tokens"] == l["proxy"]["tokens"]}
+        log(f"  run {r + 1}: DLF chorus {c_dlf[-1]:.1f} / llama.cpp loop {l_dlf[-1]:.1f} tok/s; proxy-tuning "
+            f"{c_pt[-1]:.1f} / {l_pt[-1]:.1f}; α search {100 * c_search[-1]:.1f} % / {100 * l_search[-1]:.1f} % "
+            f"of a step; {agree}")
+    return {
+        "large": os.path.basename(large), "base": os.path.basename(base), "new_tokens": a.trio_tokens,
+        "prompt": a.trio_prompt, "expert_instruction": a.trio_instruction, "chat": True,
+        "dlf_tokens_per_s": {"chorus": med(c_dlf), "llama_cpp_loop": med(l_dlf), "ratio": med(c_dlf) / med(l_dlf)},
+        "proxy_tuning_tokens_per_s": {"chorus": med(c_pt), "llama_cpp_loop": med(l_pt), "ratio": med(c_pt) / med(l_pt)},
+        "chorus_dlf_vs_llama_proxy_loop": med(c_dlf) / med(l_pt),
+        "search_fraction_of_step": {"chorus": med(c_search), "llama_cpp_loop": med(l_search)},
+        "last_run": agree,
+    }
+
+
 def tokenize(py, model, prompt):
     code = ("import json,sys,llama_cpp;l=llama_cpp.Llama(model_path=sys.argv[1],vocab_only=True,verbose=False);"
             "print(json.dumps(l.tokenize(sys.argv[2].encode(),add_bos=True,special=True)))")
@@ -156,6 +281,12 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--prefill-tokens", type=int, default=512)
     ap.add_argument("--prompt", default="def fibonacci(n):")
+    ap.add_argument("--trio", nargs=2, metavar=("LARGE", "BASE"),
+                    help="also run the DLF trio: LARGE, BASE and a prompt-defined expert on BASE's file")
+    ap.add_argument("--trio-prompt", default="Write a Python function that returns the n-th Fibonacci number.")
+    ap.add_argument("--trio-instruction", default="You are an expert Python programmer. Answer with code only.")
+    ap.add_argument("--trio-tokens", type=int, default=32)
+    ap.add_argument("--skip-models", action="store_true", help="only the trio")
     a = ap.parse_args()
 
     bw = bandwidth(a.threads)
@@ -164,7 +295,7 @@ def main():
               "prefill_tokens": a.prefill_tokens, "bandwidth_bytes_per_s": bw, "models": []}
     import llama_cpp  # noqa: F401  (only for the version string, from the same interpreter as --python)
     report["llama_cpp_python"] = llama_cpp.__version__
-    for model in a.models:
+    for model in ([] if a.skip_models else a.models):
         ids = tokenize(a.python, model, a.prompt)
         long_ids = (ids * (a.prefill_tokens // len(ids) + 1))[: a.prefill_tokens]
         log(f"{os.path.basename(model)}: prompt ids {ids}")
@@ -188,6 +319,9 @@ def main():
             bytes_per_token = c.get("weight_bytes_per_token")
             log(f"  run {r + 1}: decode chorus {c_dec[-1]:.1f} / llama.cpp {l_dec[-1]:.1f} tok/s; prefill "
                 f"{c_pre[-1]:.0f} / {l_pre[-1]:.0f} tok/s; RSS {c['rss'] / 1e6:.0f} / {l['rss'] / 1e6:.0f} MB")
+        # Measured again beside each model (the bandwidth of a shared machine drifts); the best of all rounds.
+        bw = max(bw, bandwidth(a.threads))
+        report["bandwidth_bytes_per_s"] = bw
         roof = bw / bytes_per_token if bytes_per_token else None
         m = {
             "model": os.path.basename(model),
@@ -205,6 +339,9 @@ def main():
         }
         report["models"].append(m)
         log(json.dumps(m))
+    if a.trio:
+        report["trio"] = trio(a)
+        log(json.dumps(report["trio"]))
     print(json.dumps(report, indent=1))
 
 

@@ -351,10 +351,11 @@ fn fuse(a: BenchFuseArgs) -> Result<()> {
         &mut |_| {},
     )?;
     let (mut rate, mut search, mut frac) = (Vec::new(), Vec::new(), Vec::new());
-    let mut host = (0, None);
+    let (mut host, mut tokens) = ((0, None), Vec::new());
     for i in 0..a.runs.max(1) {
         let o = fusion.generate_batch(&prompts, &opts, &mut |_| {})?.remove(0);
         host = (o.host_steps, o.host_reason.clone());
+        tokens = o.tokens.clone();
         let steps = o.steps.len().max(1) as f64;
         let step_ms = o.decode_ms / (steps - 1.0).max(1.0);
         let s = o.search_ms / steps;
@@ -371,7 +372,10 @@ fn fuse(a: BenchFuseArgs) -> Result<()> {
     }
     // The large model alone, same prompt and length, for the ratio.
     let large = &fusion.members()[0].model;
-    let ids = fusion.encode(0, &a.prompt, a.chat)?;
+    // Every member's prompt ids, so a peer's loop (scripts/bench_vs_llamacpp) can be fed the same input.
+    let prompt_ids =
+        (0..fusion.members().len()).map(|i| fusion.encode(i, &a.prompt, a.chat)).collect::<Result<Vec<_>, _>>()?;
+    let ids = prompt_ids[0].clone();
     let alone = large.generate_batch(&[ids], &opts.generate)?.remove(0);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -391,6 +395,8 @@ fn fuse(a: BenchFuseArgs) -> Result<()> {
         "search_ms_per_step": median(&mut search),
         "search_fraction_of_step": median(&mut frac),
         "large_alone_decode_tokens_per_s": alone.decode_tokens_per_s,
+        "prompt_ids": prompt_ids,
+        "tokens": tokens,
         "host_steps": host.0,
         "host_reason": host.1,
         "peak_rss_bytes": chorus_merge::run::peak_rss_bytes(),

@@ -131,10 +131,11 @@ enum RowFn {
     F32(fn(&[u8], &[f32]) -> f32),
     Q8_0(for<'a> fn(&[u8], &Q8Act<'a>) -> f32),
     Q8K(for<'a> fn(&[u8], &Q8KAct<'a>) -> f32),
+    /// Many rows at once, and the same against two activation rows at once.
     #[cfg(target_arch = "x86_64")]
-    Q8_0Rows(for<'a> fn(&[u8], &Q8Act<'a>, &mut [f32])),
+    Q8_0Rows(for<'a> fn(&[u8], &Q8Act<'a>, &mut [f32]), for<'a> fn(&[u8], &[Q8Act<'a>; 2], [&mut [f32]; 2])),
     #[cfg(target_arch = "x86_64")]
-    Q8KRows(for<'a> fn(&[u8], &Q8KAct<'a>, &mut [f32])),
+    Q8KRows(for<'a> fn(&[u8], &Q8KAct<'a>, &mut [f32]), for<'a> fn(&[u8], &[Q8KAct<'a>; 2], [&mut [f32]; 2])),
 }
 
 /// A dot-product kernel for one weight type and one ISA variant.
@@ -202,14 +203,14 @@ impl Kernel {
             GgmlType::F32 => RowFn::F32(x86::f32_dot),
             GgmlType::F16 => RowFn::F32(x86::f16_dot),
             GgmlType::BF16 => RowFn::F32(x86::bf16_dot),
-            GgmlType::Q4_0 => RowFn::Q8_0Rows(x86::q4_0_rows),
-            GgmlType::Q4_1 => RowFn::Q8_0Rows(x86::q4_1_rows),
-            GgmlType::Q5_0 => RowFn::Q8_0Rows(x86::q5_0_rows),
-            GgmlType::Q5_1 => RowFn::Q8_0Rows(x86::q5_1_rows),
-            GgmlType::Q8_0 => RowFn::Q8_0Rows(x86::q8_0_rows),
-            GgmlType::Q4_K => RowFn::Q8KRows(x86::q4_k_rows),
-            GgmlType::Q5_K => RowFn::Q8KRows(x86::q5_k_rows),
-            GgmlType::Q6_K => RowFn::Q8KRows(x86::q6_k_rows),
+            GgmlType::Q4_0 => RowFn::Q8_0Rows(x86::q4_0_rows, x86::q4_0_rows2),
+            GgmlType::Q4_1 => RowFn::Q8_0Rows(x86::q4_1_rows, x86::q4_1_rows2),
+            GgmlType::Q5_0 => RowFn::Q8_0Rows(x86::q5_0_rows, x86::q5_0_rows2),
+            GgmlType::Q5_1 => RowFn::Q8_0Rows(x86::q5_1_rows, x86::q5_1_rows2),
+            GgmlType::Q8_0 => RowFn::Q8_0Rows(x86::q8_0_rows, x86::q8_0_rows2),
+            GgmlType::Q4_K => RowFn::Q8KRows(x86::q4_k_rows, x86::q4_k_rows2),
+            GgmlType::Q5_K => RowFn::Q8KRows(x86::q5_k_rows, x86::q5_k_rows2),
+            GgmlType::Q6_K => RowFn::Q8KRows(x86::q6_k_rows, x86::q6_k_rows2),
             GgmlType::Q2_K | GgmlType::Q3_K => return None,
         };
         Some(Kernel { ty, name: "avx2", row })
@@ -288,9 +289,34 @@ impl Kernel {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            RowFn::Q8_0Rows(f) => f(w, &acts.q8_0_row(i), out),
+            RowFn::Q8_0Rows(f, _) => f(w, &acts.q8_0_row(i), out),
             #[cfg(target_arch = "x86_64")]
-            RowFn::Q8KRows(f) => f(w, &acts.q8k_row(i), out),
+            RowFn::Q8KRows(f, _) => f(w, &acts.q8k_row(i), out),
+        }
+    }
+
+    /// [`Kernel::dot_rows`] for activation rows `i` and `i + 1` at once, into `out[0]` and `out[1]` (of equal
+    /// length). The AVX2 kernels decode each weight block once for both rows, which is what a batch of two
+    /// sequences (fusion's base and prompt expert) and a prompt's tokens need; the results equal two
+    /// `dot_rows` calls bit for bit. Other variants make those two calls. Mismatches are handled as there.
+    pub fn dot_rows_pair(&self, w: &[u8], acts: &Acts, i: usize, out: [&mut [f32]; 2]) {
+        let [o0, o1] = out;
+        let ok = o0.len() == o1.len() && i + 1 < acts.rows() && acts.format() == self.act_format();
+        debug_assert!(ok, "Kernel::dot_rows_pair({}): rows {i}, {} of {}", self.ty.name(), i + 1, acts.rows());
+        #[cfg(target_arch = "x86_64")]
+        if ok
+            && acts.cols() > 0
+            && row_bytes(self.ty, acts.cols()).is_some_and(|rb| o0.len().checked_mul(rb) == Some(w.len()))
+        {
+            match self.row {
+                RowFn::Q8_0Rows(_, f) => return f(w, &[acts.q8_0_row(i), acts.q8_0_row(i + 1)], [o0, o1]),
+                RowFn::Q8KRows(_, f) => return f(w, &[acts.q8k_row(i), acts.q8k_row(i + 1)], [o0, o1]),
+                _ => {}
+            }
+        }
+        if ok {
+            self.dot_rows(w, acts, i, o0);
+            self.dot_rows(w, acts, i + 1, o1);
         }
     }
 }

@@ -179,6 +179,35 @@ fn every_variant_matches_portable() {
     }
 }
 
+/// `dot_rows_pair` (two activation rows against one weight matrix, each block decoded once) equals two
+/// `dot_rows` calls bit for bit, for every type, variant and row count (the pair kernels group rows 4, 2
+/// and 1 at a time, the one-row kernels 8, 4, 2, 1).
+#[test]
+fn pairs_of_activation_rows_equal_two_single_calls_exactly() {
+    let mut rng = Rng::new(23);
+    let mut acts = Acts::new();
+    for ty in ALL {
+        let cols = if ty.block_elems() <= QK { 896 } else { 512 };
+        let x = activations(cols, &mut rng);
+        acts.quantize(act_format(ty), &x, 3, cols).unwrap();
+        for rows in [1, 2, 3, 4, 5, 7, 9, 16] {
+            let w = random_weights(ty, rows, cols, &mut rng);
+            for i in [0, 1] {
+                for (name, k) in Kernel::variants(ty) {
+                    let (mut a, mut b) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+                    k.dot_rows(&w, &acts, i, &mut a);
+                    k.dot_rows(&w, &acts, i + 1, &mut b);
+                    let (mut pa, mut pb) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
+                    k.dot_rows_pair(&w, &acts, i, [&mut pa, &mut pb]);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&pa), bits(&a), "{} {name} {rows} rows, act row {i}", ty.name());
+                    assert_eq!(bits(&pb), bits(&b), "{} {name} {rows} rows, act row {}", ty.name(), i + 1);
+                }
+            }
+        }
+    }
+}
+
 /// `dot_rows` over 1, 2, 3, 4, 5, 7 and 16 rows: the SIMD kernels take rows 4 (and 2) at a time with a
 /// remainder, so every grouping and remainder path is compared with portable, row by row, and a matrix's
 /// result must not depend on how its rows are split into calls.

@@ -198,10 +198,14 @@ fn bf16_avx2(w: &[u8], x: &[f32]) -> f32 {
 
 // ---- the multi-row driver ----
 
-/// Runs `$body::<N>` (an `unsafe fn(w: *const u8, rb: usize, a, nb) -> [f32; N]` over N rows at stride
-/// `rb`) over all `out.len()` rows of `w`: 4 at a time, then 2, then 1.
+/// Defines `$name`, which runs `$body::<N, 1>` (an `unsafe fn(w: *const u8, rb: usize, a: &[_; M], nb)
+/// -> [[f32; N]; M]` over N rows at stride `rb` against M activation rows) over all `out.len()` rows of
+/// `w`, 8 at a time, then 4, 2 and 1; and `$name2`, the same against two activation rows at once with
+/// `$body::<N, 2>`, 4 rows at a time (N × 2 accumulators stay in registers), then 2 and 1. Each row's
+/// result is computed by the same operations in the same order whatever N and M, so `$name2` equals
+/// two calls of `$name` bit for bit.
 macro_rules! rows_entry {
-    ($name:ident, $body:ident, $act:ty, $bb:expr, $ok:expr) => {
+    ($name:ident, $name2:ident, $body:ident, $act:ident, $bb:expr, $ok:expr) => {
         pub(super) fn $name(w: &[u8], a: &$act, out: &mut [f32]) {
             debug_assert!(super::has_avx2());
             let nb = a.d.len();
@@ -211,25 +215,58 @@ macro_rules! rows_entry {
             // shape, so this never fails from there.
             let ok: fn(&$act, usize) -> bool = $ok;
             assert!(ok(a, nb) && out.len().checked_mul(rb) == Some(w.len()), "x86 rows kernel: bad lengths");
-            let (n, p) = (out.len(), w.as_ptr());
+            let (n, p, a) = (out.len(), w.as_ptr(), [*a]);
             let mut r = 0;
-            // SAFETY (all three calls): `has_avx2()` was checked by `Kernel::avx2`, the only place these
+            // SAFETY (all calls): `has_avx2()` was checked by `Kernel::avx2`, the only place these
             // functions are handed out; rows r..r + N lie inside `w` (r + N ≤ n and w.len() = n·rb, checked
             // above), and the bodies read only blocks 0..nb of each row and of the activations.
             while r + 8 <= n {
-                out[r..r + 8].copy_from_slice(&unsafe { $body::<8>(p.add(r * rb), rb, a, nb) });
+                out[r..r + 8].copy_from_slice(&unsafe { $body::<8, 1>(p.add(r * rb), rb, &a, nb) }[0]);
                 r += 8;
             }
             if r + 4 <= n {
-                out[r..r + 4].copy_from_slice(&unsafe { $body::<4>(p.add(r * rb), rb, a, nb) });
+                out[r..r + 4].copy_from_slice(&unsafe { $body::<4, 1>(p.add(r * rb), rb, &a, nb) }[0]);
                 r += 4;
             }
             if r + 2 <= n {
-                out[r..r + 2].copy_from_slice(&unsafe { $body::<2>(p.add(r * rb), rb, a, nb) });
+                out[r..r + 2].copy_from_slice(&unsafe { $body::<2, 1>(p.add(r * rb), rb, &a, nb) }[0]);
                 r += 2;
             }
             if r < n {
-                out[r] = unsafe { $body::<1>(p.add(r * rb), rb, a, nb) }[0];
+                out[r] = unsafe { $body::<1, 1>(p.add(r * rb), rb, &a, nb) }[0][0];
+            }
+        }
+
+        pub(super) fn $name2(w: &[u8], a: &[$act; 2], out: [&mut [f32]; 2]) {
+            debug_assert!(super::has_avx2());
+            let nb = a[0].d.len();
+            let rb = nb * $bb;
+            let ok: fn(&$act, usize) -> bool = $ok;
+            let [o0, o1] = out;
+            // As in the one-row entry, for both activation rows and both outputs.
+            assert!(
+                ok(&a[0], nb) && ok(&a[1], nb) && o0.len() == o1.len() && o0.len().checked_mul(rb) == Some(w.len()),
+                "x86 rows kernel: bad lengths"
+            );
+            let (n, p) = (o0.len(), w.as_ptr());
+            let mut r = 0;
+            let mut put = |r: usize, v: &[[f32; 4]; 2], k: usize| {
+                o0[r..r + k].copy_from_slice(&v[0][..k]);
+                o1[r..r + k].copy_from_slice(&v[1][..k]);
+            };
+            let pad = |v: [[f32; 2]; 2]| v.map(|x| [x[0], x[1], 0.0, 0.0]);
+            // SAFETY: as in the one-row entry (both activation rows have nb blocks, checked above).
+            while r + 4 <= n {
+                put(r, &unsafe { $body::<4, 2>(p.add(r * rb), rb, a, nb) }, 4);
+                r += 4;
+            }
+            if r + 2 <= n {
+                put(r, &pad(unsafe { $body::<2, 2>(p.add(r * rb), rb, a, nb) }), 2);
+                r += 2;
+            }
+            if r < n {
+                let v = unsafe { $body::<1, 2>(p.add(r * rb), rb, a, nb) };
+                put(r, &[[v[0][0], 0.0, 0.0, 0.0], [v[1][0], 0.0, 0.0, 0.0]], 1);
             }
         }
     };
@@ -266,14 +303,14 @@ fn q8k_ok(a: &Q8KAct, nb: usize) -> bool {
     a.q.len() == nb * QK_K && a.bsums.len() == nb * 16
 }
 
-rows_entry!(q4_0_rows, legacy_rows_q4_0, Q8Act, 18, q8_ok);
-rows_entry!(q4_1_rows, legacy_rows_q4_1, Q8Act, 20, q8_ok);
-rows_entry!(q5_0_rows, legacy_rows_q5_0, Q8Act, 22, q8_ok);
-rows_entry!(q5_1_rows, legacy_rows_q5_1, Q8Act, 24, q8_ok);
-rows_entry!(q8_0_rows, legacy_rows_q8_0, Q8Act, 34, q8_ok);
-rows_entry!(q4_k_rows, q4_k_body, Q8KAct, 144, q8k_ok);
-rows_entry!(q5_k_rows, q5_k_body, Q8KAct, 176, q8k_ok);
-rows_entry!(q6_k_rows, q6_k_body, Q8KAct, 210, q8k_ok);
+rows_entry!(q4_0_rows, q4_0_rows2, legacy_rows_q4_0, Q8Act, 18, q8_ok);
+rows_entry!(q4_1_rows, q4_1_rows2, legacy_rows_q4_1, Q8Act, 20, q8_ok);
+rows_entry!(q5_0_rows, q5_0_rows2, legacy_rows_q5_0, Q8Act, 22, q8_ok);
+rows_entry!(q5_1_rows, q5_1_rows2, legacy_rows_q5_1, Q8Act, 24, q8_ok);
+rows_entry!(q8_0_rows, q8_0_rows2, legacy_rows_q8_0, Q8Act, 34, q8_ok);
+rows_entry!(q4_k_rows, q4_k_rows2, q4_k_body, Q8KAct, 144, q8k_ok);
+rows_entry!(q5_k_rows, q5_k_rows2, q5_k_body, Q8KAct, 176, q8k_ok);
+rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok);
 
 // ---- legacy formats ----
 
@@ -284,40 +321,54 @@ const Q5_0: u8 = 2;
 const Q5_1: u8 = 3;
 const Q8_0: u8 = 4;
 
-/// One legacy block's 16 i16 lanes of pair products with the activation codes `q`, offsets included.
-/// Q4_0 and Q5_0 use unsigned codes c and subtract `off` = maddubs(8 or 16, q), computed once per activation
-/// block for all rows: Σ(c − o)·q = Σc·q − o·Σq, exact in i16 (|pair| ≤ 2·31·127 + 2·16·127 < 2¹⁵), and
-/// cheaper than moving signs around per row (Q8_0, signed codes, still does). SAFETY (caller): the block's
-/// bytes at `b` are readable.
+/// One legacy block's 32 codes at `b`, ready for [`legacy_prod`]: unsigned c (0..15 or 0..31) for the 4- and
+/// 5-bit formats, the signed codes for Q8_0. Split from the product so a block is decoded once for several
+/// activation rows. SAFETY (caller): the block's bytes at `b` are readable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_block<const T: u8>(b: *const u8, q: __m256i, off: __m256i) -> __m256i {
+unsafe fn legacy_codes<const T: u8>(b: *const u8) -> __m256i {
     // SAFETY: every read below is inside the block (18, 20, 22, 24 or 34 bytes), per the caller.
     unsafe {
         match T {
-            Q4_0 => _mm256_sub_epi16(_mm256_maddubs_epi16(nibbles(b.add(2)), q), off),
-            Q4_1 => _mm256_maddubs_epi16(nibbles(b.add(4)), q),
-            Q5_0 => {
-                let c = _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2)));
-                _mm256_sub_epi16(_mm256_maddubs_epi16(c, q), off)
-            }
-            Q5_1 => _mm256_maddubs_epi16(_mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4))), q),
-            _ => {
-                let x = ld256(b.add(2));
-                _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(q, x))
-            }
+            Q4_0 => nibbles(b.add(2)),
+            Q4_1 => nibbles(b.add(4)),
+            Q5_0 => _mm256_or_si256(nibbles(b.add(6)), fifth_bits(b.add(2))),
+            Q5_1 => _mm256_or_si256(nibbles(b.add(8)), fifth_bits(b.add(4))),
+            _ => ld256(b.add(2)),
         }
     }
 }
 
-/// N legacy rows of `nb` blocks at stride `rb` from `w`, against the Q8_0 activations `a`.
-///
-/// The N rows' f16 scales (and mins) of a block are converted with one F16C instruction and multiplied by
-/// the activation's [da, s] with one multiply, instead of a conversion and multiply per row.
-/// SAFETY (caller): AVX2+FMA+F16C are present; `w..w + (N − 1)·rb + nb·bb` is readable; `a` has `nb` blocks.
+/// The 16 i16 lanes of pair products of a block's codes `c` ([`legacy_codes`]) with the activation codes
+/// `q`, offsets included. Q4_0 and Q5_0 use unsigned codes c and subtract `off` = maddubs(8 or 16, q),
+/// computed once per activation block for all rows: Σ(c − o)·q = Σc·q − o·Σq, exact in i16
+/// (|pair| ≤ 2·31·127 + 2·16·127 < 2¹⁵), and cheaper than moving signs around per row (Q8_0, signed codes,
+/// still does).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn legacy_rows<const T: u8, const N: usize>(w: *const u8, rb: usize, a: &Q8Act, nb: usize) -> [f32; N] {
+fn legacy_prod<const T: u8>(c: __m256i, q: __m256i, off: __m256i) -> __m256i {
+    match T {
+        Q4_0 | Q5_0 => _mm256_sub_epi16(_mm256_maddubs_epi16(c, q), off),
+        Q4_1 | Q5_1 => _mm256_maddubs_epi16(c, q),
+        _ => _mm256_maddubs_epi16(_mm256_sign_epi8(c, c), _mm256_sign_epi8(q, c)),
+    }
+}
+
+/// N legacy rows of `nb` blocks at stride `rb` from `w`, against the M Q8_0 activation rows `a`.
+///
+/// The N rows' f16 scales (and mins) of a block are converted with one F16C instruction and multiplied by
+/// each activation's [da, s] with one multiply, instead of a conversion and multiply per row; each weight
+/// block is decoded once for all M activation rows.
+/// SAFETY (caller): AVX2+FMA+F16C are present; `w..w + (N − 1)·rb + nb·bb` is readable; every `a[m]` has
+/// `nb` blocks.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn legacy_rows<const T: u8, const N: usize, const M: usize>(
+    w: *const u8,
+    rb: usize,
+    a: &[Q8Act; M],
+    nb: usize,
+) -> [[f32; N]; M] {
     let bb = match T {
         Q4_0 => 18,
         Q4_1 => 20,
@@ -326,15 +377,25 @@ unsafe fn legacy_rows<const T: u8, const N: usize>(w: *const u8, rb: usize, a: &
         _ => 34,
     };
     let min = T == Q4_1 || T == Q5_1;
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
     // Q4_1 / Q5_1: lane 2r + 1 accumulates row r's m·s, the min term: a block's dot product is
     // d·da·Σc·q + m·(da·Σq), and da·Σq is the activation block's `s`.
-    let mut macc = [_mm256_setzero_ps(); 2];
+    let mut macc = [[_mm256_setzero_ps(); 2]; M];
     let off_code = _mm256_set1_epi8(if T == Q4_0 { 8 } else { 16 });
     for ib in 0..nb {
-        // SAFETY: ib < nb, and `a` has nb blocks of QK codes and nb scales and sums (caller).
-        let (q, da, s) = unsafe { (ld256(a.q.as_ptr().add(ib * QK)), *a.d.get_unchecked(ib), *a.s.get_unchecked(ib)) };
-        let off = if T == Q4_0 || T == Q5_0 { _mm256_maddubs_epi16(off_code, q) } else { _mm256_setzero_si256() };
+        let (mut q, mut off, mut das) =
+            ([_mm256_setzero_si256(); M], [_mm256_setzero_si256(); M], [_mm256_setzero_ps(); M]);
+        for m in 0..M {
+            // SAFETY: ib < nb, and `a[m]` has nb blocks of QK codes and nb scales and sums (caller).
+            let (qm, da, s) =
+                unsafe { (ld256(a[m].q.as_ptr().add(ib * QK)), *a[m].d.get_unchecked(ib), *a[m].s.get_unchecked(ib)) };
+            q[m] = qm;
+            if T == Q4_0 || T == Q5_0 {
+                off[m] = _mm256_maddubs_epi16(off_code, qm);
+            }
+            // Lanes 2r, 2r + 1 of group r / 4 (after the multiply below): row r's [d·da, m·s].
+            das[m] = _mm256_setr_ps(da, s, da, s, da, s, da, s);
+        }
         // SAFETY: block ib of rows 0..N is inside the readable range (caller).
         let b0 = unsafe { w.add(ib * bb) };
         // One line per row every block (Q8_0) or every other block (18–24 bytes: two blocks a line).
@@ -343,14 +404,15 @@ unsafe fn legacy_rows<const T: u8, const N: usize>(w: *const u8, rb: usize, a: &
                 _mm_prefetch::<_MM_HINT_T0>(b0.wrapping_add(r * rb + PREFETCH_AHEAD).cast::<i8>());
             }
         }
-        // Lanes 2r, 2r + 1 of group r / 4: row r's [d·da, m·s] (m only for Q4_1 / Q5_1).
-        let das = _mm256_setr_ps(da, s, da, s, da, s, da, s);
-        let mut dm = [_mm256_setzero_ps(); 2];
-        for (g, dmg) in dm.iter_mut().enumerate().take(N.div_ceil(4)) {
+        let mut dm = [[_mm256_setzero_ps(); 2]; M];
+        for g in 0..N.div_ceil(4) {
             // SAFETY: as above (rows 4g..min(4g + 4, N)).
-            *dmg = _mm256_mul_ps(unsafe { head_f16s(b0.add(4 * g * rb), rb, (N - 4 * g).min(4), min) }, das);
-            if min {
-                macc[g] = _mm256_add_ps(macc[g], *dmg);
+            let heads = unsafe { head_f16s(b0.add(4 * g * rb), rb, (N - 4 * g).min(4), min) };
+            for m in 0..M {
+                dm[m][g] = _mm256_mul_ps(heads, das[m]);
+                if min {
+                    macc[m][g] = _mm256_add_ps(macc[m][g], dm[m][g]);
+                }
             }
         }
         if N.is_multiple_of(4) {
@@ -359,47 +421,54 @@ unsafe fn legacy_rows<const T: u8, const N: usize>(w: *const u8, rb: usize, a: &
             // the widened i32 sums). Lane j of each 128-bit half is then row j's half-block sum.
             for g in 0..N / 4 {
                 // SAFETY: as above (rows 4g..4g + 4 < N).
-                let p: [__m256i; 4] =
-                    std::array::from_fn(|j| unsafe { legacy_block::<T>(b0.add((4 * g + j) * rb), q, off) });
-                let sums = if T == Q8_0 {
-                    let m: [__m256i; 4] = std::array::from_fn(|j| _mm256_madd_epi16(p[j], _mm256_set1_epi16(1)));
-                    _mm256_hadd_epi32(_mm256_hadd_epi32(m[0], m[1]), _mm256_hadd_epi32(m[2], m[3]))
-                } else {
-                    // Exact in i16: 8 products of |c′| ≤ 31 and |q| ≤ 127 (c′ the code, less its offset) stay
-                    // within 2·4·31·127 < 2¹⁵.
-                    let h = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
-                    _mm256_madd_epi16(h, _mm256_set1_epi16(1))
-                };
-                let d = _mm256_permutevar8x32_ps(dm[g], _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
-                acc[g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[g]);
+                let c: [__m256i; 4] = std::array::from_fn(|j| unsafe { legacy_codes::<T>(b0.add((4 * g + j) * rb)) });
+                for m in 0..M {
+                    let p: [__m256i; 4] = std::array::from_fn(|j| legacy_prod::<T>(c[j], q[m], off[m]));
+                    let sums = if T == Q8_0 {
+                        let w: [__m256i; 4] = std::array::from_fn(|j| _mm256_madd_epi16(p[j], _mm256_set1_epi16(1)));
+                        _mm256_hadd_epi32(_mm256_hadd_epi32(w[0], w[1]), _mm256_hadd_epi32(w[2], w[3]))
+                    } else {
+                        // Exact in i16: 8 products of |c′| ≤ 31 and |q| ≤ 127 (c′ the code, less its offset)
+                        // stay within 2·4·31·127 < 2¹⁵.
+                        let h = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+                        _mm256_madd_epi16(h, _mm256_set1_epi16(1))
+                    };
+                    let d = _mm256_permutevar8x32_ps(dm[m][g], _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
+                    acc[m][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[m][g]);
+                }
             }
         } else {
             for r in 0..N {
                 // SAFETY: as above.
-                let p = unsafe { legacy_block::<T>(b0.add(r * rb), q, off) };
-                let d = _mm256_permutevar8x32_ps(dm[r / 4], _mm256_set1_epi32(2 * (r % 4) as i32));
-                acc[r] = _mm256_fmadd_ps(d, pairs_ps(p), acc[r]);
+                let c = unsafe { legacy_codes::<T>(b0.add(r * rb)) };
+                for m in 0..M {
+                    let p = legacy_prod::<T>(c, q[m], off[m]);
+                    let d = _mm256_permutevar8x32_ps(dm[m][r / 4], _mm256_set1_epi32(2 * (r % 4) as i32));
+                    acc[m][r] = _mm256_fmadd_ps(d, pairs_ps(p), acc[m][r]);
+                }
             }
         }
     }
-    let mut m = [0f32; 16];
-    if min {
-        // SAFETY: `m` has 16 f32 of room.
-        unsafe {
-            _mm256_storeu_ps(m.as_mut_ptr(), macc[0]);
-            _mm256_storeu_ps(m.as_mut_ptr().add(8), macc[1]);
+    std::array::from_fn(|m| {
+        let mut mins = [0f32; 16];
+        if min {
+            // SAFETY: `mins` has 16 f32 of room.
+            unsafe {
+                _mm256_storeu_ps(mins.as_mut_ptr(), macc[m][0]);
+                _mm256_storeu_ps(mins.as_mut_ptr().add(8), macc[m][1]);
+            }
         }
-    }
-    if N.is_multiple_of(4) {
-        let mut v = [0f32; 16];
-        for g in 0..N / 4 {
-            // SAFETY: `v` has room for 8 f32 at 8g, g < 2.
-            unsafe { _mm256_storeu_ps(v.as_mut_ptr().add(8 * g), acc[g]) };
+        if N.is_multiple_of(4) {
+            let mut v = [0f32; 16];
+            for g in 0..N / 4 {
+                // SAFETY: `v` has room for 8 f32 at 8g, g < 2.
+                unsafe { _mm256_storeu_ps(v.as_mut_ptr().add(8 * g), acc[m][g]) };
+            }
+            std::array::from_fn(|r| (v[8 * (r / 4) + r % 4] + v[8 * (r / 4) + r % 4 + 4]) + mins[2 * r + 1])
+        } else {
+            std::array::from_fn(|r| hsum_ps(acc[m][r]) + mins[2 * r + 1])
         }
-        std::array::from_fn(|r| (v[8 * (r / 4) + r % 4] + v[8 * (r / 4) + r % 4 + 4]) + m[2 * r + 1])
-    } else {
-        std::array::from_fn(|r| hsum_ps(acc[r]) + m[2 * r + 1])
-    }
+    })
 }
 
 /// The first two f16 of n ≤ 4 blocks at stride `rb` from `b0`, as f32 lanes 2r and 2r + 1 (the others 0);
@@ -431,9 +500,14 @@ macro_rules! legacy_body {
     ($name:ident, $t:expr) => {
         /// See [`legacy_rows`]. SAFETY (caller): as there.
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name<const N: usize>(w: *const u8, rb: usize, a: &Q8Act, nb: usize) -> [f32; N] {
+        unsafe fn $name<const N: usize, const M: usize>(
+            w: *const u8,
+            rb: usize,
+            a: &[Q8Act; M],
+            nb: usize,
+        ) -> [[f32; N]; M] {
             // SAFETY: the same contract.
-            unsafe { legacy_rows::<{ $t }, N>(w, rb, a, nb) }
+            unsafe { legacy_rows::<{ $t }, N, M>(w, rb, a, nb) }
         }
     };
 }
@@ -474,41 +548,56 @@ fn pick16(k: i16) -> __m256i {
     _mm256_set1_epi16((2 * k) | ((2 * k + 1) << 8))
 }
 
-/// Q4_K (`FIVE` = false) and Q5_K, N rows: per 64 values, 32 code bytes hold two 32-value sub-blocks (low
-/// and high nibbles), each with its own 6-bit scale; the mins go through the activation's bsums with one
-/// `madd` per block. SAFETY (caller): as for [`legacy_rows`], with 144- or 176-byte blocks and Q8_K `a`.
+/// Q4_K (`FIVE` = false) and Q5_K, N rows against M activation rows: per 64 values, 32 code bytes hold two
+/// 32-value sub-blocks (low and high nibbles), each with its own 6-bit scale; the mins go through the
+/// activation's bsums with one `madd` per block. Codes and scales are decoded once for all M activation
+/// rows. SAFETY (caller): as for [`legacy_rows`], with 144- or 176-byte blocks and Q8_K `a`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q45k_rows<const FIVE: bool, const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usize) -> [f32; N] {
+unsafe fn q45k_rows<const FIVE: bool, const N: usize, const M: usize>(
+    w: *const u8,
+    rb: usize,
+    a: &[Q8KAct; M],
+    nb: usize,
+) -> [[f32; N]; M] {
     let (bb, ql_at) = if FIVE { (176, 48) } else { (144, 16) };
     let low4 = _mm256_set1_epi8(0x0f);
-    let mut acc = [_mm256_setzero_ps(); N];
-    let mut macc = [_mm_setzero_ps(); N];
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
+    let mut macc = [[_mm_setzero_ps(); N]; M];
     for ib in 0..nb {
-        // SAFETY: ib < nb and `a` has nb super-blocks (caller).
-        let (q, da, bs) =
-            unsafe { (a.q.as_ptr().add(ib * QK_K), *a.d.get_unchecked(ib), ld256(a.bsums.as_ptr().add(16 * ib))) };
-        // Sums of the bsum pairs: the activation code sum of each 32-value sub-block, shared by all rows.
-        let q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
-        let dav = _mm_set1_ps(da);
+        let (mut q, mut q8s, mut dav) = ([std::ptr::null(); M], [_mm_setzero_si128(); M], [_mm_setzero_ps(); M]);
+        for m in 0..M {
+            // SAFETY: ib < nb and `a[m]` has nb super-blocks (caller).
+            let (qm, da, bs) = unsafe {
+                (a[m].q.as_ptr().add(ib * QK_K), *a[m].d.get_unchecked(ib), ld256(a[m].bsums.as_ptr().add(16 * ib)))
+            };
+            q[m] = qm;
+            // Sums of the bsum pairs: the activation code sum of each 32-value sub-block, shared by all rows.
+            q8s[m] = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
+            dav[m] = _mm_set1_ps(da);
+        }
         for r in 0..N {
             // SAFETY: block ib of row r is readable (caller); all offsets below are inside its bb bytes.
             let b = unsafe { w.add(r * rb + ib * bb) };
             prefetch_block(b.wrapping_add(PREFETCH_AHEAD), bb);
             let head = unsafe { ld128(b) };
-            // [d·da, dmin·da, ..]: the f16 pair is the block's first 4 bytes.
-            let dd = _mm_mul_ps(_mm_cvtph_ps(head), dav);
+            // The f16 pair [d, dmin] is the block's first 4 bytes.
+            let dmin = _mm_cvtph_ps(head);
             let ms = _mm256_cvtepu8_epi16(k4_scales_mins(head));
-            let mins = _mm_madd_epi16(_mm256_extracti128_si256::<1>(ms), q8s);
-            macc[r] = _mm_fmadd_ps(_mm_permute_ps::<0x55>(dd), _mm_cvtepi32_ps(mins), macc[r]);
+            let mut dd = [_mm_setzero_ps(); M];
+            for m in 0..M {
+                // [d·da, dmin·da, ..]
+                dd[m] = _mm_mul_ps(dmin, dav[m]);
+                let mins = _mm_madd_epi16(_mm256_extracti128_si256::<1>(ms), q8s[m]);
+                macc[m][r] = _mm_fmadd_ps(_mm_permute_ps::<0x55>(dd[m]), _mm_cvtepi32_ps(mins), macc[m][r]);
+            }
             let sc = _mm256_permute2x128_si256::<0x00>(ms, ms);
             // SAFETY: as above (16..48 is Q5_K's qh).
             let hbits = if FIVE { unsafe { ld256(b.add(16)) } } else { _mm256_setzero_si256() };
-            let mut sumi = _mm256_setzero_si256();
+            let mut sumi = [_mm256_setzero_si256(); M];
             for j in 0..4 {
-                // SAFETY: code bytes ql_at + 32j.. + 32 of the block and activation codes 64j..64j + 64.
-                let (bits, q1, q2) =
-                    unsafe { (ld256(b.add(ql_at + 32 * j)), ld256(q.add(64 * j)), ld256(q.add(64 * j + 32))) };
+                // SAFETY: code bytes ql_at + 32j.. + 32 of the block.
+                let bits = unsafe { ld256(b.add(ql_at + 32 * j)) };
                 let mut lo = _mm256_and_si256(bits, low4);
                 let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), low4);
                 if FIVE {
@@ -519,16 +608,25 @@ unsafe fn q45k_rows<const FIVE: bool, const N: usize>(w: *const u8, rb: usize, a
                     lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(hb), sixteen));
                     hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(hb), sixteen));
                 }
-                let p1 = _mm256_maddubs_epi16(lo, q1);
-                let p2 = _mm256_maddubs_epi16(hi, q2);
                 let s1 = _mm256_shuffle_epi8(sc, pick16(2 * j as i16));
                 let s2 = _mm256_shuffle_epi8(sc, pick16(2 * j as i16 + 1));
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(p1, s1), _mm256_madd_epi16(p2, s2)));
+                for m in 0..M {
+                    // SAFETY: activation codes 64j..64j + 64 of this super-block.
+                    let (q1, q2) = unsafe { (ld256(q[m].add(64 * j)), ld256(q[m].add(64 * j + 32))) };
+                    let p1 = _mm256_maddubs_epi16(lo, q1);
+                    let p2 = _mm256_maddubs_epi16(hi, q2);
+                    sumi[m] = _mm256_add_epi32(
+                        sumi[m],
+                        _mm256_add_epi32(_mm256_madd_epi16(p1, s1), _mm256_madd_epi16(p2, s2)),
+                    );
+                }
             }
-            acc[r] = _mm256_fmadd_ps(bcast0(dd), _mm256_cvtepi32_ps(sumi), acc[r]);
+            for m in 0..M {
+                acc[m][r] = _mm256_fmadd_ps(bcast0(dd[m]), _mm256_cvtepi32_ps(sumi[m]), acc[m][r]);
+            }
         }
     }
-    std::array::from_fn(|r| hsum_ps(acc[r]) - hsum128(macc[r]))
+    std::array::from_fn(|m| std::array::from_fn(|r| hsum_ps(acc[m][r]) - hsum128(macc[m][r])))
 }
 
 /// `v` shifted right by `n` bits in every 16-bit lane (n a loop constant: it folds to an immediate shift).
@@ -540,37 +638,60 @@ fn srl16(v: __m256i, n: i32) -> __m256i {
 
 /// See [`q45k_rows`]. SAFETY (caller): as there.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_body<const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usize) -> [f32; N] {
+unsafe fn q4_k_body<const N: usize, const M: usize>(
+    w: *const u8,
+    rb: usize,
+    a: &[Q8KAct; M],
+    nb: usize,
+) -> [[f32; N]; M] {
     // SAFETY: the same contract.
-    unsafe { q45k_rows::<false, N>(w, rb, a, nb) }
+    unsafe { q45k_rows::<false, N, M>(w, rb, a, nb) }
 }
 
 /// See [`q45k_rows`]. SAFETY (caller): as there.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_body<const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usize) -> [f32; N] {
+unsafe fn q5_k_body<const N: usize, const M: usize>(
+    w: *const u8,
+    rb: usize,
+    a: &[Q8KAct; M],
+    nb: usize,
+) -> [[f32; N]; M] {
     // SAFETY: the same contract.
-    unsafe { q45k_rows::<true, N>(w, rb, a, nb) }
+    unsafe { q45k_rows::<true, N, M>(w, rb, a, nb) }
 }
 
-/// Q6_K, N rows: unsigned codes u = c + 32 (0..63) against the activations, then 32·Σ sc·bsum subtracted.
+/// Q6_K, N rows against M activation rows: unsigned codes u = c + 32 (0..63) against the activations, then
+/// 32·Σ sc·bsum subtracted; codes and scales decoded once for all M activation rows.
 /// SAFETY (caller): as for [`legacy_rows`], with 210-byte blocks and Q8_K `a`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6_k_body<const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usize) -> [f32; N] {
+unsafe fn q6_k_body<const N: usize, const M: usize>(
+    w: *const u8,
+    rb: usize,
+    a: &[Q8KAct; M],
+    nb: usize,
+) -> [[f32; N]; M] {
     let low4 = _mm256_set1_epi8(0x0f);
-    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc = [[_mm256_setzero_ps(); N]; M];
     for ib in 0..nb {
-        // SAFETY: ib < nb and `a` has nb super-blocks (caller).
-        let (q, da, bs) =
-            unsafe { (a.q.as_ptr().add(ib * QK_K), *a.d.get_unchecked(ib), ld256(a.bsums.as_ptr().add(16 * ib))) };
-        let dav = _mm_set_ss(da);
+        let (mut q, mut bs, mut dav) = ([std::ptr::null(); M], [_mm256_setzero_si256(); M], [_mm_setzero_ps(); M]);
+        for m in 0..M {
+            // SAFETY: ib < nb and `a[m]` has nb super-blocks (caller).
+            unsafe {
+                q[m] = a[m].q.as_ptr().add(ib * QK_K);
+                bs[m] = ld256(a[m].bsums.as_ptr().add(16 * ib));
+                dav[m] = _mm_set_ss(*a[m].d.get_unchecked(ib));
+            }
+        }
         for r in 0..N {
             // SAFETY: block ib of row r is readable (caller); all offsets below are inside its 210 bytes.
             let b = unsafe { w.add(r * rb + ib * 210) };
             prefetch_block(b.wrapping_add(PREFETCH_AHEAD), 210);
             let sc16 = _mm256_cvtepi8_epi16(unsafe { ld128(b.add(192)) });
             // 32·Σ sc·bsum in i32 lanes: the sign-extended scales against the 16 bsums.
-            let corr = _mm256_madd_epi16(sc16, bs);
-            let mut sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(corr));
+            let mut sumi: [__m256i; M] = std::array::from_fn(|m| {
+                let corr = _mm256_madd_epi16(sc16, bs[m]);
+                _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(corr))
+            });
             for half in 0..2 {
                 // SAFETY: bytes 64·half..+64 (ql) and 128 + 32·half..+32 (qh) of the block.
                 let (ql0, ql1, qh) =
@@ -604,19 +725,23 @@ unsafe fn q6_k_body<const N: usize>(w: *const u8, rb: usize, a: &Q8KAct, nb: usi
                     ),
                 ];
                 for (k, &uk) in u.iter().enumerate() {
-                    // SAFETY: activation codes at..at + 32 of this super-block.
-                    let p = _mm256_maddubs_epi16(uk, unsafe { ld256(q.add(128 * half + 32 * k)) });
-                    let k = k as i16;
-                    let sv = _mm256_shuffle_epi8(sch, pick2(k));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv));
+                    let sv = _mm256_shuffle_epi8(sch, pick2(k as i16));
+                    for m in 0..M {
+                        // SAFETY: activation codes at..at + 32 of this super-block.
+                        let p = _mm256_maddubs_epi16(uk, unsafe { ld256(q[m].add(128 * half + 32 * k)) });
+                        sumi[m] = _mm256_add_epi32(sumi[m], _mm256_madd_epi16(p, sv));
+                    }
                 }
             }
             // SAFETY: the f16 scale at 208..210.
-            let d = _mm_mul_ss(unsafe { f16_at(b.add(208)) }, dav);
-            acc[r] = _mm256_fmadd_ps(bcast0(d), _mm256_cvtepi32_ps(sumi), acc[r]);
+            let d = unsafe { f16_at(b.add(208)) };
+            for m in 0..M {
+                let d = _mm_mul_ss(d, dav[m]);
+                acc[m][r] = _mm256_fmadd_ps(bcast0(d), _mm256_cvtepi32_ps(sumi[m]), acc[m][r]);
+            }
         }
     }
-    std::array::from_fn(|r| hsum_ps(acc[r]))
+    std::array::from_fn(|m| std::array::from_fn(|r| hsum_ps(acc[m][r])))
 }
 
 /// Shuffle picking i16 lane 2k into the whole low 128-bit lane and lane 2k + 1 into the high one.

@@ -280,11 +280,17 @@ fn matmuls(pool: &Pool, jobs: &[MatJob<'_>]) {
             if lo < hi {
                 let (c, e) = (lo - base, hi - base);
                 let w = &j.w.data()[c * j.w.row_bytes..e * j.w.row_bytes];
-                for i in 0..j.m {
-                    // SAFETY: rows c..e of output row i belong to this claim alone (`for_each_range`
-                    // hands out each range once), and `out` holds m·stride values with stride ≥ the rows.
-                    let out = unsafe { std::slice::from_raw_parts_mut(j.out.at(i * j.stride + c), e - c) };
-                    j.w.kernel.dot_rows(w, j.acts, i, out);
+                // SAFETY: rows c..e of output row i belong to this claim alone (`for_each_range` hands out
+                // each range once), and `out` holds m·stride values with stride ≥ the rows.
+                let out = |i: usize| unsafe { std::slice::from_raw_parts_mut(j.out.at(i * j.stride + c), e - c) };
+                // Activation rows two at a time: each weight block is decoded once for both.
+                let mut i = 0;
+                while i + 2 <= j.m {
+                    j.w.kernel.dot_rows_pair(w, j.acts, i, [out(i), out(i + 1)]);
+                    i += 2;
+                }
+                if i < j.m {
+                    j.w.kernel.dot_rows(w, j.acts, i, out(i));
                 }
             }
             base += j.w.rows;
