@@ -1,8 +1,8 @@
-//! The fast f32 evaluator of the CPU decode path: sanitised buffers, threaded pieces, online reductions.
+//! The fast f32 evaluator of the CPU decode path: sanitised buffers, threaded pieces, one pass per grid.
 
 use super::fusion_err;
 use super::loss::{Constants, Eval, Evaluator, RowLogits};
-use super::simd::{CHUNK, exp_dot_shift_piece, max_shift_piece};
+use super::simd::{ANCHOR, CHUNK, exp_dot_grid_piece, exp_dot_shift_piece, max_shift_piece};
 use crate::error::Result;
 
 /// Stand-in for a banned token in the fast evaluator: far enough below any real logit that its
@@ -78,8 +78,34 @@ impl FastEvaluator {
         if support == 0 {
             return Err(fusion_err("logits", "no token is allowed by every model (all logits non-finite)".into()));
         }
-        self.max_large = max_shift(&self.large, &self.deltas[0], 0.0);
-        let max_base = max_shift(base, &self.deltas[0], 0.0);
+        // Two parallel passes (each a wake of the rayon pool) for all of the step's constants: the maxima,
+        // then the sums at those shifts; pieces are added in order.
+        let (large, deltas) = (&self.large, &self.deltas);
+        let maxima = per_range(v_len(large, base, deltas), |r| {
+            let (l, b) = (&large[r.clone()], &base[r.clone()]);
+            let mut m =
+                vec![max_shift_piece(l, &deltas[0][r.clone()], 0.0), max_shift_piece(b, &deltas[0][r.clone()], 0.0)];
+            m.extend(deltas.iter().map(|d| max_shift_piece(b, &d[r.clone()], 1.0)));
+            m
+        });
+        let max_of = |j: usize| maxima.iter().map(|p| p[j]).fold(f32::NEG_INFINITY, f32::max);
+        let (max_large, max_base) = (max_of(0), max_of(1));
+        let mts: Vec<f32> = (0..t).map(|i| max_of(2 + i)).collect();
+        let sums = per_range(v_len(large, base, deltas), |r| {
+            let (l, b) = (&large[r.clone()], &base[r.clone()]);
+            let mut out = Vec::with_capacity(3 * t);
+            for (d, &mt) in deltas.iter().zip(&mts) {
+                let d = &d[r.clone()];
+                out.extend([
+                    exp_dot_shift_piece(l, d, 0.0, max_large),
+                    exp_dot_shift_piece(b, d, 0.0, max_base),
+                    exp_dot_shift_piece(b, d, 1.0, mt),
+                ]);
+            }
+            out
+        });
+        let sum_of = |j: usize| sums.iter().fold((0f64, 0f64), |(s, sd), p| (s + p[j].0, sd + p[j].1));
+        self.max_large = max_large;
         let mut c = Constants {
             lse_large: 0.0,
             expected_delta: Vec::with_capacity(t),
@@ -87,12 +113,9 @@ impl FastEvaluator {
             kl_base_expert: Vec::with_capacity(t),
             support,
         };
-        for d in &self.deltas {
-            let (sp, spd) = exp_dot_shift(&self.large, d, 0.0, self.max_large);
-            let (sq, sqd) = exp_dot_shift(base, d, 0.0, max_base);
-            let mt = max_shift(base, d, 1.0);
-            let (st, std) = exp_dot_shift(base, d, 1.0, mt);
-            c.lse_large = self.max_large as f64 + sp.ln();
+        for (i, &mt) in mts.iter().enumerate() {
+            let ((sp, spd), (sq, sqd), (st, std)) = (sum_of(3 * i), sum_of(3 * i + 1), sum_of(3 * i + 2));
+            c.lse_large = max_large as f64 + sp.ln();
             let (lse_s, lse_t) = (max_base as f64 + sq.ln(), mt as f64 + st.ln());
             c.expected_delta.push(spd / sp);
             // KL(Q_t‖Q) = E_{Q_t}[d] − (LSE(E) − LSE(S)); KL(Q‖Q_t) = (LSE(E) − LSE(S)) − E_Q[d].
@@ -148,10 +171,23 @@ impl FastEvaluator {
             }
             (scratch, 1.0)
         };
-        let (m, s, sd) = exp_dot_online(&self.large, d, a);
+        self.eval_at(alpha, a, exp_dot_multi(&self.large, d, &[a])[0])
+    }
+
+    /// ℒ at `alpha` from the sums of L + a·d (`d` the candidate's direction, `a` its step along it).
+    fn eval_at(&self, alpha: &[f32], a: f32, (m, s, sd): (f32, f64, f64)) -> Eval {
         let c = &self.c;
         let lam = m as f64 + s.ln() - c.lse_large;
         c.eval(a as f64 * sd / s - lam, lam - c.expected_shift(alpha))
+    }
+
+    /// The expert `t` on which `alpha` is one-hot (its only non-zero entry), if it is.
+    fn one_hot(alpha: &[f32]) -> Option<usize> {
+        let mut nz = alpha.iter().enumerate().filter(|(_, a)| **a != 0.0);
+        match (nz.next(), nz.next()) {
+            (Some((t, _)), None) => Some(t),
+            _ => None,
+        }
     }
 }
 
@@ -167,42 +203,96 @@ impl Evaluator for FastEvaluator {
         e
     }
 
-    /// Candidates run on the rayon pool natively: a grid step is otherwise 21+ sequential passes over
-    /// the vocabulary while the matmul threads sit idle.
+    /// The one-hot candidates of each expert (the paper's grid: 20 non-zero per expert) are reduced
+    /// together in two passes over the vocabulary ([`exp_dot_multi`]), with one exp per element for
+    /// every [`ANCHOR`] candidates; the rest run on the rayon pool natively. Results equal
+    /// [`Evaluator::eval`]'s to ~1e-6 relative (exactly for candidates that are not on a grid).
     fn eval_all(&mut self, cands: &[Vec<f32>]) -> Vec<Eval> {
+        let mut out: Vec<Option<Eval>> = vec![None; cands.len()];
+        for t in 0..self.deltas.len() {
+            let idx: Vec<usize> = (0..cands.len()).filter(|&i| Self::one_hot(&cands[i]) == Some(t)).collect();
+            if idx.len() < 2 {
+                continue;
+            }
+            let alphas: Vec<f32> = idx.iter().map(|&i| cands[i][t]).collect();
+            for (&i, sums) in idx.iter().zip(exp_dot_multi(&self.large, &self.deltas[t], &alphas)) {
+                out[i] = Some(self.eval_at(&cands[i], cands[i][t], sums));
+            }
+        }
+        let rest: Vec<usize> = (0..cands.len()).filter(|&i| out[i].is_none()).collect();
         #[cfg(not(target_family = "wasm"))]
-        if cands.len() > 1 {
+        if rest.len() > 1 {
             use rayon::prelude::*;
             let this = &*self;
-            return cands.par_iter().map_init(Vec::new, |scratch, a| this.eval_with(a, scratch)).collect();
+            let evals: Vec<Eval> =
+                rest.par_iter().map_init(Vec::new, |scratch, &i| this.eval_with(&cands[i], scratch)).collect();
+            for (&i, e) in rest.iter().zip(evals) {
+                out[i] = Some(e);
+            }
         }
-        cands.iter().map(|a| self.eval(a)).collect()
+        for i in rest {
+            if out[i].is_none() {
+                out[i] = Some(self.eval(&cands[i]));
+            }
+        }
+        out.into_iter().map(|e| e.expect("every candidate evaluated above")).collect()
     }
 }
 
-/// `(m, Σ_i e_i, Σ_i e_i·d_i)` with `m = max_i (base_i + a·d_i)` and `e_i = exp(base_i + a·d_i − m)`, in
-/// one pass over memory: each chunk's maximum is taken while the chunk is in L1, and the running sums are
-/// rescaled (in f64) when the maximum grows. Every term is ≤ 1 when it is added.
-fn exp_dot_online(base: &[f32], d: &[f32], a: f32) -> (f32, f64, f64) {
-    let (mut m, mut s, mut sd) = (f32::NEG_INFINITY, 0f64, 0f64);
-    for (bch, dch) in base.chunks(CHUNK).zip(d.chunks(CHUNK)) {
-        let mc = max_shift_piece(bch, dch, a);
-        if mc > m {
-            if m > f32::NEG_INFINITY {
-                let f = (m as f64 - mc as f64).exp();
-                s *= f;
-                sd *= f;
+/// For each `a_k` of `alphas`: `(m_k, Σ_i e_i, Σ_i e_i·d_i)` with `m_k = max_i (base_i + a_k·d_i)` and
+/// `e_i = exp(base_i + a_k·d_i − m_k)` (every term ≤ 1). Two passes over memory for all of `alphas`: the
+/// maxima, then the sums, each piece (16 K elements of both inputs) staying in L2 while every `a_k` passes
+/// over it. Equally spaced `alphas` (a grid: the paper's 0.1..2 for one expert) take one exp per element
+/// for every [`ANCHOR`] of them ([`exp_dot_grid_piece`]: the search is exp-bound, 20 exps per element
+/// before). Pieces and their order are fixed (see [`per_piece`]), so results do not depend on the thread
+/// count.
+fn exp_dot_multi(base: &[f32], d: &[f32], alphas: &[f32]) -> Vec<(f32, f64, f64)> {
+    let k = alphas.len();
+    let step = grid_step(alphas);
+    // The shifts: exact maxima, on a grid only at the anchors and the last candidate, linearly
+    // interpolated between them. m(α) = max_i (b_i + α·d_i) is convex, so the interpolation is an upper
+    // bound: terms stay ≤ 1, and the result does not depend on the shift (it cancels in m + ln Σe).
+    let exact: Vec<usize> = match step {
+        Some(_) => (0..k).filter(|j| j % ANCHOR == 0 || *j == k - 1).collect(),
+        None => (0..k).collect(),
+    };
+    let maxima = per_piece(base, d, |b, d| exact.iter().map(|&j| max_shift_piece(b, d, alphas[j])).collect::<Vec<_>>());
+    let at: Vec<f32> =
+        (0..exact.len()).map(|x| maxima.iter().map(|p| p[x]).fold(f32::NEG_INFINITY, f32::max)).collect();
+    let m: Vec<f32> = (0..k)
+        .map(|j| {
+            let x = exact.partition_point(|&e| e < j);
+            if exact[x] == j {
+                return at[x];
             }
-            m = mc;
-        }
-        if m == f32::NEG_INFINITY {
-            continue;
-        }
-        let (cs, csd) = exp_dot_shift_piece(bch, dch, a, m);
-        s += cs;
-        sd += csd;
+            let (lo, hi) = (exact[x - 1], exact[x]);
+            let t = (j - lo) as f32 / (hi - lo) as f32;
+            at[x - 1] + t * (at[x] - at[x - 1])
+        })
+        .collect();
+    let sums = per_piece(base, d, |b, d| match step {
+        Some(h) => exp_dot_grid_piece(b, d, alphas, h, &m),
+        None => alphas.iter().zip(&m).map(|(&a, &m)| exp_dot_shift_piece(b, d, a, m)).collect::<Vec<_>>(),
+    });
+    (0..k)
+        .map(|j| {
+            let (s, sd) = sums.iter().fold((0f64, 0f64), |(s, sd), p| (s + p[j].0, sd + p[j].1));
+            (m[j], s, sd)
+        })
+        .collect()
+}
+
+/// The spacing `h` of `alphas` when they are at least 3, increasing and `alphas[j] = alphas[0] + j·h` to
+/// within f32 rounding (a lattice of decimal steps is, as f32, only nearly equally spaced).
+fn grid_step(alphas: &[f32]) -> Option<f32> {
+    let k = alphas.len();
+    if k < 3 {
+        return None;
     }
-    (m, s, sd)
+    let (a0, h) = (alphas[0] as f64, (alphas[k - 1] as f64 - alphas[0] as f64) / (k - 1) as f64);
+    let tol = 1e-6 * (a0.abs() + h * k as f64);
+    let even = alphas.iter().enumerate().all(|(j, &a)| (a as f64 - (a0 + j as f64 * h)).abs() <= tol);
+    (h > 0.0 && even).then_some(h as f32)
 }
 
 /// Elements per piece of the vocabulary that one thread reduces (a multiple of [`CHUNK`]). The pieces are
@@ -212,12 +302,18 @@ const PIECE: usize = 16 * CHUNK;
 /// Applies `f` to each [`PIECE`] of `(base, d)` (in parallel natively: the α search runs while the
 /// matmul threads are idle) and returns the results in order.
 fn per_piece<T: Send>(base: &[f32], d: &[f32], f: impl Fn(&[f32], &[f32]) -> T + Sync) -> Vec<T> {
-    let n = base.len().min(d.len());
+    per_range(base.len().min(d.len()), |r| f(&base[r.clone()], &d[r]))
+}
+
+/// The common length of the loaded buffers.
+fn v_len(large: &[f32], base: &[f32], deltas: &[Vec<f32>]) -> usize {
+    deltas.iter().fold(large.len().min(base.len()), |n, d| n.min(d.len()))
+}
+
+/// Applies `f` to each [`PIECE`] range of `0..n` (in parallel natively) and returns the results in order.
+fn per_range<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) -> Vec<T> {
     let starts: Vec<usize> = (0..n).step_by(PIECE).collect();
-    let piece = |&s: &usize| {
-        let e = (s + PIECE).min(n);
-        f(&base[s..e], &d[s..e])
-    };
+    let piece = |&s: &usize| f(s..(s + PIECE).min(n));
     #[cfg(not(target_family = "wasm"))]
     {
         use rayon::prelude::*;
@@ -228,14 +324,40 @@ fn per_piece<T: Send>(base: &[f32], d: &[f32], f: impl Fn(&[f32], &[f32]) -> T +
     starts.iter().map(piece).collect()
 }
 
-/// max_i (base_i + a·d_i).
-pub fn max_shift(base: &[f32], d: &[f32], a: f32) -> f32 {
-    per_piece(base, d, |b, d| max_shift_piece(b, d, a)).into_iter().fold(f32::NEG_INFINITY, f32::max)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fusion::synthetic_logits;
 
-/// (Σ_i e_i, Σ_i e_i·d_i) with e_i = exp(base_i + a·d_i − m).
-pub fn exp_dot_shift(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
-    per_piece(base, d, |b, d| exp_dot_shift_piece(b, d, a, m))
-        .into_iter()
-        .fold((0.0, 0.0), |(s, sd), (ps, psd)| (s + ps, sd + psd))
+    /// The batched grid path equals one-by-one evaluation (to the grid kernel's ~1e-6), for one-hot,
+    /// zero and mixed candidates, and picks the same α.
+    #[test]
+    fn eval_all_equals_eval_for_every_candidate() {
+        let (l, s, e) = synthetic_logits(11, 40_000, 2);
+        let ex: Vec<&[f32]> = e.iter().map(Vec::as_slice).collect();
+        let row = RowLogits { large: &l, base: &s, experts: &ex };
+        let mut ev = FastEvaluator::new();
+        ev.load(&row).unwrap();
+        let mut cands: Vec<Vec<f32>> = (0..21).map(|k| vec![k as f32 * 0.1, 0.0]).collect();
+        cands.extend((0..21).map(|k| vec![0.0, 2.0 - k as f32 * 0.1]));
+        cands.extend([vec![0.5, 0.7], vec![1.5, 0.2], vec![0.0, 0.0]]);
+        let all = ev.eval_all(&cands);
+        // 1e-5 relative, or 5e-7 absolute: a KL is a difference of sums of order 1, each good to ~1e-7.
+        let close = |g: f64, w: f64| (g - w).abs() <= 1e-5 * w.abs() + 5e-7;
+        let (mut best_all, mut best_one) = (0, 0);
+        for (i, (a, got)) in cands.iter().zip(&all).enumerate() {
+            let want = ev.eval(a);
+            assert!(close(got.loss, want.loss), "α = {a:?}: {got:?} vs {want:?}");
+            assert!(
+                close(got.kl_fused_large, want.kl_fused_large) && close(got.kl_large_fused, want.kl_large_fused),
+                "KLs at α = {a:?}: {got:?} vs {want:?}"
+            );
+            if FastEvaluator::one_hot(a).is_none() {
+                assert_eq!(got, &want, "off the grid, α = {a:?}");
+            }
+            best_all = if got.loss < all[best_all].loss { i } else { best_all };
+            best_one = if want.loss < ev.eval(&cands[best_one]).loss { i } else { best_one };
+        }
+        assert_eq!(best_all, best_one);
+    }
 }

@@ -33,7 +33,7 @@ mod synthetic;
 mod test_support;
 
 pub use config::{AlphaRange, FusionConfig, GRID_STEP, MAX_GRID_POINTS, MultiRule, Solver};
-pub use fast::{FastEvaluator, exp_dot_shift, max_shift};
+pub use fast::FastEvaluator;
 pub use loss::{Constants, Eval, Evaluator, RowLogits, fused_logits};
 pub use reference::ReferenceEvaluator;
 pub use simd::exp_fast;

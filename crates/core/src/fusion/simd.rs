@@ -1,4 +1,5 @@
-//! The fast evaluator's kernels: per-piece max and exp-dot reductions, their AVX2+FMA builds, `exp_fast`.
+//! The fast evaluator's kernels: per-piece max and exp-dot reductions (one α or a grid of them), their
+//! AVX2+FMA builds, `exp_fast`.
 
 pub(super) fn max_shift_piece(base: &[f32], d: &[f32], a: f32) -> f32 {
     #[cfg(target_arch = "x86_64")]
@@ -16,6 +17,23 @@ pub(super) fn exp_dot_shift_piece(base: &[f32], d: &[f32], a: f32, m: f32) -> (f
         return unsafe { exp_dot_shift_avx2(base, d, a, m) };
     }
     exp_dot_shift_impl(base, d, a, m)
+}
+
+/// [`exp_dot_shift_piece`] for every `alphas[j] = alphas[0] + j·h` at its shift `m[j]`, with one exp per
+/// element for every [`ANCHOR`] candidates instead of one per candidate (see [`exp_dot_grid_impl`]).
+pub(super) fn exp_dot_grid_piece(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32]) -> Vec<(f64, f64)> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the features this function is compiled for were just detected.
+        return unsafe { exp_dot_grid_avx2(base, d, alphas, h, m) };
+    }
+    exp_dot_grid_impl(base, d, alphas, h, m)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_dot_grid_avx2(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32]) -> Vec<(f64, f64)> {
+    exp_dot_grid_impl(base, d, alphas, h, m)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -58,22 +76,73 @@ fn exp_dot_shift_impl(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
         for ((e, &b), &d) in e.iter_mut().zip(bch).zip(dch) {
             *e = exp_fast(b + a * d - m);
         }
-        let (mut es, mut eds) = ([0f32; LANES], [0f32; LANES]);
-        for (ec, dc) in e.chunks_exact(LANES).zip(dch.chunks_exact(LANES)) {
-            for k in 0..LANES {
-                es[k] += ec[k];
-                eds[k] += ec[k] * dc[k];
-            }
-        }
-        let tail = n - n % LANES;
-        for (&ev, &dv) in e[tail..].iter().zip(&dch[tail..]) {
-            es[0] += ev;
-            eds[0] += ev * dv;
-        }
-        s += es.iter().map(|&v| v as f64).sum::<f64>();
-        sd += eds.iter().map(|&v| v as f64).sum::<f64>();
+        let (cs, csd) = lane_sums(e, dch);
+        s += cs;
+        sd += csd;
     }
     (s, sd)
+}
+
+/// A full exp every `ANCHOR` grid candidates; the ones between are a product away from the previous.
+pub(super) const ANCHOR: usize = 4;
+
+/// The grid's reductions: e_j = exp(b + α_j·d − m_j) satisfies e_j = e_{j−1} · exp(h·d) · exp(m_{j−1} − m_j)
+/// for α_j = α_{j−1} + h, so between anchors (every [`ANCHOR`]-th candidate, an exact exp) each element
+/// costs two multiplications instead of an exp: the paper's 20 one-hot candidates per expert take 5 + 1
+/// exps per element, not 20. Every e_j ≤ 1 in exact arithmetic (m_j is at least the maximum), so the products
+/// cannot overflow; a term that the anchor flushes to 0 (below e^−87) stays 0, which loses only terms
+/// below e^(−87 + 3·h·d), negligible against the maximum's 1 while |d| < 100. Relative error per term
+/// ≤ ~8e-7 (three products and exp(h·d)'s own error), against 1e-7 for the exact exp.
+#[inline(always)]
+fn exp_dot_grid_impl(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32]) -> Vec<(f64, f64)> {
+    let k = alphas.len().min(m.len());
+    let mut out = vec![(0f64, 0f64); k];
+    // exp(m_{j−1} − m_j), a scalar per candidate (|Δm| ≤ h·max|d|, so it is finite).
+    let c: Vec<f32> = (0..k).map(|j| if j == 0 { 1.0 } else { ((m[j - 1] - m[j]) as f64).exp() as f32 }).collect();
+    let (mut e, mut r) = ([0f32; CHUNK], [0f32; CHUNK]);
+    for (bch, dch) in base.chunks(CHUNK).zip(d.chunks(CHUNK)) {
+        let n = bch.len().min(dch.len());
+        let (bch, dch, e, r) = (&bch[..n], &dch[..n], &mut e[..n], &mut r[..n]);
+        for (r, &d) in r.iter_mut().zip(dch) {
+            *r = exp_fast(h * d);
+        }
+        for j in 0..k {
+            if j % ANCHOR == 0 {
+                let (a, mj) = (alphas[j], m[j]);
+                for ((e, &b), &d) in e.iter_mut().zip(bch).zip(dch) {
+                    *e = exp_fast(b + a * d - mj);
+                }
+            } else {
+                let cj = c[j];
+                for (e, &r) in e.iter_mut().zip(&*r) {
+                    *e *= r * cj;
+                }
+            }
+            let (cs, csd) = lane_sums(e, dch);
+            out[j].0 += cs;
+            out[j].1 += csd;
+        }
+    }
+    out
+}
+
+/// (Σ e_i, Σ e_i·d_i) of one chunk: f32 sums per lane (no reassociation needed to vectorise), added in f64.
+#[inline(always)]
+fn lane_sums(e: &[f32], d: &[f32]) -> (f64, f64) {
+    let n = e.len().min(d.len());
+    let (mut es, mut eds) = ([0f32; LANES], [0f32; LANES]);
+    for (ec, dc) in e[..n].chunks_exact(LANES).zip(d[..n].chunks_exact(LANES)) {
+        for k in 0..LANES {
+            es[k] += ec[k];
+            eds[k] += ec[k] * dc[k];
+        }
+    }
+    let tail = n - n % LANES;
+    for (&ev, &dv) in e[tail..n].iter().zip(&d[tail..n]) {
+        es[0] += ev;
+        eds[0] += ev * dv;
+    }
+    (es.iter().map(|&v| v as f64).sum::<f64>(), eds.iter().map(|&v| v as f64).sum::<f64>())
 }
 
 /// e^x for x ≤ 88 with relative error ≈ 1e-7; exactly 0 below −87 (where f32 e^x is subnormal).
@@ -113,7 +182,36 @@ mod tests {
         assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
     }
 
-    /// The AVX2+FMA builds of both reductions equal the portable loops bit for bit: they are the same
+    /// The grid's products stay as close to f64 arithmetic as an exact f32 exp per candidate does (1e-5
+    /// relative), for spacings and differences of the sizes real logits have, including an element that
+    /// the anchors flush to 0 and that becomes the maximum.
+    #[test]
+    fn grid_sums_match_one_exp_per_candidate() {
+        let (mut l, s, e) = crate::fusion::synthetic_logits(3, 5000, 1);
+        let mut d: Vec<f32> = e[0].iter().zip(&s).map(|(e, s)| 3.0 * (e - s)).collect();
+        (l[17], d[17]) = (l.iter().copied().fold(f32::MIN, f32::max) - 95.0, 60.0);
+        for (a0, h, k) in [(0.1f32, 0.1f32, 20usize), (0.0, 0.25, 9), (0.5, 0.05, 3)] {
+            let alphas: Vec<f32> = (0..k).map(|j| a0 + j as f32 * h).collect();
+            let m: Vec<f32> = alphas.iter().map(|&a| max_shift_impl(&l, &d, a)).collect();
+            let got = exp_dot_grid_impl(&l, &d, &alphas, h, &m);
+            for j in 0..k {
+                // Against f64 arithmetic at the same α and shift, next to the f32 exact-exp kernel
+                // (whose own error is the rounding of b + α·d in f32: ~2e-6 for an exponent near 25).
+                let (a, mj) = (alphas[j] as f64, m[j] as f64);
+                let terms = l.iter().zip(&d).map(|(&b, &d)| ((b as f64 + a * d as f64 - mj).exp(), d as f64));
+                let (s64, sd64) = terms.fold((0.0, 0.0), |(s, sd), (e, d)| (s + e, sd + e * d));
+                let one = exp_dot_shift_impl(&l, &d, alphas[j], m[j]);
+                // Σe·d against Σe·max|d| (the terms' size): it may cancel to near 0.
+                let scale = s64 * d.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+                for (name, (s, sd)) in [("grid", got[j]), ("exact exp", one)] {
+                    let (es, esd) = ((s - s64).abs() / s64, (sd - sd64).abs() / scale);
+                    assert!(es < 1e-5 && esd < 1e-5, "{name} at α = {a}: Σe {es:e}, Σe·d {esd:e} off");
+                }
+            }
+        }
+    }
+
+    /// The AVX2+FMA builds of the reductions equal the portable loops bit for bit: they are the same
     /// inline code compiled for 256-bit vectors, and Rust never contracts `b + a·d` into an FMA, so no
     /// value may differ. Lengths cover partial lanes and chunks; banned tokens (−1e30) are included.
     #[test]
@@ -142,6 +240,14 @@ mod tests {
                     assert_eq!((got.0.to_bits(), got.1.to_bits()), (want.0.to_bits(), want.1.to_bits()), "n = {n}");
                     let via = exp_dot_shift_piece(b, d, a, m);
                     assert_eq!((via.0.to_bits(), via.1.to_bits()), (want.0.to_bits(), want.1.to_bits()), "dispatch");
+                }
+                let alphas: Vec<f32> = (1..=20).map(|j| j as f32 * 0.1).collect();
+                let m: Vec<f32> = alphas.iter().map(|&a| max_shift_impl(b, d, a)).collect();
+                let want = exp_dot_grid_impl(b, d, &alphas, 0.1, &m);
+                // SAFETY: as above.
+                let got = unsafe { exp_dot_grid_avx2(b, d, &alphas, 0.1, &m) };
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!((g.0.to_bits(), g.1.to_bits()), (w.0.to_bits(), w.1.to_bits()), "grid, n = {n}");
                 }
             }
         }
