@@ -328,6 +328,7 @@ fn per_range<T: Send>(n: usize, f: impl Fn(std::ops::Range<usize>) -> T + Sync) 
 mod tests {
     use super::*;
     use crate::fusion::synthetic_logits;
+    use crate::fusion::test_support::row;
 
     /// The batched grid path equals one-by-one evaluation (to the grid kernel's ~1e-6), for one-hot,
     /// zero and mixed candidates, and picks the same α.
@@ -335,9 +336,8 @@ mod tests {
     fn eval_all_equals_eval_for_every_candidate() {
         let (l, s, e) = synthetic_logits(11, 40_000, 2);
         let ex: Vec<&[f32]> = e.iter().map(Vec::as_slice).collect();
-        let row = RowLogits { large: &l, base: &s, experts: &ex };
         let mut ev = FastEvaluator::new();
-        ev.load(&row).unwrap();
+        ev.load(&row(&l, &s, &ex)).unwrap();
         let mut cands: Vec<Vec<f32>> = (0..21).map(|k| vec![k as f32 * 0.1, 0.0]).collect();
         cands.extend((0..21).map(|k| vec![0.0, 2.0 - k as f32 * 0.1]));
         cands.extend([vec![0.5, 0.7], vec![1.5, 0.2], vec![0.0, 0.0]]);

@@ -184,27 +184,35 @@ fn every_variant_matches_portable() {
 /// and 1 at a time, the one-row kernels 8, 4, 2, 1).
 #[test]
 fn pairs_of_activation_rows_equal_two_single_calls_exactly() {
-    let mut rng = Rng::new(23);
-    let mut acts = Acts::new();
-    for ty in ALL {
-        let cols = if ty.block_elems() <= QK { 896 } else { 512 };
-        let x = activations(cols, &mut rng);
-        acts.quantize(act_format(ty), &x, 3, cols).unwrap();
+    for_each_type(23, |ty, cols, acts, rng| {
         for rows in [1, 2, 3, 4, 5, 7, 9, 16] {
-            let w = random_weights(ty, rows, cols, &mut rng);
+            let w = random_weights(ty, rows, cols, rng);
             for i in [0, 1] {
                 for (name, k) in Kernel::variants(ty) {
                     let (mut a, mut b) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
-                    k.dot_rows(&w, &acts, i, &mut a);
-                    k.dot_rows(&w, &acts, i + 1, &mut b);
+                    k.dot_rows(&w, acts, i, &mut a);
+                    k.dot_rows(&w, acts, i + 1, &mut b);
                     let (mut pa, mut pb) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
-                    k.dot_rows_pair(&w, &acts, i, [&mut pa, &mut pb]);
+                    k.dot_rows_pair(&w, acts, i, [&mut pa, &mut pb]);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(bits(&pa), bits(&a), "{} {name} {rows} rows, act row {i}", ty.name());
                     assert_eq!(bits(&pb), bits(&b), "{} {name} {rows} rows, act row {}", ty.name(), i + 1);
                 }
             }
         }
+    });
+}
+
+/// Runs `f` for every type with its test width (896 columns for the 32-value formats, 512 for the
+/// k-quants) and 3 activation rows quantized to the type's activation format.
+fn for_each_type(seed: u64, mut f: impl FnMut(GgmlType, usize, &Acts, &mut Rng)) {
+    let mut rng = Rng::new(seed);
+    let mut acts = Acts::new();
+    for ty in ALL {
+        let cols = if ty.block_elems() <= QK { 896 } else { 512 };
+        let x = activations(cols, &mut rng);
+        acts.quantize(act_format(ty), &x, 3, cols).unwrap();
+        f(ty, cols, &acts, &mut rng);
     }
 }
 
@@ -213,27 +221,22 @@ fn pairs_of_activation_rows_equal_two_single_calls_exactly() {
 /// result must not depend on how its rows are split into calls.
 #[test]
 fn every_variant_matches_portable_for_every_row_count() {
-    let mut rng = Rng::new(19);
-    let mut acts = Acts::new();
-    for ty in ALL {
-        let cols = if ty.block_elems() <= QK { 896 } else { 512 };
-        let x = activations(cols, &mut rng);
-        acts.quantize(act_format(ty), &x, 3, cols).unwrap();
+    for_each_type(19, |ty, cols, acts, rng| {
         let rb = row_bytes(ty, cols).unwrap();
         for rows in [1, 2, 3, 4, 5, 7, 16] {
-            let w = random_weights(ty, rows, cols, &mut rng);
+            let w = random_weights(ty, rows, cols, rng);
             let wf = dequantized_rows(ty, &w, rows, cols);
             for i in [0, 2] {
-                let xd = dequantized_act(&acts, i);
+                let xd = dequantized_act(acts, i);
                 let mut want = vec![0f32; rows];
-                Kernel::portable(ty).dot_rows(&w, &acts, i, &mut want);
+                Kernel::portable(ty).dot_rows(&w, acts, i, &mut want);
                 for (name, k) in Kernel::variants(ty) {
                     let mut got = vec![f32::NAN; rows];
-                    k.dot_rows(&w, &acts, i, &mut got);
+                    k.dot_rows(&w, acts, i, &mut got);
                     for r in 0..rows {
                         // The same row alone (the 1-row path) gives the same value up to summation order.
                         let mut one = [f32::NAN];
-                        k.dot_rows(&w[r * rb..(r + 1) * rb], &acts, i, &mut one);
+                        k.dot_rows(&w[r * rb..(r + 1) * rb], acts, i, &mut one);
                         let (_, mag) = ref_dot(&wf[r * cols..(r + 1) * cols], &xd);
                         let tol = 1e-4 * mag + 1e-5;
                         for (what, v) in [("in a group", got[r]), ("alone", one[0])] {
@@ -248,7 +251,7 @@ fn every_variant_matches_portable_for_every_row_count() {
                 }
             }
         }
-    }
+    });
 }
 
 #[test]
