@@ -5,7 +5,8 @@
 //!
 //! The benchmark models' main formats also get a matrix several times the per-core L2 (4864 × 896 for
 //! Q4_1/Q5_0/Q8_0, Qwen2.5 0.5B's FFN up/gate; 4864 × 1536 for Q4_K/Q6_K, Qwen2.5 1.5B's width), so the
-//! report shows the kernels streaming from the outer caches as well as the smaller shapes.
+//! report shows the kernels streaming from the outer caches as well as the smaller shapes. `GGML_QUICK`
+//! and `GGML_STREAM` print quick figures instead of running criterion (see [`stream`]).
 
 use chorus_core::ggml::{Acts, GgmlType, Kernel, act_format, row_bytes};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -53,8 +54,68 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut chorus_core::Rng) -
     data
 }
 
+/// `GGML_STREAM=1`: the decode models' main formats (Q4_K, Q6_K × 1536 as in Qwen2.5 1.5B; Q5_0, Q8_0 × 896
+/// as in the 0.5B; Q4_1 × 576 as in SmolLM2) in a matrix of ~512 MB, far past the caches, dotted by 2
+/// threads over contiguous halves of the rows as a decode step's matmul is, for every variant, with one
+/// activation row and with a pair; against a plain 2-thread read of the same bytes. Prints GB/s of weight
+/// bytes (best of 5): a variant's distance from the read line is how far decoding is from memory-bound.
+/// A thread's part of the streamed product: its weight rows, its outputs for activation rows 0 and 1.
+type Part<'a> = dyn Fn(&[u8], &mut [f32], &mut [f32]) + Sync + 'a;
+
+fn stream(rng: &mut chorus_core::Rng) {
+    let threads = 2;
+    let shapes = [
+        (GgmlType::Q4_K, 1536),
+        (GgmlType::Q6_K, 1536),
+        (GgmlType::Q5_0, 896),
+        (GgmlType::Q8_0, 896),
+        (GgmlType::Q4_1, 576),
+    ];
+    for (ty, cols) in shapes {
+        let rb = row_bytes(ty, cols).expect("whole blocks");
+        let rows = (512 << 20) / rb / threads * threads;
+        let w = weights(ty, rows, cols, rng);
+        let x: Vec<f32> = (0..2 * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let mut acts = Acts::new();
+        acts.quantize(act_format(ty), &x, 2, cols).expect("whole blocks");
+        let gbs = |f: &Part| {
+            let (mut out, mut out2) = (vec![0f32; rows], vec![0f32; rows]);
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                std::thread::scope(|s| {
+                    let share = rows / threads;
+                    for ((wc, oc), oc2) in w.chunks(share * rb).zip(out.chunks_mut(share)).zip(out2.chunks_mut(share)) {
+                        s.spawn(move || f(wc, oc, oc2));
+                    }
+                });
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            w.len() as f64 / best / 1e9
+        };
+        let read = gbs(&|wc, oc, _| {
+            // Summed as u64 words, which the compiler vectorises: the bytes' read cost alone.
+            let s = wc.chunks_exact(8).fold(0u64, |s, c| s.wrapping_add(u64::from_le_bytes(c.try_into().unwrap())));
+            oc[0] = s as f32;
+        });
+        println!(
+            "STREAM {:5} {rows}x{cols} ({} MB, {threads} threads): read {read:5.1} GB/s",
+            ty.name(),
+            w.len() >> 20
+        );
+        for (name, k) in Kernel::variants(ty).into_iter().filter(|(n, _)| *n != "portable") {
+            let one = gbs(&|wc, oc, _| k.dot_rows(wc, &acts, 0, oc));
+            let pair = gbs(&|wc, oc, oc2| k.dot_rows_pair(wc, &acts, 0, [oc, oc2]));
+            println!("STREAM {:5}   {name:7} one row {one:5.1} GB/s, a pair {pair:5.1} GB/s", ty.name());
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut rng = chorus_core::Rng::new(7);
+    if std::env::var("GGML_STREAM").is_ok() {
+        return stream(&mut rng);
+    }
     let mut g = c.benchmark_group("ggml_dot_rows");
     g.sample_size(20);
     let large = [

@@ -9,7 +9,8 @@
 //!
 //! - `act`: activation quantization ([`Acts`]);
 //! - `float`, `legacy`, `kquants`: the portable kernels, one file per format family;
-//! - `x86`: the AVX2+FMA+F16C kernels (x86_64 only), compared with the portable ones by the tests.
+//! - `x86`: the AVX2+FMA+F16C kernels (x86_64 only), and in `x86::avx512` the AVX-512 (F/BW/VL/VNNI) ones
+//!   for the legacy formats, Q4_K and Q6_K, all compared with the portable ones by the tests.
 
 mod act;
 mod float;
@@ -163,12 +164,48 @@ fn has_avx2() -> bool {
     })
 }
 
+/// Whether this CPU runs the `avx512` variants (AVX-512 F, BW, VL and VNNI, besides the AVX2 set).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        has_avx2()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    })
+}
+
+/// The instruction sets `Kernel::best` may use: all this CPU has, or fewer when `CHORUS_ISA` names a
+/// lower one (`portable`, `avx2`), which lets a benchmark compare variants in one build and one run. An
+/// unknown value is ignored with a warning on stderr (once).
+#[cfg(target_arch = "x86_64")]
+fn isa_cap() -> u8 {
+    static CAP: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| match std::env::var("CHORUS_ISA").as_deref() {
+        Err(_) | Ok("" | "avx512" | "native") => 2,
+        Ok("avx2") => 1,
+        Ok("portable") => 0,
+        Ok(other) => {
+            eprintln!("warning: CHORUS_ISA={other:?} is not portable, avx2 or avx512; using all this CPU has");
+            2
+        }
+    })
+}
+
 impl Kernel {
-    /// The fastest variant this CPU supports (runtime detection, cached).
+    /// The fastest variant this CPU supports (runtime detection, cached), capped by `CHORUS_ISA`.
     pub fn best(ty: GgmlType) -> Kernel {
         #[cfg(target_arch = "x86_64")]
-        if let Some(k) = Self::avx2(ty) {
-            return k;
+        {
+            let cap = isa_cap();
+            if let Some(k) = Self::avx512(ty).filter(|_| cap >= 2) {
+                return k;
+            }
+            if let Some(k) = Self::avx2(ty).filter(|_| cap >= 1) {
+                return k;
+            }
         }
         Self::portable(ty)
     }
@@ -216,17 +253,47 @@ impl Kernel {
         Some(Kernel { ty, name: "avx2", row })
     }
 
-    /// Every variant usable on this CPU for ty, (name, kernel), portable first — for tests and benches.
+    /// The AVX-512 variant, when this CPU has AVX-512 F/BW/VL/VNNI (and the AVX2 set) and `ty` has one
+    /// (the legacy formats, and Q4_K and Q6_K: the bulk of a Q4_K_M file).
+    #[cfg(target_arch = "x86_64")]
+    fn avx512(ty: GgmlType) -> Option<Kernel> {
+        if !has_avx512() {
+            return None;
+        }
+        use x86::avx512 as k;
+        let row = match ty {
+            GgmlType::Q4_0 => RowFn::Q8_0Rows(k::q4_0_rows, k::q4_0_rows2),
+            GgmlType::Q4_1 => RowFn::Q8_0Rows(k::q4_1_rows, k::q4_1_rows2),
+            GgmlType::Q5_0 => RowFn::Q8_0Rows(k::q5_0_rows, k::q5_0_rows2),
+            GgmlType::Q5_1 => RowFn::Q8_0Rows(k::q5_1_rows, k::q5_1_rows2),
+            GgmlType::Q8_0 => RowFn::Q8_0Rows(k::q8_0_rows, k::q8_0_rows2),
+            GgmlType::Q4_K => RowFn::Q8KRows(k::q4_k_rows, k::q4_k_rows2),
+            GgmlType::Q6_K => RowFn::Q8KRows(k::q6_k_rows, k::q6_k_rows2),
+            _ => return None,
+        };
+        Some(Kernel { ty, name: "avx512", row })
+    }
+
+    /// Every variant usable on this CPU for ty, (name, kernel), portable first, then from the narrowest
+    /// instruction set up — for tests and benches (`CHORUS_ISA` does not apply here).
     pub fn variants(ty: GgmlType) -> Vec<(&'static str, Kernel)> {
         // Only x86_64 has variants to add.
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut v = vec![("portable", Self::portable(ty))];
         #[cfg(target_arch = "x86_64")]
-        v.extend(Self::avx2(ty).map(|k| (k.name, k)));
+        v.extend(Self::avx2(ty).into_iter().chain(Self::avx512(ty)).map(|k| (k.name, k)));
         v
     }
 
-    /// The variant's name: "portable" or "avx2".
+    /// Whether this CPU has the AVX-512 set the `avx512` variants need (false off x86_64).
+    pub fn cpu_has_avx512() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return has_avx512();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// The variant's name: "portable", "avx2" or "avx512".
     pub fn name(&self) -> &'static str {
         self.name
     }

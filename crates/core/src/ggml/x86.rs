@@ -200,14 +200,25 @@ fn bf16_avx2(w: &[u8], x: &[f32]) -> f32 {
 
 /// Defines `$name`, which runs `$body::<N, 1>` (an `unsafe fn(w: *const u8, rb: usize, a: &[_; M], nb)
 /// -> [[f32; N]; M]` over N rows at stride `rb` against M activation rows) over all `out.len()` rows of
-/// `w`, 8 at a time, then 4, 2 and 1; and `$name2`, the same against two activation rows at once with
-/// `$body::<N, 2>`, 4 rows at a time (N × 2 accumulators stay in registers), then 2 and 1. Each row's
-/// result is computed by the same operations in the same order whatever N and M, so `$name2` equals
-/// two calls of `$name` bit for bit.
+/// `w`, `$g1` (8 or 1) rows at a time, then 4, 2 and 1; and `$name2`, the same against two activation
+/// rows at once with `$body::<N, 2>`, 4 rows at a time (N × 2 accumulators stay in registers), then 2
+/// and 1. Each row's result is computed by the same operations in the same order whatever N
+/// and M, so `$name2` equals two calls of `$name` bit for bit. `$has` is the CPU check (`has_avx2()` or
+/// `has_avx512()`) that the `Kernel` constructor handing these functions out has passed.
+///
+/// Why the one-row group differs by type: rows taken N at a time share each activation block's loads,
+/// but they read N interleaved streams, and on the 2-core EPYC (2 MB L2, AVX-512) a 512 MB matrix
+/// streamed by 2 threads at 27–29 GB/s one row at a time against 19–22 GB/s 8 or 4 at a time for Q4_K,
+/// Q6_K and Q8_0 (a plain read: 32–34; `GGML_STREAM=1 cargo bench --bench ggml`). Those types, whose
+/// blocks are cheap to decode per byte, take rows one at a time (`$g1` = 1); the 32-value Q4_x/Q5_x
+/// blocks, bound by the arithmetic at one row (~19 GB/s), keep groups of 8. The pair entry keeps groups
+/// of 4 for all: a prompt's activation rows pass over each claim of weight rows while it sits in L1
+/// (`cpu::matmuls`), so there the arithmetic counts, and prefill-512 of the 1.5B ran at 60–64 tok/s
+/// with them against 53–56 one row at a time (fusion's base + expert pair, which streams, was even).
 macro_rules! rows_entry {
-    ($name:ident, $name2:ident, $body:ident, $act:ident, $bb:expr, $ok:expr) => {
-        pub(super) fn $name(w: &[u8], a: &$act, out: &mut [f32]) {
-            debug_assert!(super::has_avx2());
+    ($name:ident, $name2:ident, $body:ident, $act:ident, $bb:expr, $ok:expr, $has:expr, $g1:literal) => {
+        pub(in crate::ggml) fn $name(w: &[u8], a: &$act, out: &mut [f32]) {
+            debug_assert!($has);
             let nb = a.d.len();
             let rb = nb * $bb;
             // The one length check the raw reads rely on: `out.len()` rows of `nb` blocks of `$bb` bytes, and
@@ -217,28 +228,34 @@ macro_rules! rows_entry {
             assert!(ok(a, nb) && out.len().checked_mul(rb) == Some(w.len()), "x86 rows kernel: bad lengths");
             let (n, p, a) = (out.len(), w.as_ptr(), [*a]);
             let mut r = 0;
-            // SAFETY (all calls): `has_avx2()` was checked by `Kernel::avx2`, the only place these
-            // functions are handed out; rows r..r + N lie inside `w` (r + N ≤ n and w.len() = n·rb, checked
-            // above), and the bodies read only blocks 0..nb of each row and of the activations.
-            while r + 8 <= n {
-                out[r..r + 8].copy_from_slice(&unsafe { $body::<8, 1>(p.add(r * rb), rb, &a, nb) }[0]);
-                r += 8;
+            // SAFETY (all calls): the CPU features were checked (`$has`) by the `Kernel` constructor, the
+            // only place these functions are handed out; rows r..r + N lie inside `w` (r + N ≤ n and
+            // w.len() = n·rb, checked above), and the bodies read only blocks 0..nb of each row and of the
+            // activations.
+            if $g1 >= 8 {
+                while r + 8 <= n {
+                    out[r..r + 8].copy_from_slice(&unsafe { $body::<8, 1>(p.add(r * rb), rb, &a, nb) }[0]);
+                    r += 8;
+                }
             }
-            if r + 4 <= n {
-                out[r..r + 4].copy_from_slice(&unsafe { $body::<4, 1>(p.add(r * rb), rb, &a, nb) }[0]);
-                r += 4;
+            if $g1 >= 4 {
+                while r + 4 <= n {
+                    out[r..r + 4].copy_from_slice(&unsafe { $body::<4, 1>(p.add(r * rb), rb, &a, nb) }[0]);
+                    r += 4;
+                }
+                if r + 2 <= n {
+                    out[r..r + 2].copy_from_slice(&unsafe { $body::<2, 1>(p.add(r * rb), rb, &a, nb) }[0]);
+                    r += 2;
+                }
             }
-            if r + 2 <= n {
-                out[r..r + 2].copy_from_slice(&unsafe { $body::<2, 1>(p.add(r * rb), rb, &a, nb) }[0]);
-                r += 2;
-            }
-            if r < n {
+            while r < n {
                 out[r] = unsafe { $body::<1, 1>(p.add(r * rb), rb, &a, nb) }[0][0];
+                r += 1;
             }
         }
 
-        pub(super) fn $name2(w: &[u8], a: &[$act; 2], out: [&mut [f32]; 2]) {
-            debug_assert!(super::has_avx2());
+        pub(in crate::ggml) fn $name2(w: &[u8], a: &[$act; 2], out: [&mut [f32]; 2]) {
+            debug_assert!($has);
             let nb = a[0].d.len();
             let rb = nb * $bb;
             let ok: fn(&$act, usize) -> bool = $ok;
@@ -305,14 +322,14 @@ fn q8k_ok(a: &Q8KAct, nb: usize) -> bool {
     a.q.len() == nb * QK_K && a.bsums.len() == nb * 16
 }
 
-rows_entry!(q4_0_rows, q4_0_rows2, legacy_rows_q4_0, Q8Act, 18, q8_ok);
-rows_entry!(q4_1_rows, q4_1_rows2, legacy_rows_q4_1, Q8Act, 20, q8_ok);
-rows_entry!(q5_0_rows, q5_0_rows2, legacy_rows_q5_0, Q8Act, 22, q8_ok);
-rows_entry!(q5_1_rows, q5_1_rows2, legacy_rows_q5_1, Q8Act, 24, q8_ok);
-rows_entry!(q8_0_rows, q8_0_rows2, legacy_rows_q8_0, Q8Act, 34, q8_ok);
-rows_entry!(q4_k_rows, q4_k_rows2, q4_k_body, Q8KAct, 144, q8k_ok);
-rows_entry!(q5_k_rows, q5_k_rows2, q5_k_body, Q8KAct, 176, q8k_ok);
-rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok);
+rows_entry!(q4_0_rows, q4_0_rows2, legacy_rows_q4_0, Q8Act, 18, q8_ok, super::has_avx2(), 8);
+rows_entry!(q4_1_rows, q4_1_rows2, legacy_rows_q4_1, Q8Act, 20, q8_ok, super::has_avx2(), 8);
+rows_entry!(q5_0_rows, q5_0_rows2, legacy_rows_q5_0, Q8Act, 22, q8_ok, super::has_avx2(), 8);
+rows_entry!(q5_1_rows, q5_1_rows2, legacy_rows_q5_1, Q8Act, 24, q8_ok, super::has_avx2(), 8);
+rows_entry!(q8_0_rows, q8_0_rows2, legacy_rows_q8_0, Q8Act, 34, q8_ok, super::has_avx2(), 1);
+rows_entry!(q4_k_rows, q4_k_rows2, q4_k_body, Q8KAct, 144, q8k_ok, super::has_avx2(), 1);
+rows_entry!(q5_k_rows, q5_k_rows2, q5_k_body, Q8KAct, 176, q8k_ok, super::has_avx2(), 1);
+rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok, super::has_avx2(), 1);
 
 // ---- legacy formats ----
 
@@ -379,6 +396,10 @@ unsafe fn legacy_rows<const T: u8, const N: usize, const M: usize>(
         _ => 34,
     };
     let min = T == Q4_1 || T == Q5_1;
+    // Four rows summed before widening (below) for the 4- and 5-bit formats. Not for Q8_0: its one-row
+    // entry takes rows one at a time (`rows_entry!`), and the pair entry, which groups 4, must equal it
+    // bit for bit, so its rows keep the one-row order of operations.
+    let grouped = N.is_multiple_of(4) && T != Q8_0;
     let mut acc = [[_mm256_setzero_ps(); N]; M];
     // Q4_1 / Q5_1: lane 2r + 1 accumulates row r's m·s, the min term: a block's dot product is
     // d·da·Σc·q + m·(da·Σq), and da·Σq is the activation block's `s`.
@@ -417,24 +438,18 @@ unsafe fn legacy_rows<const T: u8, const N: usize, const M: usize>(
                 }
             }
         }
-        if N.is_multiple_of(4) {
+        if grouped {
             // Four rows' products summed into one vector before widening: one `madd`, one conversion and one
-            // FMA per 4 rows instead of per row (and for Q8_0, whose i16 pairs leave no headroom, `hadd`s of
-            // the widened i32 sums). Lane j of each 128-bit half is then row j's half-block sum.
+            // FMA per 4 rows instead of per row. Lane j of each 128-bit half is then row j's half-block sum.
             for g in 0..N / 4 {
                 // SAFETY: as above (rows 4g..4g + 4 < N).
                 let c: [__m256i; 4] = std::array::from_fn(|j| unsafe { legacy_codes::<T>(b0.add((4 * g + j) * rb)) });
                 for m in 0..M {
                     let p: [__m256i; 4] = std::array::from_fn(|j| legacy_prod::<T>(c[j], q[m], off[m]));
-                    let sums = if T == Q8_0 {
-                        let w: [__m256i; 4] = std::array::from_fn(|j| _mm256_madd_epi16(p[j], _mm256_set1_epi16(1)));
-                        _mm256_hadd_epi32(_mm256_hadd_epi32(w[0], w[1]), _mm256_hadd_epi32(w[2], w[3]))
-                    } else {
-                        // Exact in i16: 8 products of |c′| ≤ 31 and |q| ≤ 127 (c′ the code, less its offset)
-                        // stay within 2·4·31·127 < 2¹⁵.
-                        let h = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
-                        _mm256_madd_epi16(h, _mm256_set1_epi16(1))
-                    };
+                    // Exact in i16: 8 products of |c′| ≤ 31 and |q| ≤ 127 (c′ the code, less its offset) stay
+                    // within 2·4·31·127 < 2¹⁵.
+                    let h = _mm256_hadd_epi16(_mm256_hadd_epi16(p[0], p[1]), _mm256_hadd_epi16(p[2], p[3]));
+                    let sums = _mm256_madd_epi16(h, _mm256_set1_epi16(1));
                     let d = _mm256_permutevar8x32_ps(dm[m][g], _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6));
                     acc[m][g] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sums), acc[m][g]);
                 }
@@ -460,7 +475,7 @@ unsafe fn legacy_rows<const T: u8, const N: usize, const M: usize>(
                 _mm256_storeu_ps(mins.as_mut_ptr().add(8), macc[m][1]);
             }
         }
-        if N.is_multiple_of(4) {
+        if grouped {
             let mut v = [0f32; 16];
             for g in 0..N / 4 {
                 // SAFETY: `v` has room for 8 f32 at 8g, g < 2.
@@ -753,3 +768,6 @@ fn pick2(k: i16) -> __m256i {
     let (a, b) = (4 * k, 4 * k + 2);
     _mm256_setr_m128i(_mm_set1_epi16(a | ((a + 1) << 8)), _mm_set1_epi16(b | ((b + 1) << 8)))
 }
+
+// After `rows_entry!` (macros are in scope from their definition on).
+pub(super) mod avx512;
