@@ -150,7 +150,30 @@ fn bench(c: &mut Criterion) {
                 k.dot_rows(&w, &acts, 0, &mut out);
                 best = best.min(t.elapsed().as_secs_f64());
             }
-            println!("QUICK {:5} {rows}x{cols}: {:6.1} GB/s", ty.name(), w.len() as f64 / best / 1e9);
+            // The same matrix against 4 activation rows, as pairs and as one quad: GB/s of weights × rows.
+            let x4: Vec<f32> = (0..4 * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+            let mut a4 = Acts::new();
+            a4.quantize(act_format(ty), &x4, 4, cols).expect("whole blocks");
+            let mut o: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0f32; rows]);
+            let (mut pair, mut quad) = (f64::MAX, f64::MAX);
+            for _ in 0..200 {
+                let [o0, o1, o2, o3] = &mut o;
+                let t = std::time::Instant::now();
+                k.dot_rows_pair(&w, &a4, 0, [&mut *o0, &mut *o1]);
+                k.dot_rows_pair(&w, &a4, 2, [&mut *o2, &mut *o3]);
+                pair = pair.min(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                k.dot_rows_quad(&w, &a4, 0, [o0, o1, o2, o3]);
+                quad = quad.min(t.elapsed().as_secs_f64());
+            }
+            let g = |t: f64| 4.0 * w.len() as f64 / t / 1e9;
+            println!(
+                "QUICK {:5} {rows}x{cols}: {:6.1} GB/s; 4 rows as pairs {:6.1}, as a quad {:6.1}",
+                ty.name(),
+                w.len() as f64 / best / 1e9,
+                g(pair),
+                g(quad)
+            );
             continue;
         }
         let x: Vec<f32> = (0..cols).map(|_| rng.next_f64() as f32 - 0.5).collect();

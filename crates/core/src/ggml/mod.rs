@@ -132,12 +132,27 @@ enum RowFn {
     F32(fn(&[u8], &[f32]) -> f32),
     Q8_0(for<'a> fn(&[u8], &Q8Act<'a>) -> f32),
     Q8K(for<'a> fn(&[u8], &Q8KAct<'a>) -> f32),
-    /// Many rows at once, and the same against two activation rows at once.
+    /// Many rows at once, the same against two activation rows at once, and (where there is one) against
+    /// four.
     #[cfg(target_arch = "x86_64")]
-    Q8_0Rows(for<'a> fn(&[u8], &Q8Act<'a>, &mut [f32]), for<'a> fn(&[u8], &[Q8Act<'a>; 2], [&mut [f32]; 2])),
+    Q8_0Rows(Q8_0One, Q8_0Pair, Option<Q8_0Quad>),
     #[cfg(target_arch = "x86_64")]
-    Q8KRows(for<'a> fn(&[u8], &Q8KAct<'a>, &mut [f32]), for<'a> fn(&[u8], &[Q8KAct<'a>; 2], [&mut [f32]; 2])),
+    Q8KRows(Q8KOne, Q8KPair, Option<Q8KQuad>),
 }
+
+// The rows kernels' signatures, by activation format and number of activation rows.
+#[cfg(target_arch = "x86_64")]
+type Q8_0One = for<'a> fn(&[u8], &Q8Act<'a>, &mut [f32]);
+#[cfg(target_arch = "x86_64")]
+type Q8KOne = for<'a> fn(&[u8], &Q8KAct<'a>, &mut [f32]);
+#[cfg(target_arch = "x86_64")]
+type Q8_0Pair = for<'a> fn(&[u8], &[Q8Act<'a>; 2], [&mut [f32]; 2]);
+#[cfg(target_arch = "x86_64")]
+type Q8_0Quad = for<'a> fn(&[u8], &[Q8Act<'a>; 4], [&mut [f32]; 4]);
+#[cfg(target_arch = "x86_64")]
+type Q8KPair = for<'a> fn(&[u8], &[Q8KAct<'a>; 2], [&mut [f32]; 2]);
+#[cfg(target_arch = "x86_64")]
+type Q8KQuad = for<'a> fn(&[u8], &[Q8KAct<'a>; 4], [&mut [f32]; 4]);
 
 /// A dot-product kernel for one weight type and one ISA variant.
 #[derive(Clone, Copy)]
@@ -240,14 +255,14 @@ impl Kernel {
             GgmlType::F32 => RowFn::F32(x86::f32_dot),
             GgmlType::F16 => RowFn::F32(x86::f16_dot),
             GgmlType::BF16 => RowFn::F32(x86::bf16_dot),
-            GgmlType::Q4_0 => RowFn::Q8_0Rows(x86::q4_0_rows, x86::q4_0_rows2),
-            GgmlType::Q4_1 => RowFn::Q8_0Rows(x86::q4_1_rows, x86::q4_1_rows2),
-            GgmlType::Q5_0 => RowFn::Q8_0Rows(x86::q5_0_rows, x86::q5_0_rows2),
-            GgmlType::Q5_1 => RowFn::Q8_0Rows(x86::q5_1_rows, x86::q5_1_rows2),
-            GgmlType::Q8_0 => RowFn::Q8_0Rows(x86::q8_0_rows, x86::q8_0_rows2),
-            GgmlType::Q4_K => RowFn::Q8KRows(x86::q4_k_rows, x86::q4_k_rows2),
-            GgmlType::Q5_K => RowFn::Q8KRows(x86::q5_k_rows, x86::q5_k_rows2),
-            GgmlType::Q6_K => RowFn::Q8KRows(x86::q6_k_rows, x86::q6_k_rows2),
+            GgmlType::Q4_0 => RowFn::Q8_0Rows(x86::q4_0_rows, x86::q4_0_rows2, None),
+            GgmlType::Q4_1 => RowFn::Q8_0Rows(x86::q4_1_rows, x86::q4_1_rows2, None),
+            GgmlType::Q5_0 => RowFn::Q8_0Rows(x86::q5_0_rows, x86::q5_0_rows2, None),
+            GgmlType::Q5_1 => RowFn::Q8_0Rows(x86::q5_1_rows, x86::q5_1_rows2, None),
+            GgmlType::Q8_0 => RowFn::Q8_0Rows(x86::q8_0_rows, x86::q8_0_rows2, None),
+            GgmlType::Q4_K => RowFn::Q8KRows(x86::q4_k_rows, x86::q4_k_rows2, None),
+            GgmlType::Q5_K => RowFn::Q8KRows(x86::q5_k_rows, x86::q5_k_rows2, None),
+            GgmlType::Q6_K => RowFn::Q8KRows(x86::q6_k_rows, x86::q6_k_rows2, None),
             GgmlType::Q2_K | GgmlType::Q3_K => return None,
         };
         Some(Kernel { ty, name: "avx2", row })
@@ -262,13 +277,13 @@ impl Kernel {
         }
         use x86::avx512 as k;
         let row = match ty {
-            GgmlType::Q4_0 => RowFn::Q8_0Rows(k::q4_0_rows, k::q4_0_rows2),
-            GgmlType::Q4_1 => RowFn::Q8_0Rows(k::q4_1_rows, k::q4_1_rows2),
-            GgmlType::Q5_0 => RowFn::Q8_0Rows(k::q5_0_rows, k::q5_0_rows2),
-            GgmlType::Q5_1 => RowFn::Q8_0Rows(k::q5_1_rows, k::q5_1_rows2),
-            GgmlType::Q8_0 => RowFn::Q8_0Rows(k::q8_0_rows, k::q8_0_rows2),
-            GgmlType::Q4_K => RowFn::Q8KRows(k::q4_k_rows, k::q4_k_rows2),
-            GgmlType::Q6_K => RowFn::Q8KRows(k::q6_k_rows, k::q6_k_rows2),
+            GgmlType::Q4_0 => RowFn::Q8_0Rows(k::q4_0_rows, k::q4_0_rows2, Some(k::q4_0_rows4)),
+            GgmlType::Q4_1 => RowFn::Q8_0Rows(k::q4_1_rows, k::q4_1_rows2, Some(k::q4_1_rows4)),
+            GgmlType::Q5_0 => RowFn::Q8_0Rows(k::q5_0_rows, k::q5_0_rows2, Some(k::q5_0_rows4)),
+            GgmlType::Q5_1 => RowFn::Q8_0Rows(k::q5_1_rows, k::q5_1_rows2, Some(k::q5_1_rows4)),
+            GgmlType::Q8_0 => RowFn::Q8_0Rows(k::q8_0_rows, k::q8_0_rows2, Some(k::q8_0_rows4)),
+            GgmlType::Q4_K => RowFn::Q8KRows(k::q4_k_rows, k::q4_k_rows2, Some(k::q4_k_rows4)),
+            GgmlType::Q6_K => RowFn::Q8KRows(k::q6_k_rows, k::q6_k_rows2, Some(k::q6_k_rows4)),
             _ => return None,
         };
         Some(Kernel { ty, name: "avx512", row })
@@ -356,9 +371,9 @@ impl Kernel {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            RowFn::Q8_0Rows(f, _) => f(w, &acts.q8_0_row(i), out),
+            RowFn::Q8_0Rows(f, _, _) => f(w, &acts.q8_0_row(i), out),
             #[cfg(target_arch = "x86_64")]
-            RowFn::Q8KRows(f, _) => f(w, &acts.q8k_row(i), out),
+            RowFn::Q8KRows(f, _, _) => f(w, &acts.q8k_row(i), out),
         }
     }
 
@@ -376,8 +391,8 @@ impl Kernel {
             && row_bytes(self.ty, acts.cols()).is_some_and(|rb| o0.len().checked_mul(rb) == Some(w.len()))
         {
             match self.row {
-                RowFn::Q8_0Rows(_, f) => return f(w, &[acts.q8_0_row(i), acts.q8_0_row(i + 1)], [o0, o1]),
-                RowFn::Q8KRows(_, f) => return f(w, &[acts.q8k_row(i), acts.q8k_row(i + 1)], [o0, o1]),
+                RowFn::Q8_0Rows(_, f, _) => return f(w, &[acts.q8_0_row(i), acts.q8_0_row(i + 1)], [o0, o1]),
+                RowFn::Q8KRows(_, f, _) => return f(w, &[acts.q8k_row(i), acts.q8k_row(i + 1)], [o0, o1]),
                 _ => {}
             }
         }
@@ -385,5 +400,29 @@ impl Kernel {
             self.dot_rows(w, acts, i, o0);
             self.dot_rows(w, acts, i + 1, o1);
         }
+    }
+
+    /// [`Kernel::dot_rows`] for activation rows `i..i + 4` at once, into `out[0..4]` (of equal length). The
+    /// AVX-512 kernels decode each weight block once for all four (a prompt's tokens in prefill); the
+    /// results equal four `dot_rows` calls bit for bit. Other variants make two [`Kernel::dot_rows_pair`]
+    /// calls. Mismatches are handled as there.
+    pub fn dot_rows_quad(&self, w: &[u8], acts: &Acts, i: usize, out: [&mut [f32]; 4]) {
+        let n = out[0].len();
+        let ok = out.iter().all(|o| o.len() == n) && i + 3 < acts.rows() && acts.format() == self.act_format();
+        debug_assert!(ok, "Kernel::dot_rows_quad({}): rows {i}..{} of {}", self.ty.name(), i + 4, acts.rows());
+        if !ok {
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if acts.cols() > 0 && row_bytes(self.ty, acts.cols()).is_some_and(|rb| n.checked_mul(rb) == Some(w.len())) {
+            match self.row {
+                RowFn::Q8_0Rows(_, _, Some(f)) => return f(w, &std::array::from_fn(|k| acts.q8_0_row(i + k)), out),
+                RowFn::Q8KRows(_, _, Some(f)) => return f(w, &std::array::from_fn(|k| acts.q8k_row(i + k)), out),
+                _ => {}
+            }
+        }
+        let [o0, o1, o2, o3] = out;
+        self.dot_rows_pair(w, acts, i, [o0, o1]);
+        self.dot_rows_pair(w, acts, i + 2, [o2, o3]);
     }
 }

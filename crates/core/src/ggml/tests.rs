@@ -190,24 +190,40 @@ fn every_variant_matches_portable() {
     }
 }
 
-/// `dot_rows_pair` (two activation rows against one weight matrix, each block decoded once) equals two
-/// `dot_rows` calls bit for bit, for every type, variant and row count (the pair kernels group rows 4, 2
-/// and 1 at a time, the one-row kernels 8, 4, 2, 1).
+/// `dot_rows_pair` and `dot_rows_quad` (two or four activation rows against one weight matrix, each block
+/// decoded once) equal `dot_rows` calls bit for bit, for every type, variant and row count (the pair
+/// kernels group rows 4, 2 and 1 at a time, the one-row kernels 8, 4, 2, 1 or one by one).
 #[test]
-fn pairs_of_activation_rows_equal_two_single_calls_exactly() {
+fn pairs_and_quads_of_activation_rows_equal_single_calls_exactly() {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for_each_type(23, |ty, cols, acts, rng| {
         for rows in [1, 2, 3, 4, 5, 7, 9, 16] {
             let w = random_weights(ty, rows, cols, rng);
-            for i in [0, 1] {
-                for (name, k) in Kernel::variants(ty) {
-                    let (mut a, mut b) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
-                    k.dot_rows(&w, acts, i, &mut a);
-                    k.dot_rows(&w, acts, i + 1, &mut b);
+            for (name, k) in Kernel::variants(ty) {
+                let single: Vec<Vec<f32>> = (0..4)
+                    .map(|i| {
+                        let mut o = vec![f32::NAN; rows];
+                        k.dot_rows(&w, acts, i, &mut o);
+                        o
+                    })
+                    .collect();
+                for i in [0, 1] {
                     let (mut pa, mut pb) = (vec![f32::NAN; rows], vec![f32::NAN; rows]);
                     k.dot_rows_pair(&w, acts, i, [&mut pa, &mut pb]);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&pa), bits(&a), "{} {name} {rows} rows, act row {i}", ty.name());
-                    assert_eq!(bits(&pb), bits(&b), "{} {name} {rows} rows, act row {}", ty.name(), i + 1);
+                    assert_eq!(bits(&pa), bits(&single[i]), "{} {name} {rows} rows, pair, act row {i}", ty.name());
+                    assert_eq!(
+                        bits(&pb),
+                        bits(&single[i + 1]),
+                        "{} {name} {rows} rows, pair, act row {}",
+                        ty.name(),
+                        i + 1
+                    );
+                }
+                let mut q: [Vec<f32>; 4] = std::array::from_fn(|_| vec![f32::NAN; rows]);
+                let [q0, q1, q2, q3] = &mut q;
+                k.dot_rows_quad(&w, acts, 0, [q0, q1, q2, q3]);
+                for i in 0..4 {
+                    assert_eq!(bits(&q[i]), bits(&single[i]), "{} {name} {rows} rows, quad, act row {i}", ty.name());
                 }
             }
         }
@@ -215,14 +231,16 @@ fn pairs_of_activation_rows_equal_two_single_calls_exactly() {
 }
 
 /// Runs `f` for every type with its test width (896 columns for the 32-value formats, 512 for the
-/// k-quants) and 3 activation rows quantized to the type's activation format.
+/// k-quants) and 4 activation rows quantized to the type's activation format (the test activations'
+/// three kinds, then the first again).
 fn for_each_type(seed: u64, mut f: impl FnMut(GgmlType, usize, &Acts, &mut Rng)) {
     let mut rng = Rng::new(seed);
     let mut acts = Acts::new();
     for ty in ALL {
         let cols = if ty.block_elems() <= QK { 896 } else { 512 };
-        let x = activations(cols, &mut rng);
-        acts.quantize(act_format(ty), &x, 3, cols).unwrap();
+        let mut x = activations(cols, &mut rng);
+        x.extend_from_within(..cols);
+        acts.quantize(act_format(ty), &x, 4, cols).unwrap();
         f(ty, cols, &acts, &mut rng);
     }
 }

@@ -289,6 +289,36 @@ macro_rules! rows_entry {
     };
 }
 
+/// Defines `$name4`, `$body::<1, 4>` over all `out[0].len()` rows of `w` against four activation rows, one
+/// weight row at a time: each block is decoded once for four activation rows, which is what a prompt's
+/// tokens need (`cpu::matmuls` passes them over each claim of weight rows while it sits in L1). Equal to
+/// four calls of the one-row entry bit for bit (see `rows_entry!`). Lengths are checked as there.
+macro_rules! quad_entry {
+    ($name4:ident, $body:ident, $act:ident, $bb:expr, $ok:expr, $has:expr) => {
+        pub(in crate::ggml) fn $name4(w: &[u8], a: &[$act; 4], out: [&mut [f32]; 4]) {
+            debug_assert!($has);
+            let nb = a[0].d.len();
+            let rb = nb * $bb;
+            let ok: fn(&$act, usize) -> bool = $ok;
+            let n = out[0].len();
+            assert!(
+                a.iter().all(|a| ok(a, nb)) && out.iter().all(|o| o.len() == n) && n.checked_mul(rb) == Some(w.len()),
+                "x86 rows kernel: bad lengths"
+            );
+            let p = w.as_ptr();
+            let mut out = out;
+            for r in 0..n {
+                // SAFETY: as in `rows_entry!`: the features were checked (`$has`) by the `Kernel` constructor,
+                // row r lies inside `w` (r < n, w.len() = n·rb) and every activation row has nb blocks.
+                let v = unsafe { $body::<1, 4>(p.add(r * rb), rb, a, nb) };
+                for (o, v) in out.iter_mut().zip(v) {
+                    o[r] = v[0];
+                }
+            }
+        }
+    };
+}
+
 /// How far ahead of the block being read the kernels prefetch, in bytes.
 ///
 /// Why software prefetch: a decode step reads each weight row once, and `*_rows` walks 8 rows block by

@@ -283,8 +283,12 @@ fn matmuls(pool: &Pool, jobs: &[MatJob<'_>]) {
                 // SAFETY: rows c..e of output row i belong to this claim alone (`for_each_range` hands out
                 // each range once), and `out` holds m·stride values with stride ≥ the rows.
                 let out = |i: usize| unsafe { std::slice::from_raw_parts_mut(j.out.at(i * j.stride + c), e - c) };
-                // Activation rows two at a time: each weight block is decoded once for both.
+                // Activation rows four, then two at a time: each weight block is decoded once for all of them.
                 let mut i = 0;
+                while i + 4 <= j.m {
+                    j.w.kernel.dot_rows_quad(w, j.acts, i, [out(i), out(i + 1), out(i + 2), out(i + 3)]);
+                    i += 4;
+                }
                 while i + 2 <= j.m {
                     j.w.kernel.dot_rows_pair(w, j.acts, i, [out(i), out(i + 1)]);
                     i += 2;

@@ -37,6 +37,13 @@ rows_entry!(q5_1_rows, q5_1_rows2, legacy_q5_1, Q8Act, 24, q8_ok, crate::ggml::h
 rows_entry!(q8_0_rows, q8_0_rows2, legacy_q8_0, Q8Act, 34, q8_ok, crate::ggml::has_avx512(), 1);
 rows_entry!(q4_k_rows, q4_k_rows2, q4_k_body, Q8KAct, 144, q8k_ok, crate::ggml::has_avx512(), 1);
 rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok, crate::ggml::has_avx512(), 1);
+quad_entry!(q4_0_rows4, legacy_q4_0, Q8Act, 18, q8_ok, crate::ggml::has_avx512());
+quad_entry!(q4_1_rows4, legacy_q4_1, Q8Act, 20, q8_ok, crate::ggml::has_avx512());
+quad_entry!(q5_0_rows4, legacy_q5_0, Q8Act, 22, q8_ok, crate::ggml::has_avx512());
+quad_entry!(q5_1_rows4, legacy_q5_1, Q8Act, 24, q8_ok, crate::ggml::has_avx512());
+quad_entry!(q8_0_rows4, legacy_q8_0, Q8Act, 34, q8_ok, crate::ggml::has_avx512());
+quad_entry!(q4_k_rows4, q4_k_body, Q8KAct, 144, q8k_ok, crate::ggml::has_avx512());
+quad_entry!(q6_k_rows4, q6_k_body, Q8KAct, 210, q8k_ok, crate::ggml::has_avx512());
 
 /// 64 bytes at `p`. SAFETY (caller): `p..p + 64` is readable.
 #[inline]
@@ -44,15 +51,6 @@ rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok, crate::ggml::
 unsafe fn ld512<T>(p: *const T) -> __m512i {
     // SAFETY: per the caller; `loadu` has no alignment requirement.
     unsafe { _mm512_loadu_si512(p.cast()) }
-}
-
-/// The 32 bytes at `lo` in the low half and the 32 at `hi` in the high half.
-/// SAFETY (caller): both ranges are readable.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn ld2x256(lo: *const i8, hi: *const i8) -> __m512i {
-    // SAFETY: per the caller.
-    unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(ld256(lo)), ld256(hi)) }
 }
 
 /// A `vpermw` index putting i16 lane `a` of the source in the low 256 bits and lane `b` in the high ones.
@@ -71,10 +69,11 @@ fn quarters16(first: i64) -> __m512i {
     _mm512_setr_epi64(rep(0), rep(0), rep(1), rep(1), rep(2), rep(2), rep(3), rep(3))
 }
 
-/// Q4_K, N rows against M activation rows. Register k of the two per block (`p` = 0, 1) holds the code
-/// bytes of 64-value groups 2p and 2p + 1; its low nibbles are sub-blocks 4p and 4p + 2, its high nibbles
-/// 4p + 1 and 4p + 3 (one per 256-bit half), so the activation codes are loaded in that order and each
-/// half gets its sub-block's scale from one `vpermw`. Mins as in the AVX2 body: through the bsums.
+/// Q4_K, N rows against M activation rows. Each 32-byte run of codes j (values 64j..64j + 64: low nibbles,
+/// then high) is broadcast to both 256-bit halves and shifted by 0 in the low half and 4 in the high one:
+/// one register of 64 codes in element order, so the activation codes are read straight (as the
+/// multiply's memory operand), and each half gets its sub-block's scale from one `vpermw`. Mins as in
+/// the AVX2 body: through the bsums.
 /// SAFETY (caller): AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C are present; `w..w + (N − 1)·rb + nb·144` is
 /// readable; every `a[m]` has `nb` super-blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -85,23 +84,19 @@ unsafe fn q4_k_body<const N: usize, const M: usize>(
     nb: usize,
 ) -> [[f32; N]; M] {
     let low4 = _mm512_set1_epi8(0x0f);
-    // Scale lanes for register (p, nibble h): sub-blocks 4p + h (low half) and 4p + 2 + h (high half).
-    let sidx = [halves16(0, 2), halves16(1, 3), halves16(4, 6), halves16(5, 7)];
+    let nib_shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
+    // Scale lanes for run j: sub-blocks 2j (low half) and 2j + 1 (high half).
+    let sidx = [halves16(0, 1), halves16(2, 3), halves16(4, 5), halves16(6, 7)];
     let mut acc = [[_mm512_setzero_ps(); N]; M];
     let mut macc = [[_mm_setzero_ps(); N]; M];
     for ib in 0..nb {
-        let mut q = [[_mm512_setzero_si512(); 4]; M];
-        let (mut q8s, mut dav) = ([_mm_setzero_si128(); M], [_mm_setzero_ps(); M]);
+        let (mut q, mut q8s, mut dav) = ([std::ptr::null(); M], [_mm_setzero_si128(); M], [_mm_setzero_ps(); M]);
         for m in 0..M {
             // SAFETY: ib < nb and `a[m]` has nb super-blocks (caller).
             let (qm, da, bs) = unsafe {
                 (a[m].q.as_ptr().add(ib * QK_K), *a[m].d.get_unchecked(ib), ld256(a[m].bsums.as_ptr().add(16 * ib)))
             };
-            for (k, qk) in q[m].iter_mut().enumerate() {
-                let (p, h) = (k / 2, k % 2);
-                // SAFETY: codes 128p + 32h.. + 32 and 128p + 64 + 32h.. + 32 of this super-block.
-                *qk = unsafe { ld2x256(qm.add(128 * p + 32 * h), qm.add(128 * p + 64 + 32 * h)) };
-            }
+            q[m] = qm;
             q8s[m] = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
             dav[m] = _mm_set1_ps(da);
         }
@@ -120,15 +115,15 @@ unsafe fn q4_k_body<const N: usize, const M: usize>(
             }
             let msz = _mm512_castsi256_si512(ms);
             let mut sumi = [_mm512_setzero_si512(); M];
-            for p in 0..2 {
-                // SAFETY: code bytes 16 + 64p.. + 64 of the block.
-                let bits = unsafe { ld512(b.add(16 + 64 * p)) };
-                let codes = [_mm512_and_si512(bits, low4), _mm512_and_si512(_mm512_srli_epi16::<4>(bits), low4)];
-                for (h, &c) in codes.iter().enumerate() {
-                    let s = _mm512_permutexvar_epi16(sidx[2 * p + h], msz);
-                    for m in 0..M {
-                        sumi[m] = _mm512_dpwssd_epi32(sumi[m], _mm512_maddubs_epi16(c, q[m][2 * p + h]), s);
-                    }
+            for (j, &si) in sidx.iter().enumerate() {
+                // SAFETY: code bytes 16 + 32j.. + 32 of the block.
+                let bits = _mm512_broadcast_i64x4(unsafe { ld256(b.add(16 + 32 * j)) });
+                let c = _mm512_and_si512(_mm512_srlv_epi16(bits, nib_shift), low4);
+                let s = _mm512_permutexvar_epi16(si, msz);
+                for m in 0..M {
+                    // SAFETY: activation codes 64j.. + 64 of this super-block.
+                    let qv = unsafe { ld512(q[m].add(64 * j)) };
+                    sumi[m] = _mm512_dpwssd_epi32(sumi[m], _mm512_maddubs_epi16(c, qv), s);
                 }
             }
             for m in 0..M {
