@@ -201,8 +201,8 @@ fn bf16_avx2(w: &[u8], x: &[f32]) -> f32 {
 /// Defines `$name`, which runs `$body::<N, 1>` (an `unsafe fn(w: *const u8, rb: usize, a: &[_; M], nb)
 /// -> [[f32; N]; M]` over N rows at stride `rb` against M activation rows) over all `out.len()` rows of
 /// `w`, `$g1` (8 or 1) rows at a time, then 4, 2 and 1; and `$name2`, the same against two activation
-/// rows at once with `$body::<N, 2>`, 4 rows at a time (N × 2 accumulators stay in registers), then 2
-/// and 1. Each row's result is computed by the same operations in the same order whatever N
+/// rows at once with `$body::<N, 2>`, `$g2` (4 or 1) rows at a time (N × 2 accumulators stay in
+/// registers), then 2 and 1. Each row's result is computed by the same operations in the same order whatever N
 /// and M, so `$name2` equals two calls of `$name` bit for bit. `$has` is the CPU check (`has_avx2()` or
 /// `has_avx512()`) that the `Kernel` constructor handing these functions out has passed.
 ///
@@ -212,11 +212,13 @@ fn bf16_avx2(w: &[u8], x: &[f32]) -> f32 {
 /// Q6_K and Q8_0 (a plain read: 32–34; `GGML_STREAM=1 cargo bench --bench ggml`). Those types, whose
 /// blocks are cheap to decode per byte, take rows one at a time (`$g1` = 1); the 32-value Q4_x/Q5_x
 /// blocks, bound by the arithmetic at one row (~19 GB/s), keep groups of 8. The pair entry keeps groups
-/// of 4 for all: a prompt's activation rows pass over each claim of weight rows while it sits in L1
-/// (`cpu::matmuls`), so there the arithmetic counts, and prefill-512 of the 1.5B ran at 60–64 tok/s
-/// with them against 53–56 one row at a time (fusion's base + expert pair, which streams, was even).
+/// of 4 (`$g2`) in the AVX2 kernels: a prompt's activation rows pass over each claim of weight rows while
+/// it sits in L1 (`cpu::matmuls`), so there the arithmetic counts, and prefill-512 of the 1.5B ran at
+/// 60–64 tok/s with them against 53–56 one row at a time. The AVX-512 kernels have quad entries for
+/// prompts (`quad_entry!`), which leaves their pair entry to fusion's base + expert batch, a stream:
+/// there it takes rows one at a time (`$g2` = 1; Q6_K's pair streamed at 16–17 GB/s 4 rows at a time).
 macro_rules! rows_entry {
-    ($name:ident, $name2:ident, $body:ident, $act:ident, $bb:expr, $ok:expr, $has:expr, $g1:literal) => {
+    ($name:ident, $name2:ident, $body:ident, $act:ident, $bb:expr, $ok:expr, $has:expr, $g1:literal, $g2:literal) => {
         pub(in crate::ggml) fn $name(w: &[u8], a: &$act, out: &mut [f32]) {
             debug_assert!($has);
             let nb = a.d.len();
@@ -273,17 +275,20 @@ macro_rules! rows_entry {
             };
             let pad = |v: [[f32; 2]; 2]| v.map(|x| [x[0], x[1], 0.0, 0.0]);
             // SAFETY: as in the one-row entry (both activation rows have nb blocks, checked above).
-            while r + 4 <= n {
-                put(r, &unsafe { $body::<4, 2>(p.add(r * rb), rb, a, nb) }, 4);
-                r += 4;
+            if $g2 >= 4 {
+                while r + 4 <= n {
+                    put(r, &unsafe { $body::<4, 2>(p.add(r * rb), rb, a, nb) }, 4);
+                    r += 4;
+                }
+                if r + 2 <= n {
+                    put(r, &pad(unsafe { $body::<2, 2>(p.add(r * rb), rb, a, nb) }), 2);
+                    r += 2;
+                }
             }
-            if r + 2 <= n {
-                put(r, &pad(unsafe { $body::<2, 2>(p.add(r * rb), rb, a, nb) }), 2);
-                r += 2;
-            }
-            if r < n {
+            while r < n {
                 let v = unsafe { $body::<1, 2>(p.add(r * rb), rb, a, nb) };
                 put(r, &[[v[0][0], 0.0, 0.0, 0.0], [v[1][0], 0.0, 0.0, 0.0]], 1);
+                r += 1;
             }
         }
     };
@@ -321,16 +326,20 @@ macro_rules! quad_entry {
 
 /// How far ahead of the block being read the kernels prefetch, in bytes.
 ///
-/// Why software prefetch: a decode step reads each weight row once, and `*_rows` walks 8 rows block by
-/// block, so every row is its own short stream (864 bytes for a Q4_K row of 1536) and the hardware
-/// prefetcher, which needs a few lines of one stream to lock on, barely starts before the stream ends.
+/// Why software prefetch: a decode step reads each weight row once; where `*_rows` walks 8 rows block by
+/// block every row is its own short stream (864 bytes for a Q4_K row of 1536), which the hardware
+/// prefetcher, needing a few lines of one stream to lock on, barely starts before it ends; and where it
+/// takes rows one at a time, a claim of 32 rows is still only ~28 KB of stream.
 /// The rows of one call are contiguous, so the address `PREFETCH_AHEAD` bytes past the current block is
 /// one this thread reads soon (a later row or the next claim of its share). Measured here (2-core AVX2,
 /// 512 MB out of cache, 2 threads): Q4_K × 1536 12.1 → 20–23 GB/s, Q6_K 6.9 → 15.5, Q5_0 × 896 9.6 → 19.4,
 /// Q4_1 11.4 → 20.0; Qwen2.5 1.5B's decode 19.1 tok/s at 4 KB, 25.8 at 8 KB, 25.1 at 16 KB. On a 2-core
-/// AMD EPYC (AVX-512, 2 MB L2 per core, the machine kind) the distance matters more: 1.5B decode
-/// ~17 tok/s at 8 KB, 20.2 at 16 KB, 21.3 at 32 KB, 14.8–21.5 at 64 KB; the 0.5B and SmolLM2 unchanged.
-const PREFETCH_AHEAD: usize = 32768;
+/// AMD EPYC (AVX-512, 2 MB L2 per core, the machine kind), with rows still taken 8 at a time, 32 KB
+/// was best (1.5B ~17 tok/s at 8 KB, 21.3 at 32 KB); once the streaming formats took rows one at a time
+/// (one sequential stream per thread, see `rows_entry!`) the distance went back down: 1.5B / 0.5B /
+/// SmolLM2 decode 23.6–25.5 / 48–52 / 138–160 tok/s at 32 KB, 26–29 / 48–53 / 151–187 at 12 KB, 26–31 /
+/// 53–55 / 149–170 at 6 KB (same build otherwise, alternating runs).
+const PREFETCH_AHEAD: usize = 8192;
 
 /// Prefetches the lines of the `bb`-byte block at `p` (the pointer may lie past the weights: prefetching
 /// never faults, and `wrapping_add` keeps the pointer arithmetic defined).
@@ -352,14 +361,14 @@ fn q8k_ok(a: &Q8KAct, nb: usize) -> bool {
     a.q.len() == nb * QK_K && a.bsums.len() == nb * 16
 }
 
-rows_entry!(q4_0_rows, q4_0_rows2, legacy_rows_q4_0, Q8Act, 18, q8_ok, super::has_avx2(), 8);
-rows_entry!(q4_1_rows, q4_1_rows2, legacy_rows_q4_1, Q8Act, 20, q8_ok, super::has_avx2(), 8);
-rows_entry!(q5_0_rows, q5_0_rows2, legacy_rows_q5_0, Q8Act, 22, q8_ok, super::has_avx2(), 8);
-rows_entry!(q5_1_rows, q5_1_rows2, legacy_rows_q5_1, Q8Act, 24, q8_ok, super::has_avx2(), 8);
-rows_entry!(q8_0_rows, q8_0_rows2, legacy_rows_q8_0, Q8Act, 34, q8_ok, super::has_avx2(), 1);
-rows_entry!(q4_k_rows, q4_k_rows2, q4_k_body, Q8KAct, 144, q8k_ok, super::has_avx2(), 1);
-rows_entry!(q5_k_rows, q5_k_rows2, q5_k_body, Q8KAct, 176, q8k_ok, super::has_avx2(), 1);
-rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok, super::has_avx2(), 1);
+rows_entry!(q4_0_rows, q4_0_rows2, legacy_rows_q4_0, Q8Act, 18, q8_ok, super::has_avx2(), 8, 4);
+rows_entry!(q4_1_rows, q4_1_rows2, legacy_rows_q4_1, Q8Act, 20, q8_ok, super::has_avx2(), 8, 4);
+rows_entry!(q5_0_rows, q5_0_rows2, legacy_rows_q5_0, Q8Act, 22, q8_ok, super::has_avx2(), 8, 4);
+rows_entry!(q5_1_rows, q5_1_rows2, legacy_rows_q5_1, Q8Act, 24, q8_ok, super::has_avx2(), 8, 4);
+rows_entry!(q8_0_rows, q8_0_rows2, legacy_rows_q8_0, Q8Act, 34, q8_ok, super::has_avx2(), 1, 4);
+rows_entry!(q4_k_rows, q4_k_rows2, q4_k_body, Q8KAct, 144, q8k_ok, super::has_avx2(), 1, 4);
+rows_entry!(q5_k_rows, q5_k_rows2, q5_k_body, Q8KAct, 176, q8k_ok, super::has_avx2(), 1, 4);
+rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok, super::has_avx2(), 1, 4);
 
 // ---- legacy formats ----
 

@@ -30,13 +30,13 @@ use super::{
 use crate::ggml::{Q8Act, Q8KAct};
 use crate::quant::{QK, QK_K};
 
-rows_entry!(q4_0_rows, q4_0_rows2, legacy_q4_0, Q8Act, 18, q8_ok, crate::ggml::has_avx512(), 8);
-rows_entry!(q4_1_rows, q4_1_rows2, legacy_q4_1, Q8Act, 20, q8_ok, crate::ggml::has_avx512(), 8);
-rows_entry!(q5_0_rows, q5_0_rows2, legacy_q5_0, Q8Act, 22, q8_ok, crate::ggml::has_avx512(), 8);
-rows_entry!(q5_1_rows, q5_1_rows2, legacy_q5_1, Q8Act, 24, q8_ok, crate::ggml::has_avx512(), 8);
-rows_entry!(q8_0_rows, q8_0_rows2, legacy_q8_0, Q8Act, 34, q8_ok, crate::ggml::has_avx512(), 1);
-rows_entry!(q4_k_rows, q4_k_rows2, q4_k_body, Q8KAct, 144, q8k_ok, crate::ggml::has_avx512(), 1);
-rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok, crate::ggml::has_avx512(), 1);
+rows_entry!(q4_0_rows, q4_0_rows2, legacy_q4_0, Q8Act, 18, q8_ok, crate::ggml::has_avx512(), 8, 1);
+rows_entry!(q4_1_rows, q4_1_rows2, legacy_q4_1, Q8Act, 20, q8_ok, crate::ggml::has_avx512(), 8, 1);
+rows_entry!(q5_0_rows, q5_0_rows2, legacy_q5_0, Q8Act, 22, q8_ok, crate::ggml::has_avx512(), 8, 1);
+rows_entry!(q5_1_rows, q5_1_rows2, legacy_q5_1, Q8Act, 24, q8_ok, crate::ggml::has_avx512(), 8, 1);
+rows_entry!(q8_0_rows, q8_0_rows2, legacy_q8_0, Q8Act, 34, q8_ok, crate::ggml::has_avx512(), 1, 1);
+rows_entry!(q4_k_rows, q4_k_rows2, q4_k_body, Q8KAct, 144, q8k_ok, crate::ggml::has_avx512(), 1, 1);
+rows_entry!(q6_k_rows, q6_k_rows2, q6_k_body, Q8KAct, 210, q8k_ok, crate::ggml::has_avx512(), 1, 1);
 quad_entry!(q4_0_rows4, legacy_q4_0, Q8Act, 18, q8_ok, crate::ggml::has_avx512());
 quad_entry!(q4_1_rows4, legacy_q4_1, Q8Act, 20, q8_ok, crate::ggml::has_avx512());
 quad_entry!(q5_0_rows4, legacy_q5_0, Q8Act, 22, q8_ok, crate::ggml::has_avx512());
