@@ -36,58 +36,30 @@ impl FastEvaluator {
     pub fn load(&mut self, row: &RowLogits) -> Result<&Constants> {
         let v = row.check()?;
         let t = row.experts.len();
-        self.large.clear();
         self.deltas.resize_with(t, Vec::new);
         self.deltas.truncate(t);
-        for d in &mut self.deltas {
-            d.clear();
-        }
         let mut base = std::mem::take(&mut self.base);
-        base.clear();
-        let all_finite = |x: &[f32]| x.iter().fold(true, |ok, v| ok & v.is_finite());
-        let support = if all_finite(row.large) && all_finite(row.base) && row.experts.iter().all(|e| all_finite(e)) {
-            // The common case: plain copies and element-wise differences (vectorised).
-            self.large.extend_from_slice(row.large);
-            base.extend_from_slice(row.base);
-            for (d, e) in self.deltas.iter_mut().zip(row.experts) {
-                d.extend(e.iter().zip(row.base).map(|(e, s)| e - s));
+        // Two parallel passes (each a wake of the rayon pool) for all of the step's constants: the copies
+        // with the maxima, then the sums at those shifts; pieces are added in order.
+        let (support, maxima) = match fill_finite(row, v, &mut self.large, &mut base, &mut self.deltas) {
+            Some(maxima) => (v, maxima),
+            None => {
+                // Some logit is not finite (a banned token): the element-wise pass with the stand-ins, then
+                // the maxima over the sanitised buffers.
+                let support = fill_sanitised(row, v, &mut self.large, &mut base, &mut self.deltas);
+                let (large, deltas) = (&self.large, &self.deltas);
+                let maxima = per_range(v_len(large, &base, deltas), |r| {
+                    piece_maxima(&large[r.clone()], &base[r.clone()], deltas, r)
+                });
+                (support, maxima)
             }
-            v
-        } else {
-            let mut support = 0;
-            for i in 0..v {
-                if row.allowed(i) {
-                    support += 1;
-                    self.large.push(row.large[i]);
-                    base.push(row.base[i]);
-                    for (d, e) in self.deltas.iter_mut().zip(row.experts) {
-                        d.push(e[i] - row.base[i]);
-                    }
-                } else {
-                    self.large.push(BANNED);
-                    base.push(BANNED);
-                    for d in &mut self.deltas {
-                        d.push(0.0);
-                    }
-                }
-            }
-            support
         };
         self.base = base;
         let base = &self.base;
         if support == 0 {
             return Err(fusion_err("logits", "no token is allowed by every model (all logits non-finite)".into()));
         }
-        // Two parallel passes (each a wake of the rayon pool) for all of the step's constants: the maxima,
-        // then the sums at those shifts; pieces are added in order.
         let (large, deltas) = (&self.large, &self.deltas);
-        let maxima = per_range(v_len(large, base, deltas), |r| {
-            let (l, b) = (&large[r.clone()], &base[r.clone()]);
-            let mut m =
-                vec![max_shift_piece(l, &deltas[0][r.clone()], 0.0), max_shift_piece(b, &deltas[0][r.clone()], 0.0)];
-            m.extend(deltas.iter().map(|d| max_shift_piece(b, &d[r.clone()], 1.0)));
-            m
-        });
         let max_of = |j: usize| maxima.iter().map(|p| p[j]).fold(f32::NEG_INFINITY, f32::max);
         let (max_large, max_base) = (max_of(0), max_of(1));
         let mts: Vec<f32> = (0..t).map(|i| max_of(2 + i)).collect();
@@ -293,6 +265,104 @@ fn grid_step(alphas: &[f32]) -> Option<f32> {
     let tol = 1e-6 * (a0.abs() + h * k as f64);
     let even = alphas.iter().enumerate().all(|(j, &a)| (a as f64 - (a0 + j as f64 * h)).abs() <= tol);
     (h > 0.0 && even).then_some(h as f32)
+}
+
+/// The maxima of one piece (range `r` of the buffers): of L, of S, and of S + d_t for each expert.
+fn piece_maxima(l: &[f32], b: &[f32], deltas: &[Vec<f32>], r: std::ops::Range<usize>) -> Vec<f32> {
+    let mut m = vec![max_shift_piece(l, &deltas[0][r.clone()], 0.0), max_shift_piece(b, &deltas[0][r.clone()], 0.0)];
+    m.extend(deltas.iter().map(|d| max_shift_piece(b, &d[r.clone()], 1.0)));
+    m
+}
+
+/// One piece of the buffers being filled: its first index, its parts of L, S and of every d_t.
+type Piece<'a> = (usize, &'a mut [f32], &'a mut [f32], Vec<&'a mut [f32]>);
+
+/// The common case of [`FastEvaluator::load`], every logit finite: the buffers take L, S and d_t = E_t − S
+/// piece by piece in parallel ([`PIECE`]s, as [`per_range`] cuts them), each piece's finiteness checked and
+/// its maxima ([`piece_maxima`]'s) taken while it is in cache: one pass over memory instead of a serial
+/// check, a serial copy and a parallel maxima pass. None when some logit is not finite (the buffers are
+/// then overwritten by [`fill_sanitised`]).
+fn fill_finite(
+    row: &RowLogits,
+    v: usize,
+    large: &mut Vec<f32>,
+    base: &mut Vec<f32>,
+    deltas: &mut [Vec<f32>],
+) -> Option<Vec<Vec<f32>>> {
+    // Lengths only: every element is overwritten below (a no-op when the previous row had this size).
+    large.resize(v, 0.0);
+    base.resize(v, 0.0);
+    for d in deltas.iter_mut() {
+        d.resize(v, 0.0);
+    }
+    let mut dchunks: Vec<_> = deltas.iter_mut().map(|d| d.chunks_mut(PIECE)).collect();
+    let pieces: Vec<Piece> = large
+        .chunks_mut(PIECE)
+        .zip(base.chunks_mut(PIECE))
+        .enumerate()
+        .map(|(k, (l, b))| (k * PIECE, l, b, dchunks.iter_mut().filter_map(|c| c.next()).collect()))
+        .collect();
+    let fill = |(at, l, b, ds): Piece| {
+        let r = at..at + l.len();
+        let finite = |x: &[f32]| x.iter().fold(true, |ok, v| ok & v.is_finite());
+        l.copy_from_slice(&row.large[r.clone()]);
+        b.copy_from_slice(&row.base[r.clone()]);
+        let mut ok = finite(l) && finite(b);
+        // The maxima as `piece_maxima` takes them (a = 0 ignores d, which may then be any finite slice).
+        let mut m = vec![max_shift_piece(l, l, 0.0), max_shift_piece(b, b, 0.0)];
+        for (d, e) in ds.into_iter().zip(row.experts) {
+            let e = &e[r.clone()];
+            ok &= finite(e);
+            for ((d, &e), &s) in d.iter_mut().zip(e).zip(&*b) {
+                *d = e - s;
+            }
+            m.push(max_shift_piece(b, d, 1.0));
+        }
+        ok.then_some(m)
+    };
+    #[cfg(not(target_family = "wasm"))]
+    {
+        use rayon::prelude::*;
+        pieces.into_par_iter().map(fill).collect()
+    }
+    #[cfg(target_family = "wasm")]
+    {
+        pieces.into_iter().map(fill).collect()
+    }
+}
+
+/// The rare case of [`FastEvaluator::load`]: element by element, banned tokens (a non-finite logit in any
+/// model) at [`BANNED`] in L and S and 0 in every d_t. Returns the support (tokens allowed).
+fn fill_sanitised(
+    row: &RowLogits,
+    v: usize,
+    large: &mut Vec<f32>,
+    base: &mut Vec<f32>,
+    deltas: &mut [Vec<f32>],
+) -> usize {
+    large.clear();
+    base.clear();
+    for d in deltas.iter_mut() {
+        d.clear();
+    }
+    let mut support = 0;
+    for i in 0..v {
+        if row.allowed(i) {
+            support += 1;
+            large.push(row.large[i]);
+            base.push(row.base[i]);
+            for (d, e) in deltas.iter_mut().zip(row.experts) {
+                d.push(e[i] - row.base[i]);
+            }
+        } else {
+            large.push(BANNED);
+            base.push(BANNED);
+            for d in deltas.iter_mut() {
+                d.push(0.0);
+            }
+        }
+    }
+    support
 }
 
 /// Elements per piece of the vocabulary that one thread reduces (a multiple of [`CHUNK`]). The pieces are
