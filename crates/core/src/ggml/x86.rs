@@ -552,10 +552,12 @@ unsafe fn head_f16s(b0: *const u8, rb: usize, n: usize, two: bool) -> __m256 {
     _mm256_cvtph_ps(v)
 }
 
+/// Defines `$name`, the instance of the shared legacy body `$inner` for format `$t` (each instance keeps
+/// only its branch), compiled for `$feat`; used here and by `avx512`.
 macro_rules! legacy_body {
-    ($name:ident, $t:expr) => {
-        /// See [`legacy_rows`]. SAFETY (caller): as there.
-        #[target_feature(enable = "avx2,fma,f16c")]
+    ($name:ident, $t:expr, $inner:ident, $feat:literal) => {
+        /// One legacy format's instance of the shared body. SAFETY (caller): as for the body.
+        #[target_feature(enable = $feat)]
         unsafe fn $name<const N: usize, const M: usize>(
             w: *const u8,
             rb: usize,
@@ -563,16 +565,16 @@ macro_rules! legacy_body {
             nb: usize,
         ) -> [[f32; N]; M] {
             // SAFETY: the same contract.
-            unsafe { legacy_rows::<{ $t }, N, M>(w, rb, a, nb) }
+            unsafe { $inner::<{ $t }, N, M>(w, rb, a, nb) }
         }
     };
 }
 
-legacy_body!(legacy_rows_q4_0, Q4_0);
-legacy_body!(legacy_rows_q4_1, Q4_1);
-legacy_body!(legacy_rows_q5_0, Q5_0);
-legacy_body!(legacy_rows_q5_1, Q5_1);
-legacy_body!(legacy_rows_q8_0, Q8_0);
+legacy_body!(legacy_rows_q4_0, Q4_0, legacy_rows, "avx2,fma,f16c");
+legacy_body!(legacy_rows_q4_1, Q4_1, legacy_rows, "avx2,fma,f16c");
+legacy_body!(legacy_rows_q5_0, Q5_0, legacy_rows, "avx2,fma,f16c");
+legacy_body!(legacy_rows_q5_1, Q5_1, legacy_rows, "avx2,fma,f16c");
+legacy_body!(legacy_rows_q8_0, Q8_0, legacy_rows, "avx2,fma,f16c");
 
 // ---- k-quants ----
 

@@ -297,24 +297,8 @@ unsafe fn legacy<const T: u8, const N: usize, const M: usize>(
     })
 }
 
-macro_rules! legacy_body {
-    ($name:ident, $t:expr) => {
-        /// See [`legacy`]. SAFETY (caller): as there.
-        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-        unsafe fn $name<const N: usize, const M: usize>(
-            w: *const u8,
-            rb: usize,
-            a: &[Q8Act; M],
-            nb: usize,
-        ) -> [[f32; N]; M] {
-            // SAFETY: the same contract.
-            unsafe { legacy::<{ $t }, N, M>(w, rb, a, nb) }
-        }
-    };
-}
-
-legacy_body!(legacy_q4_0, Q4_0);
-legacy_body!(legacy_q4_1, Q4_1);
-legacy_body!(legacy_q5_0, Q5_0);
-legacy_body!(legacy_q5_1, Q5_1);
-legacy_body!(legacy_q8_0, Q8_0);
+legacy_body!(legacy_q4_0, Q4_0, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+legacy_body!(legacy_q4_1, Q4_1, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+legacy_body!(legacy_q5_0, Q5_0, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+legacy_body!(legacy_q5_1, Q5_1, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+legacy_body!(legacy_q8_0, Q8_0, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
