@@ -49,7 +49,8 @@ impl FastEvaluator {
                 let support = fill_sanitised(row, v, &mut self.large, &mut base, &mut self.deltas);
                 let (large, deltas) = (&self.large, &self.deltas);
                 let maxima = per_range(v_len(large, &base, deltas), |r| {
-                    piece_maxima(&large[r.clone()], &base[r.clone()], deltas, r)
+                    let ds: Vec<&[f32]> = deltas.iter().map(|d| &d[r.clone()]).collect();
+                    piece_maxima(&large[r.clone()], &base[r], &ds)
                 });
                 (support, maxima)
             }
@@ -267,10 +268,11 @@ fn grid_step(alphas: &[f32]) -> Option<f32> {
     (h > 0.0 && even).then_some(h as f32)
 }
 
-/// The maxima of one piece (range `r` of the buffers): of L, of S, and of S + d_t for each expert.
-fn piece_maxima(l: &[f32], b: &[f32], deltas: &[Vec<f32>], r: std::ops::Range<usize>) -> Vec<f32> {
-    let mut m = vec![max_shift_piece(l, &deltas[0][r.clone()], 0.0), max_shift_piece(b, &deltas[0][r.clone()], 0.0)];
-    m.extend(deltas.iter().map(|d| max_shift_piece(b, &d[r.clone()], 1.0)));
+/// The maxima of one piece of the buffers: of L, of S, and of S + d_t for each expert's piece in `ds`.
+fn piece_maxima(l: &[f32], b: &[f32], ds: &[&[f32]]) -> Vec<f32> {
+    // a = 0 ignores d, so L and S serve as their own.
+    let mut m = vec![max_shift_piece(l, l, 0.0), max_shift_piece(b, b, 0.0)];
+    m.extend(ds.iter().map(|d| max_shift_piece(b, d, 1.0)));
     m
 }
 
@@ -302,23 +304,21 @@ fn fill_finite(
         .enumerate()
         .map(|(k, (l, b))| (k * PIECE, l, b, dchunks.iter_mut().filter_map(|c| c.next()).collect()))
         .collect();
-    let fill = |(at, l, b, ds): Piece| {
+    let fill = |(at, l, b, mut ds): Piece| {
         let r = at..at + l.len();
         let finite = |x: &[f32]| x.iter().fold(true, |ok, v| ok & v.is_finite());
         l.copy_from_slice(&row.large[r.clone()]);
         b.copy_from_slice(&row.base[r.clone()]);
         let mut ok = finite(l) && finite(b);
-        // The maxima as `piece_maxima` takes them (a = 0 ignores d, which may then be any finite slice).
-        let mut m = vec![max_shift_piece(l, l, 0.0), max_shift_piece(b, b, 0.0)];
-        for (d, e) in ds.into_iter().zip(row.experts) {
+        for (d, e) in ds.iter_mut().zip(row.experts) {
             let e = &e[r.clone()];
             ok &= finite(e);
             for ((d, &e), &s) in d.iter_mut().zip(e).zip(&*b) {
                 *d = e - s;
             }
-            m.push(max_shift_piece(b, d, 1.0));
         }
-        ok.then_some(m)
+        let ds: Vec<&[f32]> = ds.iter().map(|d| &**d).collect();
+        ok.then(|| piece_maxima(l, b, &ds))
     };
     #[cfg(not(target_family = "wasm"))]
     {
@@ -399,6 +399,37 @@ mod tests {
     use super::*;
     use crate::fusion::synthetic_logits;
     use crate::fusion::test_support::row;
+
+    /// One evaluator reused across rows (as in decoding) gives each row the constants a fresh one gives:
+    /// an all-finite row (the parallel fill), then one with a banned token in its last piece (the fill
+    /// gives up after writing the other pieces; the sanitising path rebuilds every buffer), then a
+    /// finite one again; and the banned row's fused logits equal the reference's.
+    #[test]
+    fn reused_evaluator_loads_each_row_as_a_fresh_one() {
+        let v = 3 * PIECE + 5;
+        let (l, s, e) = synthetic_logits(31, v, 2);
+        let (mut lb, mut eb) = (l.clone(), e.clone());
+        lb[v - 2] = f32::NEG_INFINITY;
+        eb[1][3 * PIECE] = f32::NAN;
+        let ex = [e[0].as_slice(), e[1].as_slice()];
+        let exb = [eb[0].as_slice(), eb[1].as_slice()];
+        let rows = [row(&l, &s, &ex), row(&lb, &s, &exb), row(&l, &s, &ex)];
+        let mut reused = FastEvaluator::new();
+        for (k, r) in rows.iter().enumerate() {
+            let got = format!("{:?}", reused.load(r).unwrap());
+            let want = format!("{:?}", FastEvaluator::new().load(r).unwrap());
+            assert_eq!(got, want, "row {k}");
+            let support = reused.load(r).unwrap().support;
+            assert_eq!(support, if k == 1 { v - 2 } else { v }, "row {k}");
+        }
+        reused.load(&rows[1]).unwrap();
+        let alpha = [0.7, 1.3];
+        let (got, want) = (reused.fused(&alpha, false), crate::fusion::fused_logits(&rows[1], &alpha, false));
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g == w || (g - w).abs() <= 1e-4 * w.abs().max(1.0), "token {i}: {g} vs {w}");
+        }
+    }
 
     /// The batched grid path equals one-by-one evaluation (to the grid kernel's ~1e-6), for one-hot,
     /// zero and mixed candidates, and picks the same α.
