@@ -136,14 +136,20 @@ fn cpu_engine_matches_the_burn_forward() {
         let f = load_bytes(bytes.clone(), Backend::Cpu, &cpu, WeightMode::F32);
         let n = load_bytes(bytes, Backend::Cpu, &cpu, WeightMode::Native);
         assert!(n.decoder.cpu().is_some(), "{what}: Native mode runs the CPU engine");
+        // A short prompt (the row kernels' quads) and one of 90 tokens (weights packed into panels for the
+        // prefill GEMM, `ggml::Panels`, on a CPU that has its kernel).
+        let long = "The engine, tiny and fast, packs its weights into panels when a prompt has many tokens.";
+        for text in ["The engine, tiny and fast.", long] {
+            let ids = f.encode(&Prompt::Text(text.into())).unwrap();
+            let want = all_logits(&f, &ids);
+            let got = all_logits(&n, &ids);
+            assert_eq!((got.len(), got[0].len()), (want.len(), want[0].len()), "{what}: shape");
+            let big = want.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+            let d = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            eprintln!("{what}, {} tokens: max |Δ| native vs burn f32 = {d:e} (max |logit| {big:.2})", ids.len());
+            assert!(d <= rel * big, "{what}, {} tokens: max |Δ| = {d} > {rel}·{big}", ids.len());
+        }
         let ids = f.encode(&Prompt::Text("The engine, tiny and fast.".into())).unwrap();
-        let want = all_logits(&f, &ids);
-        let got = all_logits(&n, &ids);
-        assert_eq!((got.len(), got[0].len()), (want.len(), want[0].len()), "{what}: shape");
-        let big = want.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-        let d = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        eprintln!("{what}: max |Δ| native vs burn f32 = {d:e} (max |logit| {big:.2})");
-        assert!(d <= rel * big, "{what}: max |Δ| = {d} > {rel}·{big}");
         // Decoding step by step from the cache gives the same tokens as burn.
         let tokens = |m: &LoadedModel| m.greedy_trace(&ids, 8, 1).unwrap().iter().map(|s| s.token).collect::<Vec<_>>();
         assert_eq!(tokens(&n), tokens(&f), "{what}: greedy tokens");
@@ -156,10 +162,11 @@ fn cpu_engine_matches_the_burn_forward() {
 fn cpu_engine_batches_equal_one_by_one() {
     let cpu = chorus_engine::device(Backend::Cpu).unwrap();
     let n = load_bytes(chorus_models::gguf_write::tiny_llama_quantized(7), Backend::Cpu, &cpu, WeightMode::Native);
-    let prompts: Vec<Vec<u32>> = ["a much longer prompt than the other", "short", "mid-size one"]
-        .iter()
-        .map(|p| n.encode(&Prompt::Text(p.to_string())).unwrap())
-        .collect();
+    // The batch's 3 × 67 prefill rows and the long prompt alone go through the panel GEMM (`ggml::Panels`),
+    // the short prompts alone through the row kernels' quads and pairs.
+    let long = "a much longer prompt than the other two, long enough for the panels";
+    let prompts: Vec<Vec<u32>> =
+        [long, "short", "mid-size one"].iter().map(|p| n.encode(&Prompt::Text(p.to_string())).unwrap()).collect();
     let opts = chorus_core::GenerateOptions { max_new_tokens: 6, stop_at_eos: false, ..Default::default() };
     let batch = n.generate_batch(&prompts, &opts).unwrap();
     for (p, b) in prompts.iter().zip(&batch) {

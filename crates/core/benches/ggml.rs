@@ -5,10 +5,11 @@
 //!
 //! The benchmark models' main formats also get a matrix several times the per-core L2 (4864 × 896 for
 //! Q4_1/Q5_0/Q8_0, Qwen2.5 0.5B's FFN up/gate; 4864 × 1536 for Q4_K/Q6_K, Qwen2.5 1.5B's width), so the
-//! report shows the kernels streaming from the outer caches as well as the smaller shapes. `GGML_QUICK`
-//! and `GGML_STREAM` print quick figures instead of running criterion (see [`stream`]).
+//! report shows the kernels streaming from the outer caches as well as the smaller shapes. `GGML_QUICK`,
+//! `GGML_STREAM` and `GGML_GEMM` print quick figures instead of running criterion (see [`stream`] and
+//! [`gemm`]).
 
-use chorus_core::ggml::{Acts, GgmlType, Kernel, act_format, row_bytes};
+use chorus_core::ggml::{Acts, GemmKernel, GgmlType, Kernel, Panels, act_format, row_bytes};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const TYPES: [GgmlType; 13] = [
@@ -111,10 +112,73 @@ fn stream(rng: &mut chorus_core::Rng) {
     }
 }
 
+/// `GGML_GEMM=1`: one thread's prefill work unit, 32 weight rows (the engine's claim) against 512
+/// activation rows, for the decode models' main formats: the best row kernel four activation rows at a
+/// time, against packing the rows into panels plus every panel kernel. Prints G multiply-adds per second
+/// (best of 5) and the packing's share.
+fn gemm(rng: &mut chorus_core::Rng) {
+    let (rows, m) = (32, 512);
+    let shapes = [
+        (GgmlType::Q4_K, 1536),
+        (GgmlType::Q6_K, 1536),
+        (GgmlType::Q5_0, 896),
+        (GgmlType::Q8_0, 896),
+        (GgmlType::Q4_1, 576),
+        (GgmlType::Q4_K, 8960),
+    ];
+    for (ty, cols) in shapes {
+        let w = weights(ty, rows, cols, rng);
+        let x: Vec<f32> = (0..m * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
+        let mut acts = Acts::new();
+        acts.quantize(act_format(ty), &x, m, cols).expect("whole blocks");
+        let mut out: Vec<Vec<f32>> = (0..m).map(|_| vec![0f32; rows]).collect();
+        let best = |f: &mut dyn FnMut()| {
+            (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        let macs = (rows * cols * m) as f64;
+        let k = Kernel::best(ty);
+        let quad = best(&mut || {
+            for q in out.chunks_exact_mut(4) {
+                let [a, b, c, d] = q else { unreachable!() };
+                k.dot_rows_quad(&w, &acts, 0, [a, b, c, d]);
+            }
+        });
+        let mut p = Panels::new();
+        let pack = best(&mut || p.pack(ty, &w, rows, cols).expect("packs"));
+        let mut line = format!(
+            "GEMM {:5} {rows}x{cols} x {m} rows: {} quads {:6.1} GMAC/s; pack {:5.2} ns/value",
+            ty.name(),
+            k.name(),
+            macs / quad / 1e9,
+            pack / (rows * cols) as f64 * 1e9
+        );
+        for g in GemmKernel::variants() {
+            let t = best(&mut || {
+                p.pack(ty, &w, rows, cols).expect("packs");
+                for q in out.chunks_exact_mut(4) {
+                    let [a, b, c, d] = q else { unreachable!() };
+                    p.gemm(g, &acts, 0, [a, b, c, d]);
+                }
+            });
+            line += &format!(", pack+{g:?} {:6.1} GMAC/s ({:.0} % packing)", macs / t / 1e9, 100.0 * pack / t);
+        }
+        println!("{line}");
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let mut rng = chorus_core::Rng::new(7);
     if std::env::var("GGML_STREAM").is_ok() {
         return stream(&mut rng);
+    }
+    if std::env::var("GGML_GEMM").is_ok() {
+        return gemm(&mut rng);
     }
     let mut g = c.benchmark_group("ggml_dot_rows");
     g.sample_size(20);

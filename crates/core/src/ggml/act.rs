@@ -12,7 +12,8 @@ use crate::quant::{QK, QK_K};
 /// - F32: `f` (rows·cols);
 /// - Q8_0: `q` (rows·cols codes), per block of 32 `d` (scale) and `s` (`d·Σq`, the weight mins' partner);
 /// - Q8K: `q`, per super-block of 256 `d`, and per 16 codes `bsums` (their i16 sum, for the k-quants' mins
-///   and Q6_K's offset).
+///   and Q6_K's offset); for the panel kernels (`super::panel`) also the scaled code sums `d·Σq` per 32
+///   (in `s`) and per 16 (in `s16`).
 #[derive(Default, Clone)]
 pub struct Acts {
     pub(super) fmt: ActFormat,
@@ -23,6 +24,7 @@ pub struct Acts {
     pub(super) d: Vec<f32>,
     pub(super) s: Vec<f32>,
     pub(super) bsums: Vec<i16>,
+    pub(super) s16: Vec<f32>,
 }
 
 impl std::fmt::Debug for Acts {
@@ -82,13 +84,21 @@ impl Acts {
                 self.q.resize(x.len(), 0);
                 self.d.resize(nb, 0.0);
                 self.bsums.resize(x.len() / 16, 0);
+                self.s16.resize(x.len() / 16, 0.0);
+                self.s.resize(x.len() / 32, 0.0);
                 let blocks = x.chunks_exact(QK_K).zip(self.q.chunks_exact_mut(QK_K));
-                for ((xb, qb), (d, bs)) in blocks.zip(self.d.iter_mut().zip(self.bsums.chunks_exact_mut(16))) {
+                let sums = self.bsums.chunks_exact_mut(16).zip(self.s16.chunks_exact_mut(16));
+                for (((xb, qb), d), (bs, s16)) in blocks.zip(self.d.iter_mut()).zip(sums) {
                     *d = quantize_block(xb, qb).0;
-                    for (b, q16) in bs.iter_mut().zip(qb.chunks_exact(16)) {
+                    for ((b, s), q16) in bs.iter_mut().zip(s16.iter_mut()).zip(qb.chunks_exact(16)) {
                         // |q| ≤ 127, so 16 of them fit an i16 with room to spare.
                         *b = q16.iter().map(|&v| v as i16).sum();
+                        *s = *d * *b as f32;
                     }
+                }
+                // Per 32 codes: the scale of their super-block (8 runs of 32 each) times their code sum.
+                for (k, (s, b)) in self.s.iter_mut().zip(self.bsums.chunks_exact(2)).enumerate() {
+                    *s = self.d[k / 8] * (b[0] as i32 + b[1] as i32) as f32;
                 }
             }
         }

@@ -62,7 +62,7 @@ pub(super) fn q3_k_dot(w: &[u8], a: &Q8KAct) -> f32 {
 }
 
 /// The unsigned codes of a Q4_K (`qh` = None, codes 0..15) or Q5_K (codes 0..31) block, in element order.
-fn q45k_codes(ql: &[u8], qh: Option<&[u8]>) -> [u8; QK_K] {
+pub(super) fn q45k_codes(ql: &[u8], qh: Option<&[u8]>) -> [u8; QK_K] {
     let mut c = [0u8; QK_K];
     for pair in 0..4 {
         let l = &ql[32 * pair..32 * pair + 32];

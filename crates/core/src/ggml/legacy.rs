@@ -16,7 +16,7 @@ fn idot(c: &[i8; QK], q: &[i8]) -> i32 {
 }
 
 /// The 4-bit codes of a Q4_0/Q4_1 block (`qs` = its 16 code bytes) minus `bias`, in element order.
-fn q4_codes(qs: &[u8], bias: i8) -> [i8; QK] {
+pub(super) fn q4_codes(qs: &[u8], bias: i8) -> [i8; QK] {
     let mut c = [0i8; QK];
     for j in 0..16 {
         c[j] = (qs[j] & 0x0f) as i8 - bias;

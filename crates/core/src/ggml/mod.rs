@@ -9,6 +9,8 @@
 //!
 //! - `act`: activation quantization ([`Acts`]);
 //! - `float`, `legacy`, `kquants`: the portable kernels, one file per format family;
+//! - `panel`: matrix-matrix products for prefill, weights repacked per call into 16-row panels of byte codes
+//!   ([`Panels`], [`GemmKernel`]);
 //! - `x86`: the AVX2+FMA+F16C kernels (x86_64 only), and in `x86::avx512` the AVX-512 (F/BW/VL/VNNI) ones
 //!   for the legacy formats, Q4_K and Q6_K, all compared with the portable ones by the tests.
 
@@ -16,6 +18,7 @@ mod act;
 mod float;
 mod kquants;
 mod legacy;
+mod panel;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
@@ -23,6 +26,7 @@ mod x86;
 
 pub use crate::quant::GgmlType;
 pub use act::Acts;
+pub use panel::{GemmKernel, PANEL_ROWS, Panels, sub_block};
 
 use crate::quant::{QK, QK_K, dequantize_block};
 

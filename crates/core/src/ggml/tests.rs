@@ -488,3 +488,125 @@ fn mismatched_lengths_are_caught() {
         assert_eq!(out, [7.0; 2]);
     }
 }
+
+const QUANTIZED: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Packing into panels keeps every value exactly (`scale · code + off` = the dequantized value; only the
+/// sign of a zero may differ), for whole and partial panels.
+#[test]
+fn panels_hold_the_dequantized_values_exactly() {
+    let mut rng = Rng::new(31);
+    let mut p = Panels::new();
+    for ty in QUANTIZED {
+        for rows in [1, 16, 19] {
+            let cols = if ty.block_elems() <= QK { 96 } else { 512 };
+            let w = random_weights(ty, rows, cols, &mut rng);
+            let wf = dequantized_rows(ty, &w, rows, cols);
+            p.pack(ty, &w, rows, cols).unwrap();
+            assert_eq!(p.rows(), rows);
+            for r in 0..rows {
+                for j in 0..cols {
+                    let (got, want) = (p.value(r, j), wf[r * cols + j]);
+                    assert!(got == want, "{} {rows} rows: row {r} col {j}: {got} vs {want}", ty.name());
+                }
+            }
+        }
+    }
+}
+
+/// Every panel kernel equals the portable one bit for bit, for 1 to 4 activation rows at once and row
+/// counts with partial panels, and the portable one agrees with the row kernels up to summation order.
+#[test]
+fn panel_kernels_match_portable_exactly_and_the_row_kernels_closely() {
+    let simd = crate::qmatrix::simd_or_skip("ggml::panel_kernels_match_portable", true);
+    let kernels = GemmKernel::variants();
+    if simd && Kernel::cpu_has_avx512() {
+        assert!(kernels.len() > 1, "no AVX-512 panel kernel on an AVX-512 CPU");
+    }
+    let mut rng = Rng::new(37);
+    let mut acts = Acts::new();
+    let mut p = Panels::new();
+    for ty in QUANTIZED {
+        for cols in col_sizes(ty) {
+            let mut x = activations(cols, &mut rng);
+            x.extend_from_within(..2 * cols);
+            acts.quantize(act_format(ty), &x, 5, cols).unwrap();
+            for rows in [3, 16, 37] {
+                let w = random_weights(ty, rows, cols, &mut rng);
+                let wf = dequantized_rows(ty, &w, rows, cols);
+                p.pack(ty, &w, rows, cols).unwrap();
+                let mut want = vec![vec![f32::NAN; rows]; 5];
+                let [a, b, c, d, e] = &mut want[..] else { unreachable!() };
+                p.gemm(GemmKernel::Portable, &acts, 0, [a, b, c, d]);
+                p.gemm(GemmKernel::Portable, &acts, 4, [e]);
+                for (i, wi) in want.iter().enumerate() {
+                    let xd = dequantized_act(&acts, i);
+                    let mut rk = vec![0f32; rows];
+                    Kernel::portable(ty).dot_rows(&w, &acts, i, &mut rk);
+                    for r in 0..rows {
+                        let (_, mag) = ref_dot(&wf[r * cols..(r + 1) * cols], &xd);
+                        let tol = 1e-4 * mag + 1e-5;
+                        assert!(
+                            ((wi[r] - rk[r]) as f64).abs() <= tol,
+                            "{} cols {cols} rows {rows}: act {i} row {r}: panel {} vs row kernel {} (tol {tol})",
+                            ty.name(),
+                            wi[r],
+                            rk[r]
+                        );
+                    }
+                }
+                for &k in &kernels {
+                    let mut got = vec![vec![f32::NAN; rows]; 5];
+                    let [a, b, c, d, e] = &mut got[..] else { unreachable!() };
+                    p.gemm(k, &acts, 0, [a, b]);
+                    p.gemm(k, &acts, 2, [c, d, e]);
+                    for i in 0..5 {
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&got[i]),
+                            bits(&want[i]),
+                            "{} {k:?} cols {cols} rows {rows} act {i}",
+                            ty.name()
+                        );
+                    }
+                    let mut one = vec![f32::NAN; rows];
+                    p.gemm(k, &acts, 3, [&mut one]);
+                    assert_eq!(one, want[3], "{} {k:?} one row", ty.name());
+                }
+            }
+        }
+    }
+}
+
+/// Packing float weights or a wrong byte count is an error naming the type or sizes; a gemm against
+/// activations of another shape leaves its outputs untouched (in release builds; debug builds assert).
+#[test]
+#[cfg_attr(debug_assertions, should_panic(expected = "Panels::gemm"))]
+fn panels_reject_what_they_cannot_hold() {
+    let mut p = Panels::new();
+    let e = p.pack(GgmlType::F16, &[0; 64], 1, 32).unwrap_err().to_string();
+    assert!(e.contains("F16"), "{e}");
+    let e = p.pack(GgmlType::Q4_0, &[0; 17], 1, 32).unwrap_err().to_string();
+    assert!(e.contains("17 bytes"), "{e}");
+    let mut rng = Rng::new(41);
+    let w = random_weights(GgmlType::Q4_K, 2, 256, &mut rng);
+    p.pack(GgmlType::Q4_K, &w, 2, 256).unwrap();
+    let mut a = Acts::new();
+    a.quantize(ActFormat::Q8_0, &activations(256, &mut rng), 3, 256).unwrap();
+    for k in GemmKernel::variants() {
+        let mut out = [7f32; 2];
+        p.gemm(k, &a, 0, [&mut out]);
+        assert_eq!(out, [7.0; 2]);
+    }
+}

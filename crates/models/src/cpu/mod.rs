@@ -215,8 +215,13 @@ struct Scratch {
     up: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
-    /// Per thread: attention scores over the cache.
+    /// Per thread: attention scores over the cache (QUERY_BLOCK rows of them in prefill).
     scores: Vec<f32>,
+    /// The computed tokens of the batch rows long enough for the panel GEMM (ranges), their attention's
+    /// query blocks (at most QUERY_BLOCK tokens of one row), and the other tokens.
+    long: Vec<(usize, usize)>,
+    blocks: Vec<(usize, usize)>,
+    short: Vec<usize>,
     bank: ActBank,
     /// Per computed token: its batch row and position.
     row_of: Vec<usize>,
@@ -262,6 +267,10 @@ struct MatJob<'a> {
     out: OutPtr,
     stride: usize,
     m: usize,
+    /// Activation rows (sorted, disjoint ranges) of the batch rows long enough for the panel GEMM; the
+    /// others take the row kernels. Chosen per batch row, so a row's results do not depend on what else
+    /// is in the batch.
+    long: &'a [(usize, usize)],
 }
 
 /// Rows a thread claims at a time: their weight bytes stay in L1 while every activation row of a batch
@@ -269,10 +278,23 @@ struct MatJob<'a> {
 /// decode the rows still stream as one run per thread.
 const ROW_CHUNK: usize = 32;
 
+/// Tokens of one batch row in one forward pass from which its products repack their weights into panels
+/// ([`ggml::Panels`]) when this CPU has a panel kernel: packing costs about as much as 20–40 rows of the
+/// row kernels' quads and the panel kernel then runs 2–4× faster per row (`GGML_GEMM=1` in chorus-core's
+/// ggml bench), so prompts of a few dozen tokens break even and decode (1–2 rows) never packs. Prefill
+/// attention goes by blocks ([`attend_block`]) from the same length.
+const GEMM_MIN_ROWS: usize = 48;
+
+thread_local! {
+    /// Each pool thread's panel buffers, reused from one claim to the next (no allocation once warm).
+    static PANELS: std::cell::RefCell<ggml::Panels> = std::cell::RefCell::new(ggml::Panels::new());
+}
+
 /// Runs several products as one pool job over their concatenated output rows.
 fn matmuls(pool: &Pool, jobs: &[MatJob<'_>]) {
     let total: usize = jobs.iter().map(|j| j.w.rows).sum();
     debug_assert!(jobs.iter().all(|j| j.acts.cols() == j.w.cols && j.acts.rows() >= j.m && j.stride >= j.w.rows));
+    let gemm = ggml::GemmKernel::fast();
     pool.for_each_range(total, ROW_CHUNK, &|_, a, b| {
         let mut base = 0;
         for j in jobs {
@@ -283,23 +305,165 @@ fn matmuls(pool: &Pool, jobs: &[MatJob<'_>]) {
                 // SAFETY: rows c..e of output row i belong to this claim alone (`for_each_range` hands out
                 // each range once), and `out` holds m·stride values with stride ≥ the rows.
                 let out = |i: usize| unsafe { std::slice::from_raw_parts_mut(j.out.at(i * j.stride + c), e - c) };
-                // Activation rows four, then two at a time: each weight block is decoded once for all of them.
+                let ty = j.w.kernel.weight_type();
+                let gemm = gemm.filter(|_| !j.long.is_empty() && ggml::sub_block(ty).is_some());
                 let mut i = 0;
-                while i + 4 <= j.m {
-                    j.w.kernel.dot_rows_quad(w, j.acts, i, [out(i), out(i + 1), out(i + 2), out(i + 3)]);
-                    i += 4;
+                let mut packed = false;
+                for &(p0, p1) in j.long {
+                    if let Some(g) = gemm {
+                        row_kernels(j, w, &out, i, p0);
+                        // The claim's weight rows packed once (at the first long range), four rows a pass.
+                        let ok = PANELS.with_borrow_mut(|p| {
+                            if !packed && p.pack(ty, w, e - c, j.w.cols).is_err() {
+                                return false;
+                            }
+                            packed = true;
+                            let mut k = p0;
+                            while k + 4 <= p1 {
+                                p.gemm(g, j.acts, k, [out(k), out(k + 1), out(k + 2), out(k + 3)]);
+                                k += 4;
+                            }
+                            for k in k..p1 {
+                                p.gemm(g, j.acts, k, [out(k)]);
+                            }
+                            true
+                        });
+                        if ok {
+                            i = p1;
+                        }
+                    }
                 }
-                while i + 2 <= j.m {
-                    j.w.kernel.dot_rows_pair(w, j.acts, i, [out(i), out(i + 1)]);
-                    i += 2;
-                }
-                if i < j.m {
-                    j.w.kernel.dot_rows(w, j.acts, i, out(i));
-                }
+                row_kernels(j, w, &out, i, j.m);
             }
             base += j.w.rows;
         }
     });
+}
+
+/// Activation rows `lo..hi` of a job against a claim's weight rows `w` through the row kernels: four, then
+/// two at a time (each weight block decoded once for all of them; equal bit for bit to one at a time).
+fn row_kernels<'o>(j: &MatJob<'_>, w: &[u8], out: &impl Fn(usize) -> &'o mut [f32], lo: usize, hi: usize) {
+    let mut i = lo;
+    while i + 4 <= hi {
+        j.w.kernel.dot_rows_quad(w, j.acts, i, [out(i), out(i + 1), out(i + 2), out(i + 3)]);
+        i += 4;
+    }
+    while i + 2 <= hi {
+        j.w.kernel.dot_rows_pair(w, j.acts, i, [out(i), out(i + 1)]);
+        i += 2;
+    }
+    if i < hi {
+        j.w.kernel.dot_rows(w, j.acts, i, out(i));
+    }
+}
+
+/// Query tokens per block of the prefill attention: the block's scores against the cache (QUERY_BLOCK ×
+/// positions) are one f32 matrix product and its output another, instead of a dot product and an axpy of
+/// one head-width vector per (query, key) pair (27 % of a 512-token prefill of the 0.5B, perf); the causal
+/// mask wastes at most the block's own triangle.
+const QUERY_BLOCK: usize = 32;
+
+/// Where one head's queries, keys and values sit in the token-major buffers.
+struct AttnBlock {
+    /// Floats per token of the queries (and of the output), and of the keys and values.
+    qd: usize,
+    kvd: usize,
+    /// Head width, the KV head the query head reads, and the score scale 1/√hd.
+    hd: usize,
+    kvh: usize,
+    scale: f32,
+}
+
+/// Causal attention of consecutive query tokens of one batch row for one head: `q` starts at the first
+/// token's head (tokens `qd` apart), `pos` are their positions (consecutive), `keys`/`vals` the row's
+/// cache for the layer (tokens `kvd` apart, every position up to the last query's present). Writes the
+/// `pos.len()` output heads from `out`, `qd` apart. The two products go through the `gemm` crate (a
+/// well-kept f32 GEMM with arbitrary strides, which burn's CPU backend uses too); the softmax between
+/// them is exact-max with `f32::exp`, as the decode path's.
+fn attend_block(
+    g: &AttnBlock,
+    q: &[f32],
+    pos: &[usize],
+    keys: &[f32],
+    vals: &[f32],
+    scores: &mut [f32],
+    out: *mut f32,
+) {
+    let nq = pos.len();
+    let Some(&last) = pos.last() else { return };
+    let len = last + 1;
+    let off = g.kvh * g.hd;
+    // Internal invariants of the forward pass (not user input): every read below stays inside these.
+    assert!(
+        q.len() >= (nq - 1) * g.qd + g.hd
+            && keys.len() >= len * g.kvd
+            && vals.len() >= len * g.kvd
+            && off + g.hd <= g.kvd
+            && scores.len() >= nq * len,
+        "attend_block: buffers too short for {nq} queries over {len} positions"
+    );
+    // SAFETY: scores (nq × len, row-major) = scale · Q (nq × hd, rows qd apart) · Kᵀ (key j's head at
+    // j·kvd + off): every index is inside the lengths asserted above.
+    unsafe {
+        gemm::gemm(
+            nq,
+            len,
+            g.hd,
+            scores.as_mut_ptr(),
+            1,
+            len as isize,
+            false,
+            q.as_ptr(),
+            1,
+            g.qd as isize,
+            keys.as_ptr().add(off),
+            g.kvd as isize,
+            1,
+            0.0,
+            g.scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    for (row, &p) in scores[..nq * len].chunks_exact_mut(len).zip(pos) {
+        let (live, masked) = row.split_at_mut(p + 1);
+        let mx = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0f32;
+        for v in live.iter_mut() {
+            *v = (*v - mx).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        live.iter_mut().for_each(|v| *v *= inv);
+        masked.fill(0.0);
+    }
+    // SAFETY: out (nq × hd, rows qd apart; the caller owns them) = P (nq × len) · V (value j's head at
+    // j·kvd + off), inside the asserted lengths.
+    unsafe {
+        gemm::gemm(
+            nq,
+            g.hd,
+            len,
+            out,
+            1,
+            g.qd as isize,
+            false,
+            scores.as_ptr(),
+            1,
+            len as isize,
+            vals.as_ptr().add(off),
+            1,
+            g.kvd as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -490,7 +654,27 @@ impl CpuModel {
         }
         let max_len = s.row_of.iter().zip(&s.pos_of).map(|(_, &p)| p + 1).max().unwrap_or(1);
         let threads = self.pool.threads();
-        s.scores.resize(threads * max_len, 0.0);
+        // The batch rows with at least GEMM_MIN_ROWS tokens in this pass (their tokens are consecutive):
+        // their products go through the panel GEMM and their attention by blocks of up to QUERY_BLOCK
+        // tokens ([`attend_block`]); the other rows' tokens one by one (`short`).
+        s.long.clear();
+        s.blocks.clear();
+        s.short.clear();
+        let mut i0 = 0;
+        for i in 1..=m {
+            if i == m || s.row_of[i] != s.row_of[i0] {
+                if i - i0 >= GEMM_MIN_ROWS {
+                    s.long.push((i0, i));
+                    s.blocks.extend((i0..i).step_by(QUERY_BLOCK).map(|b| (b, (b + QUERY_BLOCK).min(i))));
+                } else {
+                    s.short.extend(i0..i);
+                }
+                i0 = i;
+            }
+        }
+        let per_thread = if s.blocks.is_empty() { max_len } else { QUERY_BLOCK * max_len };
+        debug_assert_eq!(s.short.len() + s.long.iter().map(|(a, b)| b - a).sum::<usize>(), m);
+        s.scores.resize(threads * per_thread, 0.0);
         let scale = 1.0 / (hd as f32).sqrt();
 
         for (li, l) in self.layers.iter().enumerate() {
@@ -500,9 +684,30 @@ impl CpuModel {
             matmuls(
                 &self.pool,
                 &[
-                    MatJob { w: &l.q, acts: bank.get(&l.q), out: OutPtr(s.q.as_mut_ptr()), stride: qd, m },
-                    MatJob { w: &l.k, acts: bank.get(&l.k), out: OutPtr(s.k.as_mut_ptr()), stride: kvd, m },
-                    MatJob { w: &l.v, acts: bank.get(&l.v), out: OutPtr(s.v.as_mut_ptr()), stride: kvd, m },
+                    MatJob {
+                        w: &l.q,
+                        acts: bank.get(&l.q),
+                        out: OutPtr(s.q.as_mut_ptr()),
+                        stride: qd,
+                        m,
+                        long: &s.long,
+                    },
+                    MatJob {
+                        w: &l.k,
+                        acts: bank.get(&l.k),
+                        out: OutPtr(s.k.as_mut_ptr()),
+                        stride: kvd,
+                        m,
+                        long: &s.long,
+                    },
+                    MatJob {
+                        w: &l.v,
+                        acts: bank.get(&l.v),
+                        out: OutPtr(s.v.as_mut_ptr()),
+                        stride: kvd,
+                        m,
+                        long: &s.long,
+                    },
                 ],
             );
             if let Some([bq, bk, bv]) = &l.bias {
@@ -527,16 +732,36 @@ impl CpuModel {
                 rc.k[li].extend_from_slice(&s.k[i * kvd..(i + 1) * kvd]);
                 rc.v[li].extend_from_slice(&s.v[i * kvd..(i + 1) * kvd]);
             }
-            {
-                let (rows, q, row_of, pos_of) = (&*rows, &s.q, &s.row_of, &s.pos_of);
+            if !s.blocks.is_empty() {
+                // Long rows: blocks of query tokens against the cache as two f32 matrix products per head.
+                let (rows, q, pos_of, row_of) = (&*rows, &s.q, &s.pos_of, &s.row_of);
+                let (att, sc, blocks) = (OutPtr(s.att.as_mut_ptr()), OutPtr(s.scores.as_mut_ptr()), &s.blocks);
+                self.pool.for_each_range(blocks.len() * nh, 1, &|ti, a, b| {
+                    for item in a..b {
+                        let ((i0, i1), hh) = (blocks[item / nh], item % nh);
+                        // SAFETY: each thread owns its QUERY_BLOCK·max_len slice of the score buffer.
+                        let scores = unsafe {
+                            std::slice::from_raw_parts_mut(sc.at(ti * QUERY_BLOCK * max_len), QUERY_BLOCK * max_len)
+                        };
+                        let rc = &rows[row_of[i0]];
+                        let geo = AttnBlock { qd, kvd, hd, kvh: hh / (nh / nkv), scale };
+                        // SAFETY: head hh of tokens i0..i1 is written by this item only, and `att` holds m·qd.
+                        let out = unsafe { att.at(i0 * qd + hh * hd) };
+                        attend_block(&geo, &q[i0 * qd + hh * hd..], &pos_of[i0..i1], &rc.k[li], &rc.v[li], scores, out);
+                    }
+                });
+            }
+            if !s.short.is_empty() {
+                // The other tokens (decode, short prompts) one query at a time.
+                let (rows, q, row_of, pos_of, short) = (&*rows, &s.q, &s.row_of, &s.pos_of, &s.short);
                 let att = OutPtr(s.att.as_mut_ptr());
                 let sc = OutPtr(s.scores.as_mut_ptr());
                 let rep = nh / nkv;
-                self.pool.for_each_range(m * nh, 1, &|ti, a, b| {
+                self.pool.for_each_range(short.len() * nh, 1, &|ti, a, b| {
                     // SAFETY: each thread owns its `max_len` slice of the score buffer.
                     let scores = unsafe { std::slice::from_raw_parts_mut(sc.at(ti * max_len), max_len) };
                     for item in a..b {
-                        let (i, hh) = (item / nh, item % nh);
+                        let (i, hh) = (short[item / nh], item % nh);
                         let (rc, len) = (&rows[row_of[i]], pos_of[i] + 1);
                         let kvh = hh / rep;
                         let qv = &q[i * qd + hh * hd..i * qd + (hh + 1) * hd];
@@ -566,7 +791,14 @@ impl CpuModel {
             s.bank.fill(&s.att, m, qd, &[&l.o])?;
             matmuls(
                 &self.pool,
-                &[MatJob { w: &l.o, acts: s.bank.get(&l.o), out: OutPtr(s.tmp.as_mut_ptr()), stride: h, m }],
+                &[MatJob {
+                    w: &l.o,
+                    acts: s.bank.get(&l.o),
+                    out: OutPtr(s.tmp.as_mut_ptr()),
+                    stride: h,
+                    m,
+                    long: &s.long,
+                }],
             );
             s.x.iter_mut().zip(&s.tmp).for_each(|(x, y)| *x += y);
 
@@ -576,15 +808,36 @@ impl CpuModel {
             matmuls(
                 &self.pool,
                 &[
-                    MatJob { w: &l.gate, acts: bank.get(&l.gate), out: OutPtr(s.gate.as_mut_ptr()), stride: f, m },
-                    MatJob { w: &l.up, acts: bank.get(&l.up), out: OutPtr(s.up.as_mut_ptr()), stride: f, m },
+                    MatJob {
+                        w: &l.gate,
+                        acts: bank.get(&l.gate),
+                        out: OutPtr(s.gate.as_mut_ptr()),
+                        stride: f,
+                        m,
+                        long: &s.long,
+                    },
+                    MatJob {
+                        w: &l.up,
+                        acts: bank.get(&l.up),
+                        out: OutPtr(s.up.as_mut_ptr()),
+                        stride: f,
+                        m,
+                        long: &s.long,
+                    },
                 ],
             );
             s.gate.iter_mut().zip(&s.up).for_each(|(g, u)| *g = silu(*g) * u);
             s.bank.fill(&s.gate, m, f, &[&l.down])?;
             matmuls(
                 &self.pool,
-                &[MatJob { w: &l.down, acts: s.bank.get(&l.down), out: OutPtr(s.tmp.as_mut_ptr()), stride: h, m }],
+                &[MatJob {
+                    w: &l.down,
+                    acts: s.bank.get(&l.down),
+                    out: OutPtr(s.tmp.as_mut_ptr()),
+                    stride: h,
+                    m,
+                    long: &s.long,
+                }],
             );
             s.x.iter_mut().zip(&s.tmp).for_each(|(x, y)| *x += y);
         }
@@ -628,6 +881,8 @@ impl CpuModel {
                     out: OutPtr(logits.as_mut_ptr()),
                     stride: c.vocab_size,
                     m: ms,
+                    // Every computed token's logits (`All`): the forward's rows, so the same long ranges.
+                    long: if ms == m { &s.long } else { &[] },
                 }],
             );
             logits

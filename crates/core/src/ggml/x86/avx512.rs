@@ -27,6 +27,7 @@ use super::{
     PREFETCH_AHEAD, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, f16_at, hsum_ps, hsum128, k4_scales_mins, ld128, ld256, nibbles,
     prefetch_block, q8_ok, q8k_ok,
 };
+use crate::ggml::panel::{ActRow, PanelRef};
 use crate::ggml::{Q8Act, Q8KAct};
 use crate::quant::{QK, QK_K};
 
@@ -302,3 +303,70 @@ legacy_body!(legacy_q4_1, Q4_1, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,av
 legacy_body!(legacy_q5_0, Q5_0, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
 legacy_body!(legacy_q5_1, Q5_1, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
 legacy_body!(legacy_q8_0, Q8_0, legacy, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c");
+
+/// [`crate::ggml::panel`]'s kernel: one panel of 16 weight rows against N activation rows, 64 u8 × i8
+/// multiply-adds per `vpdpbusd` (a group of four codes for all 16 rows against four broadcast activation
+/// codes), two independent i32 sums per row to cover the instruction's latency, then the portable
+/// kernel's two FMAs per sub-block, so the result equals it bit for bit. Falls back to the portable
+/// kernel when this CPU lacks the set or the slices are short (a caller bug), so it is safe to call.
+pub(in crate::ggml) fn panel_gemm<const N: usize>(p: &PanelRef, a: &[ActRow; N]) -> [[f32; 16]; N] {
+    let sub = p.sub;
+    let nsub = if sub == 0 { 0 } else { p.codes.len() / (sub * 16) };
+    let ok = crate::ggml::has_avx512()
+        && (sub == 16 || sub == 32)
+        && p.codes.len() == nsub * sub * 16
+        && p.scale.len() >= nsub * 16
+        && p.off.len() >= nsub * 16
+        && a.iter().all(|r| {
+            r.q.len() >= nsub * sub && r.asum.len() >= nsub && (nsub == 0 || r.d.len() > (nsub - 1) >> r.dshift)
+        });
+    if !ok {
+        return crate::ggml::panel::panel_portable(p, a);
+    }
+    // SAFETY: the set is present (checked above), and every read below is inside the lengths checked.
+    unsafe { if sub == 32 { panel_body::<8, N>(p, a, nsub) } else { panel_body::<4, N>(p, a, nsub) } }
+}
+
+/// SAFETY (caller): AVX-512 F/BW/VL/VNNI are present; `p` has `nsub` sub-blocks of `4·G` values (codes,
+/// scales, offsets) and every `a[m]` covers them.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn panel_body<const G: usize, const N: usize>(p: &PanelRef, a: &[ActRow; N], nsub: usize) -> [[f32; 16]; N] {
+    let mut acc = [_mm512_setzero_ps(); N];
+    let codes = p.codes.as_ptr();
+    for s in 0..nsub {
+        let mut c = [_mm512_setzero_si512(); G];
+        for (g, cg) in c.iter_mut().enumerate() {
+            // SAFETY: sub-block s's G groups of 64 bytes lie inside `codes` (caller).
+            *cg = unsafe { ld512(codes.add((s * G + g) * 64)) };
+        }
+        // SAFETY: 16 scales and offsets per sub-block (caller).
+        let (sc, of) =
+            unsafe { (_mm512_loadu_ps(p.scale.as_ptr().add(16 * s)), _mm512_loadu_ps(p.off.as_ptr().add(16 * s))) };
+        for m in 0..N {
+            let r = &a[m];
+            // SAFETY: the row's codes cover sub-block s, and its d and asum entries exist (caller).
+            let (qa, da, asum) =
+                unsafe { (r.q.as_ptr().add(s * G * 4), *r.d.get_unchecked(s >> r.dshift), *r.asum.get_unchecked(s)) };
+            let (mut i0, mut i1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let mut g = 0;
+            while g < G {
+                // SAFETY: activation codes 4g..4g + 8 of the sub-block (G is even).
+                let (q0, q1) = unsafe {
+                    (qa.add(4 * g).cast::<i32>().read_unaligned(), qa.add(4 * g + 4).cast::<i32>().read_unaligned())
+                };
+                i0 = _mm512_dpbusd_epi32(i0, c[g], _mm512_set1_epi32(q0));
+                i1 = _mm512_dpbusd_epi32(i1, c[g + 1], _mm512_set1_epi32(q1));
+                g += 2;
+            }
+            let t = _mm512_mul_ps(sc, _mm512_set1_ps(da));
+            acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), t, acc[m]);
+            acc[m] = _mm512_fmadd_ps(of, _mm512_set1_ps(asum), acc[m]);
+        }
+    }
+    let mut out = [[0f32; 16]; N];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: 16 f32 fit `o`.
+        unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+    }
+    out
+}
