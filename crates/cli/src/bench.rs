@@ -415,6 +415,8 @@ fn search(a: BenchSearchArgs) -> Result<()> {
         for solver in [Solver::Paper, Solver::Refine, Solver::Joint, Solver::Static { alpha: 1.0 }] {
             let cfg = FusionConfig::with_solver(solver);
             let mut ev = FastEvaluator::new();
+            // As the fused decoder does (`chorus_engine::fuse`): the paper grid is evaluated in the load.
+            ev.expect_solver(&cfg, t);
             let mut evals = 0;
             let t0 = std::time::Instant::now();
             for _ in 0..a.steps.max(1) {

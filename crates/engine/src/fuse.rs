@@ -594,6 +594,8 @@ impl Fusion {
 
 /// Solves one row: loads the evaluator, runs the configured solver.
 fn choose(cfg: &FusionConfig, row: &RowLogits, eval: &mut FastEvaluator) -> Result<(Choice, fusion::Constants)> {
+    // The paper solver's grid is evaluated in the load's own passes.
+    eval.expect_solver(cfg, row.experts.len());
     let constants = eval.load(row).map_err(Error::from)?.clone();
     Ok((fusion::solve(cfg, eval), constants))
 }

@@ -1,5 +1,6 @@
 //! The fast f32 evaluator of the CPU decode path: sanitised buffers, threaded pieces, one pass per grid.
 
+use super::config::{FusionConfig, MultiRule, Solver};
 use super::fusion_err;
 use super::loss::{Constants, Eval, Evaluator, RowLogits};
 use super::simd::{ANCHOR, CHUNK, exp_dot_grid_piece, exp_dot_shift_piece, max_shift_piece};
@@ -24,6 +25,20 @@ pub struct FastEvaluator {
     scratch: Vec<f32>,
     /// Empty until the first [`FastEvaluator::load`] (an evaluation before it sees zero experts).
     c: Constants,
+    /// Per expert: the one-hot grid the solver is expected to ask for ([`FastEvaluator::expect_grid`]),
+    /// whose maxima and sums [`FastEvaluator::load`] takes in its own two passes over the vocabulary.
+    hint: Vec<Option<Grid>>,
+    /// Per expert: the hinted grid's `(m, Σe, Σe·d)` for the loaded row, which `eval_all` returns as
+    /// [`exp_dot_multi`] would compute them (the same pieces, shifts and order, so bit for bit).
+    cached: Vec<Option<Vec<(f32, f64, f64)>>>,
+}
+
+/// One expert's evenly spaced one-hot candidates: their α, spacing and the indices with exact maxima.
+#[derive(Debug, Clone, PartialEq)]
+struct Grid {
+    alphas: Vec<f32>,
+    h: f32,
+    exact: Vec<usize>,
 }
 
 impl FastEvaluator {
@@ -32,16 +47,51 @@ impl FastEvaluator {
         Self::default()
     }
 
+    /// Tells the evaluator the candidates the solver will pass to `eval_all` after each
+    /// [`FastEvaluator::load`] (the paper's grid), so the load evaluates each expert's evenly spaced
+    /// one-hot candidates in its own two passes over the vocabulary instead of leaving two more to
+    /// `eval_all`; results are identical either way. Candidates that are not on such a grid, and rows
+    /// with another number of experts, are evaluated as without the hint. Kept until changed.
+    pub fn expect_grid(&mut self, cands: &[Vec<f32>]) {
+        let t = cands.iter().map(Vec::len).max().unwrap_or(0);
+        self.hint = (0..t)
+            .map(|e| {
+                let alphas = one_hot_alphas(cands, e);
+                let h = grid_step(&alphas)?;
+                let exact = exact_points(alphas.len(), Some(h));
+                Some(Grid { alphas, h, exact })
+            })
+            .collect();
+    }
+
+    /// [`FastEvaluator::expect_grid`] with the candidates [`solve`](super::solve) scans for `cfg` and rows
+    /// of `experts` experts: the paper solver's grid (unless the route rule narrows it per row); other
+    /// solvers choose their candidates as they go, so they get no hint (and any earlier one is dropped).
+    pub fn expect_solver(&mut self, cfg: &FusionConfig, experts: usize) {
+        if cfg.solver == Solver::Paper && !(experts > 1 && cfg.multi == MultiRule::Route) {
+            self.expect_grid(&cfg.grid(experts));
+        } else {
+            self.hint.clear();
+        }
+    }
+
     /// Loads one row and computes its constants.
     pub fn load(&mut self, row: &RowLogits) -> Result<&Constants> {
         let v = row.check()?;
         let t = row.experts.len();
         self.deltas.resize_with(t, Vec::new);
         self.deltas.truncate(t);
+        self.cached = vec![None; t];
+        // The hinted grids' exact points, per expert (none without a hint for this many experts).
+        let grids: Vec<Option<Grid>> = if self.hint.len() == t { self.hint.clone() } else { vec![None; t] };
+        let anchors: Vec<Vec<f32>> = grids
+            .iter()
+            .map(|g| g.as_ref().map_or(Vec::new(), |g| g.exact.iter().map(|&j| g.alphas[j]).collect()))
+            .collect();
         let mut base = std::mem::take(&mut self.base);
         // Two parallel passes (each a wake of the rayon pool) for all of the step's constants: the copies
         // with the maxima, then the sums at those shifts; pieces are added in order.
-        let (support, maxima) = match fill_finite(row, v, &mut self.large, &mut base, &mut self.deltas) {
+        let (support, maxima) = match fill_finite(row, v, &mut self.large, &mut base, &mut self.deltas, &anchors) {
             Some(maxima) => (v, maxima),
             None => {
                 // Some logit is not finite (a banned token): the element-wise pass with the stand-ins, then
@@ -50,7 +100,7 @@ impl FastEvaluator {
                 let (large, deltas) = (&self.large, &self.deltas);
                 let maxima = per_range(v_len(large, &base, deltas), |r| {
                     let ds: Vec<&[f32]> = deltas.iter().map(|d| &d[r.clone()]).collect();
-                    piece_maxima(&large[r.clone()], &base[r], &ds)
+                    piece_maxima(&large[r.clone()], &base[r], &ds, &anchors)
                 });
                 (support, maxima)
             }
@@ -64,6 +114,17 @@ impl FastEvaluator {
         let max_of = |j: usize| maxima.iter().map(|p| p[j]).fold(f32::NEG_INFINITY, f32::max);
         let (max_large, max_base) = (max_of(0), max_of(1));
         let mts: Vec<f32> = (0..t).map(|i| max_of(2 + i)).collect();
+        // The grids' shifts from their anchors' maxima (after the 2 + t maxima above, expert by expert).
+        let mut at = 2 + t;
+        let shifts: Vec<Vec<f32>> = grids
+            .iter()
+            .map(|g| {
+                let Some(g) = g else { return Vec::new() };
+                let exact_max: Vec<f32> = (at..at + g.exact.len()).map(max_of).collect();
+                at += g.exact.len();
+                grid_shifts(&g.exact, &exact_max, g.alphas.len())
+            })
+            .collect();
         let sums = per_range(v_len(large, base, deltas), |r| {
             let (l, b) = (&large[r.clone()], &base[r.clone()]);
             let mut out = Vec::with_capacity(3 * t);
@@ -75,9 +136,21 @@ impl FastEvaluator {
                     exp_dot_shift_piece(b, d, 1.0, mt),
                 ]);
             }
+            for ((g, m), d) in grids.iter().zip(&shifts).zip(deltas) {
+                if let Some(g) = g {
+                    out.extend(exp_dot_grid_piece(l, &d[r.clone()], &g.alphas, g.h, m));
+                }
+            }
             out
         });
         let sum_of = |j: usize| sums.iter().fold((0f64, 0f64), |(s, sd), p| (s + p[j].0, sd + p[j].1));
+        let mut at = 3 * t;
+        for ((g, m), cached) in grids.iter().zip(&shifts).zip(&mut self.cached) {
+            if let Some(g) = g {
+                *cached = Some((0..g.alphas.len()).map(|j| (m[j], sum_of(at + j).0, sum_of(at + j).1)).collect());
+                at += g.alphas.len();
+            }
+        }
         self.max_large = max_large;
         let mut c = Constants {
             lse_large: 0.0,
@@ -188,7 +261,14 @@ impl Evaluator for FastEvaluator {
                 continue;
             }
             let alphas: Vec<f32> = idx.iter().map(|&i| cands[i][t]).collect();
-            for (&i, sums) in idx.iter().zip(exp_dot_multi(&self.large, &self.deltas[t], &alphas)) {
+            // The load's sums when these are the hinted grid (the common case: the paper solver).
+            let cached = self.cached.get(t).and_then(Option::as_ref);
+            let hinted = self.hint.get(t).and_then(Option::as_ref).is_some_and(|g| g.alphas == alphas);
+            let sums = match cached.filter(|_| hinted) {
+                Some(c) => c.clone(),
+                None => exp_dot_multi(&self.large, &self.deltas[t], &alphas),
+            };
+            for (&i, sums) in idx.iter().zip(sums) {
                 out[i] = Some(self.eval_at(&cands[i], cands[i][t], sums));
             }
         }
@@ -222,27 +302,11 @@ impl Evaluator for FastEvaluator {
 fn exp_dot_multi(base: &[f32], d: &[f32], alphas: &[f32]) -> Vec<(f32, f64, f64)> {
     let k = alphas.len();
     let step = grid_step(alphas);
-    // The shifts: exact maxima, on a grid only at the anchors and the last candidate, linearly
-    // interpolated between them. m(α) = max_i (b_i + α·d_i) is convex, so the interpolation is an upper
-    // bound: terms stay ≤ 1, and the result does not depend on the shift (it cancels in m + ln Σe).
-    let exact: Vec<usize> = match step {
-        Some(_) => (0..k).filter(|j| j % ANCHOR == 0 || *j == k - 1).collect(),
-        None => (0..k).collect(),
-    };
+    let exact = exact_points(k, step);
     let maxima = per_piece(base, d, |b, d| exact.iter().map(|&j| max_shift_piece(b, d, alphas[j])).collect::<Vec<_>>());
     let at: Vec<f32> =
         (0..exact.len()).map(|x| maxima.iter().map(|p| p[x]).fold(f32::NEG_INFINITY, f32::max)).collect();
-    let m: Vec<f32> = (0..k)
-        .map(|j| {
-            let x = exact.partition_point(|&e| e < j);
-            if exact[x] == j {
-                return at[x];
-            }
-            let (lo, hi) = (exact[x - 1], exact[x]);
-            let t = (j - lo) as f32 / (hi - lo) as f32;
-            at[x - 1] + t * (at[x] - at[x - 1])
-        })
-        .collect();
+    let m = grid_shifts(&exact, &at, k);
     let sums = per_piece(base, d, |b, d| match step {
         Some(h) => exp_dot_grid_piece(b, d, alphas, h, &m),
         None => alphas.iter().zip(&m).map(|(&a, &m)| exp_dot_shift_piece(b, d, a, m)).collect::<Vec<_>>(),
@@ -253,6 +317,37 @@ fn exp_dot_multi(base: &[f32], d: &[f32], alphas: &[f32]) -> Vec<(f32, f64, f64)
             (m[j], s, sd)
         })
         .collect()
+}
+
+/// The candidates whose shift is an exact maximum: on a grid (spacing `step`) only the anchors (every
+/// [`ANCHOR`]-th) and the last, otherwise all `k`.
+fn exact_points(k: usize, step: Option<f32>) -> Vec<usize> {
+    match step {
+        Some(_) => (0..k).filter(|j| j % ANCHOR == 0 || *j == k - 1).collect(),
+        None => (0..k).collect(),
+    }
+}
+
+/// The shifts of `k` candidates from the exact maxima `at` of the points `exact`, linearly interpolated
+/// between them. m(α) = max_i (b_i + α·d_i) is convex, so the interpolation is an upper bound: terms stay
+/// ≤ 1, and the result does not depend on the shift (it cancels in m + ln Σe).
+fn grid_shifts(exact: &[usize], at: &[f32], k: usize) -> Vec<f32> {
+    (0..k)
+        .map(|j| {
+            let x = exact.partition_point(|&e| e < j);
+            if exact[x] == j {
+                return at[x];
+            }
+            let (lo, hi) = (exact[x - 1], exact[x]);
+            let t = (j - lo) as f32 / (hi - lo) as f32;
+            at[x - 1] + t * (at[x] - at[x - 1])
+        })
+        .collect()
+}
+
+/// The non-zero α of the candidates one-hot on expert `t`, in order (what `eval_all` batches).
+fn one_hot_alphas(cands: &[Vec<f32>], t: usize) -> Vec<f32> {
+    cands.iter().filter(|c| FastEvaluator::one_hot(c) == Some(t)).map(|c| c[t]).collect()
 }
 
 /// The spacing `h` of `alphas` when they are at least 3, increasing and `alphas[j] = alphas[0] + j·h` to
@@ -268,11 +363,15 @@ fn grid_step(alphas: &[f32]) -> Option<f32> {
     (h > 0.0 && even).then_some(h as f32)
 }
 
-/// The maxima of one piece of the buffers: of L, of S, and of S + d_t for each expert's piece in `ds`.
-fn piece_maxima(l: &[f32], b: &[f32], ds: &[&[f32]]) -> Vec<f32> {
+/// The maxima of one piece of the buffers: of L, of S, of S + d_t for each expert's piece in `ds`, then
+/// of L + a·d_t for each `a` of `anchors[t]` (a hinted grid's exact points), expert by expert.
+fn piece_maxima(l: &[f32], b: &[f32], ds: &[&[f32]], anchors: &[Vec<f32>]) -> Vec<f32> {
     // a = 0 ignores d, so L and S serve as their own.
     let mut m = vec![max_shift_piece(l, l, 0.0), max_shift_piece(b, b, 0.0)];
     m.extend(ds.iter().map(|d| max_shift_piece(b, d, 1.0)));
+    for (d, a) in ds.iter().zip(anchors) {
+        m.extend(a.iter().map(|&a| max_shift_piece(l, d, a)));
+    }
     m
 }
 
@@ -290,6 +389,7 @@ fn fill_finite(
     large: &mut Vec<f32>,
     base: &mut Vec<f32>,
     deltas: &mut [Vec<f32>],
+    anchors: &[Vec<f32>],
 ) -> Option<Vec<Vec<f32>>> {
     // Lengths only: every element is overwritten below (a no-op when the previous row had this size).
     large.resize(v, 0.0);
@@ -318,7 +418,7 @@ fn fill_finite(
             }
         }
         let ds: Vec<&[f32]> = ds.iter().map(|d| &**d).collect();
-        ok.then(|| piece_maxima(l, b, &ds))
+        ok.then(|| piece_maxima(l, b, &ds, anchors))
     };
     #[cfg(not(target_family = "wasm"))]
     {
@@ -429,6 +529,39 @@ mod tests {
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             assert!(g == w || (g - w).abs() <= 1e-4 * w.abs().max(1.0), "token {i}: {g} vs {w}");
         }
+    }
+
+    /// With the paper's grid announced ([`FastEvaluator::expect_grid`]), the load's passes give `eval_all`
+    /// exactly the results it computes without the hint, on a finite row, a row with banned tokens and
+    /// with candidates off the hinted grid; a hint for another number of experts is ignored.
+    #[test]
+    fn a_hinted_grid_is_evaluated_in_the_load_bit_for_bit() {
+        let v = 3 * PIECE + 77;
+        let (l, s, e) = synthetic_logits(41, v, 2);
+        let mut lb = l.clone();
+        lb[5] = f32::NEG_INFINITY;
+        let ex = [e[0].as_slice(), e[1].as_slice()];
+        let mut grid: Vec<Vec<f32>> = (0..21).map(|k| vec![k as f32 * 0.1, 0.0]).collect();
+        grid.extend((0..21).map(|k| vec![0.0, k as f32 * 0.1]));
+        let mut off = grid.clone();
+        off.extend([vec![0.4, 0.4], vec![0.0, 2.5]]);
+        for r in [row(&l, &s, &ex), row(&lb, &s, &ex)] {
+            for cands in [&grid, &off] {
+                let mut plain = FastEvaluator::new();
+                plain.load(&r).unwrap();
+                let want = format!("{:?}", plain.eval_all(cands));
+                let mut hinted = FastEvaluator::new();
+                hinted.expect_grid(&grid);
+                let c = format!("{:?}", hinted.load(&r).unwrap());
+                assert_eq!(c, format!("{:?}", plain.constants()), "constants");
+                assert!(hinted.cached.iter().all(Option::is_some), "the load evaluated both grids");
+                assert_eq!(format!("{:?}", hinted.eval_all(cands)), want);
+            }
+        }
+        let mut other = FastEvaluator::new();
+        other.expect_grid(&[vec![0.1, 0.0, 0.0], vec![0.2, 0.0, 0.0], vec![0.3, 0.0, 0.0]]);
+        other.load(&row(&l, &s, &ex)).unwrap();
+        assert!(other.cached.iter().all(Option::is_none));
     }
 
     /// The batched grid path equals one-by-one evaluation (to the grid kernel's ~1e-6), for one-hot,
