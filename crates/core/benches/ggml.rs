@@ -55,6 +55,16 @@ fn weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut chorus_core::Rng) -
     data
 }
 
+/// The decode models' main formats at their row widths: Q4_K, Q6_K × 1536 (Qwen2.5 1.5B), Q5_0, Q8_0 ×
+/// 896 (the 0.5B), Q4_1 × 576 (SmolLM2).
+const MAIN_SHAPES: [(GgmlType, usize); 5] = [
+    (GgmlType::Q4_K, 1536),
+    (GgmlType::Q6_K, 1536),
+    (GgmlType::Q5_0, 896),
+    (GgmlType::Q8_0, 896),
+    (GgmlType::Q4_1, 576),
+];
+
 /// `GGML_STREAM=1`: the decode models' main formats (Q4_K, Q6_K × 1536 as in Qwen2.5 1.5B; Q5_0, Q8_0 × 896
 /// as in the 0.5B; Q4_1 × 576 as in SmolLM2) in a matrix of ~512 MB, far past the caches, dotted by 2
 /// threads over contiguous halves of the rows as a decode step's matmul is, for every variant, with one
@@ -65,14 +75,7 @@ type Part<'a> = dyn Fn(&[u8], &mut [f32], &mut [f32]) + Sync + 'a;
 
 fn stream(rng: &mut chorus_core::Rng) {
     let threads = 2;
-    let shapes = [
-        (GgmlType::Q4_K, 1536),
-        (GgmlType::Q6_K, 1536),
-        (GgmlType::Q5_0, 896),
-        (GgmlType::Q8_0, 896),
-        (GgmlType::Q4_1, 576),
-    ];
-    for (ty, cols) in shapes {
+    for (ty, cols) in MAIN_SHAPES {
         let rb = row_bytes(ty, cols).expect("whole blocks");
         let rows = (512 << 20) / rb / threads * threads;
         let w = weights(ty, rows, cols, rng);
@@ -118,15 +121,8 @@ fn stream(rng: &mut chorus_core::Rng) {
 /// (best of 5) and the packing's share.
 fn gemm(rng: &mut chorus_core::Rng) {
     let (rows, m) = (32, 512);
-    let shapes = [
-        (GgmlType::Q4_K, 1536),
-        (GgmlType::Q6_K, 1536),
-        (GgmlType::Q5_0, 896),
-        (GgmlType::Q8_0, 896),
-        (GgmlType::Q4_1, 576),
-        (GgmlType::Q4_K, 8960),
-    ];
-    for (ty, cols) in shapes {
+    // Also Qwen2.5 1.5B's FFN down projection input width (8960), past L1 per panel.
+    for (ty, cols) in MAIN_SHAPES.into_iter().chain([(GgmlType::Q4_K, 8960)]) {
         let w = weights(ty, rows, cols, rng);
         let x: Vec<f32> = (0..m * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
         let mut acts = Acts::new();

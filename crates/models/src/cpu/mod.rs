@@ -273,6 +273,20 @@ struct MatJob<'a> {
     long: &'a [(usize, usize)],
 }
 
+impl<'a> MatJob<'a> {
+    /// `w` against the bank's activations for its format (`m` rows), into `out` (rows `stride` apart).
+    fn new(
+        bank: &'a ActBank,
+        w: &'a Weight,
+        out: &mut [f32],
+        stride: usize,
+        m: usize,
+        long: &'a [(usize, usize)],
+    ) -> Self {
+        MatJob { w, acts: bank.get(w), out: OutPtr(out.as_mut_ptr()), stride, m, long }
+    }
+}
+
 /// Rows a thread claims at a time: their weight bytes stay in L1 while every activation row of a batch
 /// passes. Claims run front to back through each thread's share (see [`Pool::for_each_range`]), so in
 /// decode the rows still stream as one run per thread.
@@ -405,28 +419,17 @@ fn attend_block(
     // SAFETY: scores (nq × len, row-major) = scale · Q (nq × hd, rows qd apart) · Kᵀ (key j's head at
     // j·kvd + off): every index is inside the lengths asserted above.
     unsafe {
-        gemm::gemm(
-            nq,
-            len,
-            g.hd,
+        gemm_f32(
+            [nq, len, g.hd],
             scores.as_mut_ptr(),
-            1,
-            len as isize,
-            false,
+            len,
             q.as_ptr(),
-            1,
-            g.qd as isize,
+            g.qd,
             keys.as_ptr().add(off),
-            g.kvd as isize,
-            1,
-            0.0,
+            [1, g.kvd],
             g.scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+        )
+    };
     for (row, &p) in scores[..nq * len].chunks_exact_mut(len).zip(pos) {
         let (live, masked) = row.split_at_mut(p + 1);
         let mx = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
@@ -441,28 +444,51 @@ fn attend_block(
     }
     // SAFETY: out (nq × hd, rows qd apart; the caller owns them) = P (nq × len) · V (value j's head at
     // j·kvd + off), inside the asserted lengths.
+    unsafe { gemm_f32([nq, g.hd, len], out, g.qd, scores.as_ptr(), len, vals.as_ptr().add(off), [g.kvd, 1], 1.0) };
+}
+
+/// `dst = beta · lhs · rhs` for `[m, n, k]`, single-threaded, through the `gemm` crate: `dst` (m × n) and
+/// `lhs` (m × k) row-major with rows `dst_rs` / `lhs_rs` apart, `rhs` (k × n) element (r, c) at
+/// `r·rhs_strides[0] + c·rhs_strides[1]`.
+///
+/// # Safety
+/// Every element so addressed must lie inside the buffers the pointers come from, and `dst` must not
+/// overlap the inputs.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_f32(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    lhs_rs: usize,
+    rhs: *const f32,
+    rhs_strides: [usize; 2],
+    beta: f32,
+) {
+    let [rr, rc] = rhs_strides.map(|v| v as isize);
+    // SAFETY: per the caller; `read_dst = false`, so `dst` is only written.
     unsafe {
         gemm::gemm(
-            nq,
-            g.hd,
-            len,
-            out,
+            m,
+            n,
+            k,
+            dst,
             1,
-            g.qd as isize,
+            dst_rs as isize,
             false,
-            scores.as_ptr(),
+            lhs,
             1,
-            len as isize,
-            vals.as_ptr().add(off),
-            1,
-            g.kvd as isize,
+            lhs_rs as isize,
+            rhs,
+            rc,
+            rr,
             0.0,
-            1.0,
+            beta,
             false,
             false,
             false,
             gemm::Parallelism::None,
-        );
+        )
     }
 }
 
@@ -684,30 +710,9 @@ impl CpuModel {
             matmuls(
                 &self.pool,
                 &[
-                    MatJob {
-                        w: &l.q,
-                        acts: bank.get(&l.q),
-                        out: OutPtr(s.q.as_mut_ptr()),
-                        stride: qd,
-                        m,
-                        long: &s.long,
-                    },
-                    MatJob {
-                        w: &l.k,
-                        acts: bank.get(&l.k),
-                        out: OutPtr(s.k.as_mut_ptr()),
-                        stride: kvd,
-                        m,
-                        long: &s.long,
-                    },
-                    MatJob {
-                        w: &l.v,
-                        acts: bank.get(&l.v),
-                        out: OutPtr(s.v.as_mut_ptr()),
-                        stride: kvd,
-                        m,
-                        long: &s.long,
-                    },
+                    MatJob::new(bank, &l.q, &mut s.q, qd, m, &s.long),
+                    MatJob::new(bank, &l.k, &mut s.k, kvd, m, &s.long),
+                    MatJob::new(bank, &l.v, &mut s.v, kvd, m, &s.long),
                 ],
             );
             if let Some([bq, bk, bv]) = &l.bias {
@@ -789,17 +794,7 @@ impl CpuModel {
                 });
             }
             s.bank.fill(&s.att, m, qd, &[&l.o])?;
-            matmuls(
-                &self.pool,
-                &[MatJob {
-                    w: &l.o,
-                    acts: s.bank.get(&l.o),
-                    out: OutPtr(s.tmp.as_mut_ptr()),
-                    stride: h,
-                    m,
-                    long: &s.long,
-                }],
-            );
+            matmuls(&self.pool, &[MatJob::new(&s.bank, &l.o, &mut s.tmp, h, m, &s.long)]);
             s.x.iter_mut().zip(&s.tmp).for_each(|(x, y)| *x += y);
 
             rms_norm(&s.x, &l.mlp_norm, c.rms_norm_eps, &mut s.xn);
@@ -808,37 +803,13 @@ impl CpuModel {
             matmuls(
                 &self.pool,
                 &[
-                    MatJob {
-                        w: &l.gate,
-                        acts: bank.get(&l.gate),
-                        out: OutPtr(s.gate.as_mut_ptr()),
-                        stride: f,
-                        m,
-                        long: &s.long,
-                    },
-                    MatJob {
-                        w: &l.up,
-                        acts: bank.get(&l.up),
-                        out: OutPtr(s.up.as_mut_ptr()),
-                        stride: f,
-                        m,
-                        long: &s.long,
-                    },
+                    MatJob::new(bank, &l.gate, &mut s.gate, f, m, &s.long),
+                    MatJob::new(bank, &l.up, &mut s.up, f, m, &s.long),
                 ],
             );
             s.gate.iter_mut().zip(&s.up).for_each(|(g, u)| *g = silu(*g) * u);
             s.bank.fill(&s.gate, m, f, &[&l.down])?;
-            matmuls(
-                &self.pool,
-                &[MatJob {
-                    w: &l.down,
-                    acts: s.bank.get(&l.down),
-                    out: OutPtr(s.tmp.as_mut_ptr()),
-                    stride: h,
-                    m,
-                    long: &s.long,
-                }],
-            );
+            matmuls(&self.pool, &[MatJob::new(&s.bank, &l.down, &mut s.tmp, h, m, &s.long)]);
             s.x.iter_mut().zip(&s.tmp).for_each(|(x, y)| *x += y);
         }
         for (i, &r) in s.row_of.iter().enumerate() {
@@ -873,18 +844,9 @@ impl CpuModel {
         } else {
             s.bank.fill(&normed, ms, h, &[&self.lm_head])?;
             let mut logits = vec![0f32; ms * c.vocab_size];
-            matmuls(
-                &self.pool,
-                &[MatJob {
-                    w: &self.lm_head,
-                    acts: s.bank.get(&self.lm_head),
-                    out: OutPtr(logits.as_mut_ptr()),
-                    stride: c.vocab_size,
-                    m: ms,
-                    // Every computed token's logits (`All`): the forward's rows, so the same long ranges.
-                    long: if ms == m { &s.long } else { &[] },
-                }],
-            );
+            // Every computed token's logits (`All`): the forward's rows, so the same long ranges.
+            let long: &[(usize, usize)] = if ms == m { &s.long } else { &[] };
+            matmuls(&self.pool, &[MatJob::new(&s.bank, &self.lm_head, &mut logits, c.vocab_size, ms, long)]);
             logits
         };
         self.pool.rest();
