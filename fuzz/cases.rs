@@ -15,7 +15,7 @@ pub fn gguf(data: &[u8]) {
     }
     let Ok(files) = ModelFiles::from_gguf(g) else { return };
     let device = burn::tensor::Device::flex();
-    let Ok(decoder) = Decoder::load(&files, &device, WeightMode::Q16, &mut |_, _| {}) else { return };
+    let Ok(decoder) = Decoder::load(&files, &device, WeightMode::Native, &mut |_, _| {}) else { return };
     let mut cache = decoder.new_cache(1);
     let _ = decoder.forward_mixed(&[vec![0]], &[vec![true]], &mut cache, Output::Last, None);
 }

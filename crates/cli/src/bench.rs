@@ -91,10 +91,8 @@ pub struct BenchGenerateArgs {
     /// Timed runs after one warm-up run.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Weight storage: auto (CPU: native, wgpu: f32), native (the CPU engine: file blocks in place), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
-    /// (GGUF blocks, inputs as two or one 8-bit planes).
-    #[arg(long, default_value = "auto")]
-    pub weights: String,
+    #[command(flatten)]
+    pub weights: crate::commands::WeightArgs,
     /// Batch rows (the prompt repeated).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -281,7 +279,7 @@ fn twin(a: BenchTwinArgs) -> Result<()> {
 }
 
 fn generate(a: BenchGenerateArgs) -> Result<()> {
-    let model = crate::commands::load(&a.model, a.device.backend, &a.weights)?;
+    let model = crate::commands::load(&a.model, &a.device, a.weights)?;
     let mut ids = match &a.prompt_ids {
         Some(ids) if !ids.is_empty() => ids.clone(),
         Some(_) => anyhow::bail!("--prompt-ids: no ids given"),
@@ -318,7 +316,7 @@ fn generate(a: BenchGenerateArgs) -> Result<()> {
         "bench": "generate",
         "model": a.model.display().to_string(),
         "backend": model.backend.name(),
-        "weights": a.weights,
+        "weights": a.weights.to_string(),
         "batch": batch.len(),
         "prompt_tokens": ids.len(),
         "new_tokens": a.new_tokens,
@@ -387,7 +385,7 @@ fn fuse(a: BenchFuseArgs) -> Result<()> {
         "base": a.fusion.base.as_ref().map(|p| p.display().to_string()),
         "experts": a.fusion.experts,
         "backend": large.backend.name(),
-        "weights": a.fusion.weights,
+        "weights": a.fusion.weights.to_string(),
         "solver": cfg.solver.name(),
         "new_tokens": a.new_tokens,
         "runs": a.runs.max(1),

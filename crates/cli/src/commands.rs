@@ -29,9 +29,8 @@ pub struct GenerateArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub device: crate::commands::DeviceArgs,
-    /// Weight storage: auto (quantized on cpu, f32 on wgpu), f32, or quantized.
-    #[arg(long, default_value = "auto")]
-    pub weights: String,
+    #[command(flatten)]
+    pub weights: crate::commands::WeightArgs,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -125,22 +124,35 @@ pub fn finite_f32(s: &str) -> std::result::Result<f32, String> {
     if x.is_finite() { Ok(x) } else { Err(format!("{s} is outside the range of a 32-bit float")) }
 }
 
-/// Parses `--weights`.
-pub fn weight_mode(s: &str) -> Result<Option<WeightMode>> {
-    Ok(match s {
-        "auto" => None,
-        "f32" => Some(WeightMode::F32),
-        "quantized" | "q" => Some(WeightMode::Quantized),
-        "q16" => Some(WeightMode::Q16),
-        "q8" => Some(WeightMode::Q8),
-        "native" => Some(WeightMode::Native),
-        other => anyhow::bail!("--weights {other}: expected auto, native, f32, quantized, q16 or q8"),
-    })
+/// `--weights`, parsed once: the form the model's weights take (`None`: `auto`, the backend's default).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct WeightArgs {
+    /// Weight form: auto (cpu: native, wgpu: f32), native (the CPU engine: the file's blocks in place,
+    /// activations quantized per matmul) or f32 (dequantized burn tensors; any backend, task deltas).
+    #[arg(long = "weights", default_value = "auto", value_parser = parse_weights)]
+    pub mode: Weights,
+}
+
+/// What `--weights` names: a form, or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Weights(pub Option<WeightMode>);
+
+fn parse_weights(s: &str) -> std::result::Result<Weights, String> {
+    if s == "auto" { Ok(Weights(None)) } else { s.parse().map(|m| Weights(Some(m))) }
+}
+
+impl std::fmt::Display for WeightArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.mode.0 {
+            Some(m) => write!(f, "{m}"),
+            None => f.write_str("auto"),
+        }
+    }
 }
 
 /// Loads a model on a backend, with a progress bar on a terminal.
-pub fn load(path: &Path, backend: Backend, weights: &str) -> Result<LoadedModel> {
-    let mode = weight_mode(weights)?;
+pub fn load(path: &Path, device: &DeviceArgs, weights: WeightArgs) -> Result<LoadedModel> {
+    let (backend, mode) = (device.backend, weights.mode.0);
     // `load_ms` reports the whole load a user waits for: parsing the file and building its tokenizer as
     // well as preparing the weights (the engine's own figure covers only the latter).
     let t0 = std::time::Instant::now();
@@ -172,7 +184,7 @@ pub fn load(path: &Path, backend: Backend, weights: &str) -> Result<LoadedModel>
 
 /// `chorus generate`.
 pub fn generate(a: GenerateArgs) -> Result<()> {
-    let model = load(&a.model, a.device.backend, &a.weights)?;
+    let model = load(&a.model, &a.device, a.weights)?;
     let prompt = if a.chat {
         Prompt::Chat { system: a.system.clone(), user: a.prompt.clone() }
     } else {

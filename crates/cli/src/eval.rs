@@ -46,10 +46,8 @@ pub struct EvalFuseArgs {
     seed: u64,
     #[command(flatten)]
     device: crate::commands::DeviceArgs,
-    /// Weight storage: auto (CPU: native, wgpu: f32), native (the CPU engine: file blocks in place), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
-    /// (GGUF blocks, inputs as two or one 8-bit planes).
-    #[arg(long, default_value = "auto")]
-    weights: String,
+    #[command(flatten)]
+    weights: crate::commands::WeightArgs,
     /// Write the results as JSON here (atomically; an existing file is replaced only with --force).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -125,8 +123,8 @@ fn fuse(a: EvalFuseArgs) -> Result<()> {
     }
     let total: usize = slices.iter().map(|(_, q)| q.len()).sum();
     eprintln!("loading {} and {}", a.large.display(), a.base.display());
-    let large = Arc::new(crate::commands::load(&a.large, a.device.backend, &a.weights)?);
-    let base = Arc::new(crate::commands::load(&a.base, a.device.backend, &a.weights)?);
+    let large = Arc::new(crate::commands::load(&a.large, &a.device, a.weights)?);
+    let base = Arc::new(crate::commands::load(&a.base, &a.device, a.weights)?);
     let tk = &large.files.tokenizer;
     let letters: Vec<u32> = ["A", "B", "C", "D"]
         .iter()
@@ -227,7 +225,7 @@ fn fuse(a: EvalFuseArgs) -> Result<()> {
         "eval": "fuse-mmlu",
         "large": a.large.display().to_string(),
         "base": a.base.display().to_string(),
-        "weights": a.weights,
+        "weights": a.weights.to_string(),
         "backend": a.device.backend,
         "subjects": a.subjects,
         "questions": total,

@@ -43,10 +43,8 @@ pub struct FusionArgs {
     pub ranges: Vec<String>,
     #[command(flatten)]
     pub device: crate::commands::DeviceArgs,
-    /// Weight storage: auto (CPU: native, wgpu: f32), native (the CPU engine: file blocks in place), f32, quantized (GGUF blocks, exact f32 inputs), q16 or q8
-    /// (GGUF blocks, inputs as two or one 8-bit planes).
-    #[arg(long, default_value = "auto")]
-    pub weights: String,
+    #[command(flatten)]
+    pub weights: crate::commands::WeightArgs,
 }
 
 fn split_pair<'a>(s: &'a str, flag: &str) -> Result<(&'a str, &'a str)> {
@@ -108,7 +106,7 @@ impl FusionArgs {
                 return Ok(m.clone());
             }
             eprintln!("loading {}", p.display());
-            let m = Arc::new(crate::commands::load(p, self.device.backend, &self.weights)?);
+            let m = Arc::new(crate::commands::load(p, &self.device, self.weights)?);
             cache.insert(key, m.clone());
             Ok(m)
         };

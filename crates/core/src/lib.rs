@@ -11,13 +11,11 @@ pub mod ggml;
 pub mod hash;
 #[cfg(not(target_family = "wasm"))]
 pub mod output;
-pub mod qmatrix;
-pub mod quant;
 pub mod reference;
 pub mod sampling;
 pub mod text;
 
 pub use config::{Architecture, GenerateOptions, ModelConfig};
 pub use error::{Error, FileError, Result};
-pub use quant::GgmlType;
+pub use ggml::GgmlType;
 pub use sampling::{Rng, Sampler};

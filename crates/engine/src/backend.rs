@@ -145,16 +145,12 @@ pub fn device(backend: Backend) -> Result<Device> {
     }
 }
 
-/// The weight storage a backend runs best with: on the CPU, the CPU engine
-/// ([`chorus_models::WeightMode::Native`]: the file's blocks in place, activations quantized per matmul
-/// as llama.cpp does, its own decode loop); in the browser's CPU fallback, integer-coded blocks with
-/// two-plane inputs (`Q16`) until the engine has wasm simd128 kernels; f32 tensors on the GPU.
+/// The weight storage a backend runs best with: on the CPU (native and the browser's CPU fallback), the
+/// CPU engine ([`chorus_models::WeightMode::Native`]: the file's blocks in place, activations quantized per
+/// matmul as llama.cpp does, its own decode loop; simd128 kernels in wasm); f32 tensors on the GPU.
 pub fn default_weight_mode(backend: Backend) -> chorus_models::WeightMode {
     match backend {
-        #[cfg(not(target_family = "wasm"))]
         Backend::Cpu => chorus_models::WeightMode::Native,
-        #[cfg(target_family = "wasm")]
-        Backend::Cpu => chorus_models::WeightMode::Q16,
         Backend::Wgpu => chorus_models::WeightMode::F32,
     }
 }

@@ -146,13 +146,14 @@ impl LoadedModel {
     ) -> Result<Self> {
         let t0 = Instant::now();
         let mode = mode.unwrap_or(crate::backend::default_weight_mode(backend));
-        if backend == Backend::Wgpu && mode.keeps_blocks() {
-            // The integer-coded matmul is a host kernel: on wgpu it would silently run every projection on
-            // the CPU. Refuse instead of pretending.
-            return Err(Error::Request(format!(
-                "weights {mode:?} keep GGUF blocks for the CPU kernels; the wgpu backend runs f32 weights \
-                 (use --weights f32 or auto, or --backend cpu)"
-            )));
+        if backend == Backend::Wgpu && mode == WeightMode::Native {
+            // The CPU engine reads the file's blocks on the host: on wgpu it would silently run the whole
+            // model on the CPU. Refuse instead of pretending.
+            return Err(Error::Request(
+                "weights native run the CPU engine; the wgpu backend runs f32 weights (use --weights f32 or auto, \
+                 or --backend cpu)"
+                    .into(),
+            ));
         }
         let decoder = Decoder::load(&files, device, mode, progress)?;
         Ok(Self { files, decoder, backend, load_ms: ms(t0) })

@@ -7,16 +7,12 @@
 //! (`[B, kv, rep·T, d]`) so GQA never copies the cache. Masked scores use a large finite negative
 //! rather than −∞ so a fully masked (padding) query row stays finite instead of turning into NaN.
 
-use std::sync::Arc;
-
 use burn::tensor::{Device, Tensor, TensorData, activation};
 use chorus_core::ModelConfig;
-use chorus_core::qmatrix::QMatrix;
 
 use crate::cpu::{CpuCache, CpuModel, CpuOutput};
 use crate::error::{Error, Result};
 use crate::lowrank::{Delta, DeltaSource, EmbedDeltas, LowRankAdd, LowRankKernel, vector_deltas};
-use crate::qlinear::Activations;
 use crate::source::ModelFiles;
 
 /// Additive score for masked (future or padding) keys.
@@ -27,45 +23,55 @@ const MASKED: f32 = -1.0e30;
 /// wider matrices are split along their output columns.
 pub const MAX_BLOCK_ELEMS: usize = 1 << 24;
 
-/// How projection weights are held.
+/// The form a model's weights take, what `--weights` parses into (`auto`: the backend's default, the
+/// engine's `default_weight_mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightMode {
-    /// Dequantized f32 tensors on the burn device (any backend, any source format).
+    /// Dequantized f32 tensors on the burn device: any backend, any source format, and the only form that
+    /// takes Twin-Merging's task deltas (the wgpu default).
     F32,
-    /// GGUF integer-coded blocks kept exactly on the host ([`QMatrix`]) and multiplied by
-    /// [`crate::qlinear::qmatmul`] with f32 inputs: exact against the dequantized model (the golden
-    /// tests' mode). Float-stored tensors fall back to f32.
-    Quantized,
-    /// The same blocks multiplied with inputs held as two 8-bit planes per 16 values
-    /// ([`crate::qlinear::Activations::Q16`]: integer dot products, about 15 bits per input): the CPU
-    /// backend's default: 2× the f32-input kernel, 1.3–1.5× end to end over [`WeightMode::Quantized`],
-    /// logits within ~0.01.
-    Q16,
-    /// One 8-bit plane ([`crate::qlinear::Activations::Q8`], llama.cpp's scheme): the fastest, with
-    /// logit differences up to about one unit on models with outlier activations (SmolLM2).
-    Q8,
     /// The CPU engine ([`crate::cpu`]): the file's blocks (or F16/BF16/F32 rows) used in place from the
     /// memory map, activations quantized once per matmul as llama.cpp does (Q8_0 / Q8_K), and a decode
-    /// loop of its own instead of burn's ops. The CPU backend's default; no task deltas.
+    /// loop of its own instead of burn's ops (the CPU default, native and in the browser).
     Native,
 }
 
 impl WeightMode {
-    /// Whether integer-coded GGUF blocks stay in that form.
-    pub fn keeps_blocks(self) -> bool {
-        matches!(self, WeightMode::Quantized | WeightMode::Q16 | WeightMode::Q8 | WeightMode::Native)
+    /// The name `--weights` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightMode::F32 => "f32",
+            WeightMode::Native => "native",
+        }
     }
 }
 
-/// `y = x · W (+ b)` with `W` held as column blocks of `[in, out_i]` on the device, or as host
-/// [`QMatrix`] row blocks (one block unless stacking would have widened packed 4-bit codes to bytes, as
-/// for Q4_K q/k next to a Q6_K v).
+impl std::fmt::Display for WeightMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for WeightMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(WeightMode::F32),
+            "native" => Ok(WeightMode::Native),
+            "quantized" | "q" | "q16" | "q8" => Err(format!(
+                "weights {s:?} (the old integer-coded burn path) is gone: `native` runs the file's blocks in place"
+            )),
+            other => Err(format!("weights {other:?}: expected native or f32")),
+        }
+    }
+}
+
+/// `y = x · W (+ b)` with `W` held as column blocks of `[in, out_i]` on the device.
 #[derive(Clone)]
 struct Linear {
     w: Vec<Tensor<2>>,
-    q: Vec<Arc<QMatrix>>,
-    act: Activations,
     b: Option<Tensor<1>>,
     /// Task deltas mixed per row (Twin-Merging); `None` for a plain model.
     lr: Option<LowRankAdd>,
@@ -82,30 +88,13 @@ impl Linear {
                 tensor2(transpose(&rows[r0 * inp..(r0 + n) * inp], n, inp), [inp, n], dev)
             })
             .collect();
-        Self { w, q: Vec::new(), act: Activations::F32, b, lr: None }
-    }
-
-    /// From stacked parts: one matrix when their code widths agree, separate blocks otherwise.
-    fn quantized(parts: Vec<QMatrix>, act: Activations, b: Option<Tensor<1>>) -> Option<Self> {
-        let bits = parts.first()?.code_bits();
-        let q = if parts.iter().all(|p| p.code_bits() == bits) {
-            vec![Arc::new(QMatrix::vstack(parts)?)]
-        } else {
-            if parts.iter().any(|p| p.cols() != parts[0].cols()) {
-                return None;
-            }
-            parts.into_iter().map(Arc::new).collect()
-        };
-        Some(Self { w: Vec::new(), q, act, b, lr: None })
+        Self { w, b, lr: None }
     }
 
     /// This projection with the attached deltas folded in for one weight vector `w` (`[T]`); unchanged
-    /// when it has none (callers refuse integer-coded blocks with deltas: they cannot absorb a dense change).
+    /// when it has none.
     fn merged(&self, w: &Tensor<1>) -> Self {
         let Some(lr) = &self.lr else { return self.clone() };
-        if !self.q.is_empty() {
-            return self.clone();
-        }
         let d = lr.dense(w);
         let mut c0 = 0;
         let blocks = self
@@ -118,7 +107,7 @@ impl Linear {
                 merged
             })
             .collect();
-        Self { w: blocks, q: Vec::new(), act: self.act, b: self.b.clone(), lr: None }
+        Self { w: blocks, b: self.b.clone(), lr: None }
     }
 
     fn forward(&self, x: Tensor<2>, mix: Option<&Mix>) -> Result<Tensor<2>> {
@@ -130,28 +119,7 @@ impl Linear {
             (Some(_), Some(Mix { kernel: Some(_), .. })) => Some(x.clone()),
             _ => None,
         };
-        let y = if !self.q.is_empty() {
-            let [m, _] = x.dims();
-            let dev = x.device();
-            let xv = x.try_into_data().map_err(|e| Error::Device(format!("{e:?}")))?.try_into_vec::<f32>();
-            let xv = xv.map_err(|e| Error::Device(format!("{e:?}")))?;
-            if let [q] = self.q.as_slice() {
-                tensor2(crate::qlinear::qmatmul(q, &xv, m, self.act), [m, q.rows()], &dev)
-            } else {
-                let total: usize = self.q.iter().map(|q| q.rows()).sum();
-                let mut out = vec![0f32; m * total];
-                let mut c0 = 0;
-                for q in &self.q {
-                    let part = crate::qlinear::qmatmul(q, &xv, m, self.act);
-                    let n = q.rows();
-                    for i in 0..m {
-                        out[i * total + c0..i * total + c0 + n].copy_from_slice(&part[i * n..(i + 1) * n]);
-                    }
-                    c0 += n;
-                }
-                tensor2(out, [m, total], &dev)
-            }
-        } else if self.w.len() == 1 {
+        let y = if self.w.len() == 1 {
             x.matmul(self.w[0].clone())
         } else {
             Tensor::cat(self.w.iter().map(|w| x.clone().matmul(w.clone())).collect(), 1)
@@ -276,7 +244,6 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 impl Decoder {
     /// Decodes every weight of `files` and uploads it to `device`. `progress(done, total)` is called
     /// after each tensor.
-    /// With [`WeightMode::keeps_blocks`] modes, projections whose GGUF tensors are integer-coded stay in that form.
     pub fn load(
         files: &ModelFiles,
         device: &Device,
@@ -291,7 +258,7 @@ impl Decoder {
                 embed: Vec::new(),
                 layers: Vec::new(),
                 norm: tensor1(Vec::new(), device),
-                lm_head: Linear { w: Vec::new(), q: Vec::new(), act: Activations::F32, b: None, lr: None },
+                lm_head: Linear { w: Vec::new(), b: None, lr: None },
                 inv_freq: Vec::new(),
                 device: device.clone(),
                 tasks: 0,
@@ -309,24 +276,9 @@ impl Decoder {
             progress(done, total);
         };
 
-        // [out_i, in] blocks stacked along `out` into one projection, kept integer-coded when asked
-        // and every part allows it.
+        // [out_i, in] blocks stacked along `out` into one projection.
         let mut fused = |names: &[(String, usize)], inp: usize, bias: Option<Tensor<1>>| -> Result<Linear> {
             let n_out: usize = names.iter().map(|(_, o)| o).sum();
-            if mode.keeps_blocks() {
-                let act = match mode {
-                    WeightMode::Q8 => Activations::Q8,
-                    WeightMode::Q16 => Activations::Q16,
-                    _ => Activations::F32,
-                };
-                let parts: Vec<Option<QMatrix>> = names.iter().map(|(n, _)| files.qmatrix(n)).collect::<Result<_>>()?;
-                if parts.iter().all(Option::is_some)
-                    && let Some(l) = Linear::quantized(parts.into_iter().flatten().collect(), act, bias.clone())
-                {
-                    tick(names.len());
-                    return Ok(l);
-                }
-            }
             let mut rows = Vec::new();
             for (name, out) in names {
                 rows.extend(files.require(name, &[*out, inp])?);
@@ -445,8 +397,8 @@ impl Decoder {
 
     /// A copy of this model with θ* = θ_s + Σ_t w_t v_t materialised for one weight vector `w` (the
     /// group-wise variant: one merged model serves a whole batch, so every later forward costs what the
-    /// shared model's does). Projection weights are new device tensors; a model whose mixed projections are
-    /// integer-coded blocks is refused.
+    /// shared model's does). Projection weights are new device tensors; the CPU engine's in-place weights are
+    /// refused.
     pub fn merged(&self, w: &[f32]) -> Result<Self> {
         if w.len() != self.tasks || w.iter().any(|x| !x.is_finite()) {
             return Err(Error::Device(format!("merged: {} weights for {} attached tasks", w.len(), self.tasks)));
@@ -454,15 +406,6 @@ impl Decoder {
         if self.cpu.is_some() {
             return Err(Error::Device(
                 "merged: the CPU engine's in-place weights cannot absorb dense deltas; load with --weights f32".into(),
-            ));
-        }
-        let coded = |p: &Linear| p.lr.is_some() && !p.q.is_empty();
-        if self.layers.iter().any(|l| [&l.qkv, &l.o, &l.gate_up, &l.down].into_iter().any(coded))
-            || coded(&self.lm_head)
-        {
-            return Err(Error::Device(
-                "merged: integer-coded projections cannot absorb dense deltas; load the shared model with f32 weights"
-                    .into(),
             ));
         }
         let dev = &self.device;
@@ -518,17 +461,14 @@ impl Decoder {
         self.tasks
     }
 
-    /// How the projections (each layer's q/k/v, output, gate/up and down, and the LM head) hold their
-    /// weights: `(integer-coded, all)`, where integer-coded ones are [`QMatrix`] blocks multiplied by
-    /// [`crate::qlinear::qmatmul`] and the rest f32 tensors on the device. Lets tests and reports check
-    /// that a [`WeightMode::keeps_blocks`] mode really took the quantized path (float-stored tensors fall
-    /// back to f32).
+    /// How many projections (each layer's q/k/v, output, gate/up and down, and the LM head) read the
+    /// file's blocks in place, of how many: `(all, all)` for the CPU engine, `(0, all)` for f32 tensors.
+    /// Lets tests and reports check which form a load really took.
     pub fn quantized_projections(&self) -> (usize, usize) {
         if let Some(cpu) = &self.cpu {
             return (cpu.projections(), cpu.projections());
         }
-        let all = self.layers.iter().flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down]).chain([&self.lm_head]);
-        all.fold((0, 0), |(q, n), p| (q + usize::from(!p.q.is_empty()), n + 1))
+        (0, 4 * self.layers.len() + 1)
     }
 
     /// The device the weights live on.
@@ -787,53 +727,4 @@ pub async fn to_rows_async(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     let data = x.into_data_async().await.map_err(|e| Error::Device(format!("{e:?}")))?;
     let v = data.try_into_vec::<f32>().map_err(|e| Error::Device(format!("{e:?}")))?;
     Ok(v.chunks(cols.max(1)).map(<[f32]>::to_vec).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chorus_core::GgmlType;
-    use chorus_core::quant::dequantize;
-    use chorus_core::sampling::Rng;
-
-    fn blocks(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
-        let mut data: Vec<u8> =
-            (0..rows * cols / ty.block_elems() * ty.block_bytes()).map(|_| rng.next_u64() as u8).collect();
-        let s = half::f16::from_f32(0.01).to_le_bytes();
-        for blk in data.chunks_exact_mut(ty.block_bytes()) {
-            blk[0..2].copy_from_slice(&s);
-            blk[2..4].copy_from_slice(&s);
-            if ty == GgmlType::Q6_K {
-                blk[208..210].copy_from_slice(&s);
-            }
-        }
-        data
-    }
-
-    /// A projection whose parts have different code widths (Q4_K q/k next to a Q6_K v, as in
-    /// Qwen2.5-Coder-1.5B's q4_k_m file) is kept as separate blocks and equals the f32 product.
-    #[test]
-    fn mixed_width_parts_stay_separate_and_agree_with_f32() {
-        let mut rng = Rng::new(11);
-        let cols = 256;
-        let dev = Device::flex();
-        let (a, b) = (blocks(GgmlType::Q4_K, 3, cols, &mut rng), blocks(GgmlType::Q6_K, 2, cols, &mut rng));
-        let qa = QMatrix::from_ggml(GgmlType::Q4_K, &a, 3, cols).unwrap();
-        let qb = QMatrix::from_ggml(GgmlType::Q6_K, &b, 2, cols).unwrap();
-        let mut rows = dequantize(GgmlType::Q4_K, &a, 3 * cols, "a").unwrap();
-        rows.extend(dequantize(GgmlType::Q6_K, &b, 2 * cols, "b").unwrap());
-        let f = Linear::new(&rows, 5, cols, None, &dev);
-        let x: Vec<f32> = (0..2 * cols).map(|_| rng.next_f64() as f32 - 0.5).collect();
-        let xq = tensor2(x.clone(), [2, cols], &dev);
-        let want = to_rows(f.forward(xq.clone(), None).unwrap()).unwrap();
-        // Exact inputs to 1e-4; the two-plane integer inputs to their rounding (≤ max|x|/32,512 per value).
-        for (act, tol) in [(Activations::F32, 1e-4), (Activations::Q16, 1e-3)] {
-            let lin = Linear::quantized(vec![qa.clone(), qb.clone()], act, None).unwrap();
-            assert_eq!(lin.q.len(), 2, "packed and byte codes are not stacked together");
-            let got = to_rows(lin.forward(xq.clone(), None).unwrap()).unwrap();
-            for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
-                assert!((g - w).abs() <= tol * w.abs().max(1.0), "{act:?}: {g} vs {w}");
-            }
-        }
-    }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chorus_core::quant::{self, GgmlType};
+use chorus_core::ggml::{self, GgmlType};
 
 use crate::bytes::FileBytes;
 use crate::error::{Error, Result};
@@ -415,7 +415,7 @@ impl GgufFile {
             dtype: t.type_name().to_string(),
         })?;
         let data = self.tensor_bytes(t)?;
-        let v = quant::dequantize(ty, data, t.elements(), &t.name)
+        let v = ggml::dequantize(ty, data, t.elements(), &t.name)
             .map_err(|err| Error::Core { file: self.name.clone(), err })?;
         Ok((v, t.shape()))
     }

@@ -239,7 +239,7 @@ fn random_blocks(ty: GgmlType, n: usize, rms: f32, rng: &mut chorus_core::Rng) -
     };
     let mut draw = |_: usize, _: f32| (rng.next_f64() as f32 - 0.5) * 0.1;
     set(&mut data, &mut draw);
-    let vals = chorus_core::quant::dequantize(ty, &data, n, "random").expect("valid blocks");
+    let vals = chorus_core::ggml::dequantize(ty, &data, n, "random").expect("valid blocks");
     let now = (vals.iter().map(|&x| x as f64 * x as f64).sum::<f64>() / n as f64).sqrt() as f32;
     set(&mut data, &mut |_, old| old * rms / now);
     data

@@ -15,7 +15,6 @@ pub mod fit5;
 pub mod gguf;
 pub mod gguf_write;
 pub mod lowrank;
-pub mod qlinear;
 pub mod source;
 pub mod t5;
 pub mod tokenizer;

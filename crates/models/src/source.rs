@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use chorus_core::qmatrix::QMatrix;
 use chorus_core::{Architecture, ModelConfig};
 use half::{bf16, f16};
 use serde_json::Value as Json;
@@ -151,37 +150,6 @@ impl ModelFiles {
             }
             WeightSource::Safetensors(s) => s.get(hf_name),
         }
-    }
-
-    /// A 2-D GGUF tensor in its exact integer-coded form ([`QMatrix`]), by HF name; `None` when the
-    /// model is not GGUF, the tensor is absent, or it is stored as floats. Llama Q/K rows are put in HF
-    /// order, as [`Self::tensor`] does.
-    pub fn qmatrix(&self, hf_name: &str) -> Result<Option<QMatrix>> {
-        let WeightSource::Gguf(g) = &self.weights else { return Ok(None) };
-        let Some(t) = g.tensor(&gguf_name(hf_name)) else { return Ok(None) };
-        let shape = t.shape();
-        let (Some(ty), &[rows, cols]) = (t.ggml_type(), shape.as_slice()) else { return Ok(None) };
-        let Some(m) = QMatrix::from_ggml(ty, g.tensor_bytes(t)?, rows, cols) else { return Ok(None) };
-        let heads = if hf_name.ends_with("q_proj.weight") {
-            self.config.num_heads
-        } else if hf_name.ends_with("k_proj.weight") {
-            self.config.num_kv_heads
-        } else {
-            return Ok(Some(m));
-        };
-        if self.config.architecture != Architecture::Llama {
-            return Ok(Some(m));
-        }
-        let hd = rows / heads;
-        let mut order = vec![0; rows];
-        for h in 0..heads {
-            for i in 0..hd / 2 {
-                for j in 0..2 {
-                    order[h * hd + j * (hd / 2) + i] = h * hd + 2 * i + j;
-                }
-            }
-        }
-        Ok(Some(m.permute_rows(&order)))
     }
 
     /// A tensor as stored, by HF name: the file's bytes, the tensor's byte range, its type and row-major

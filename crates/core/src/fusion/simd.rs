@@ -218,7 +218,7 @@ mod tests {
     // Off x86_64 the kernel block below is compiled out and the early return is the whole body.
     #[cfg_attr(not(target_arch = "x86_64"), allow(clippy::needless_return))]
     fn avx2_kernels_equal_the_portable_loops() {
-        if !crate::qmatrix::simd_or_skip("fusion::simd::tests::avx2_kernels_equal_the_portable_loops", true) {
+        if !crate::ggml::simd_or_skip("fusion::simd::tests::avx2_kernels_equal_the_portable_loops", true) {
             return;
         }
         #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,7 @@
 
 use super::{ActFormat, Q8Act, Q8KAct};
 use crate::error::{Error, Result};
-use crate::quant::{QK, QK_K};
+use crate::ggml::{QK, QK_K};
 
 /// `rows` rows of `cols` activations in one format; the buffer is reused across calls (no allocation once
 /// capacity suffices).

@@ -1,6 +1,8 @@
-//! Portable dot products of float weight rows (F32, F16, BF16, little-endian bytes) with f32 activations.
+//! The float formats (F32, F16, BF16, little-endian): their [`BlockFormat`]s and portable dot products with f32 activations.
 
 use half::{bf16, f16};
+
+use super::{ActFormat, BlockFormat};
 
 /// Σ w·x over an F32 row.
 pub(super) fn f32_dot(w: &[u8], x: &[f32]) -> f32 {
@@ -40,4 +42,58 @@ fn halves(w: &[u8], x: &[f32], dec: impl Fn(&[u8]) -> f32) -> f32 {
     }
     let tail: f32 = wt.chunks_exact(2).zip(xt).map(|(c, &x)| dec(c) * x).sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// F32: one little-endian f32 per "block".
+pub(super) struct F32;
+
+impl BlockFormat for F32 {
+    const BLOCK_ELEMS: usize = 1;
+    const BLOCK_BYTES: usize = 4;
+    const ACT: ActFormat = ActFormat::F32;
+    type Act<'a> = [f32];
+
+    fn dequantize(b: &[u8], y: &mut [f32]) {
+        y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+
+    fn dot(w: &[u8], a: &[f32]) -> f32 {
+        f32_dot(w, a)
+    }
+}
+
+/// F16: IEEE half.
+pub(super) struct F16;
+
+impl BlockFormat for F16 {
+    const BLOCK_ELEMS: usize = 1;
+    const BLOCK_BYTES: usize = 2;
+    const ACT: ActFormat = ActFormat::F32;
+    type Act<'a> = [f32];
+
+    fn dequantize(b: &[u8], y: &mut [f32]) {
+        y[0] = f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+
+    fn dot(w: &[u8], a: &[f32]) -> f32 {
+        f16_dot(w, a)
+    }
+}
+
+/// BF16: the high half of an f32.
+pub(super) struct BF16;
+
+impl BlockFormat for BF16 {
+    const BLOCK_ELEMS: usize = 1;
+    const BLOCK_BYTES: usize = 2;
+    const ACT: ActFormat = ActFormat::F32;
+    type Act<'a> = [f32];
+
+    fn dequantize(b: &[u8], y: &mut [f32]) {
+        y[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+
+    fn dot(w: &[u8], a: &[f32]) -> f32 {
+        bf16_dot(w, a)
+    }
 }

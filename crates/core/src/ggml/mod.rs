@@ -8,11 +8,76 @@
 //! bounds decoding speed on a CPU.
 //!
 //! - `act`: activation quantization ([`Acts`]);
-//! - `float`, `legacy`, `kquants`: the portable kernels, one file per format family;
+//! - `types`: [`GgmlType`] (ids, names, sizes) and tensor decoding;
+//! - `float`, `legacy`, `kquants`: one [`BlockFormat`] per format (layout, block decoding, the portable
+//!   dot product), one file per format family;
 //! - `panel`: matrix-matrix products for prefill, weights repacked per call into 16-row panels of byte codes
 //!   ([`Panels`], [`GemmKernel`]);
 //! - `x86`: the AVX2+FMA+F16C kernels (x86_64 only), and in `x86::avx512` the AVX-512 (F/BW/VL/VNNI) ones
-//!   for the legacy formats, Q4_K and Q6_K, all compared with the portable ones by the tests.
+//!   for the legacy formats, Q4_K and Q6_K, all compared with the portable ones by the tests;
+//! - `wasm`: the wasm32 simd128 kernels of the browser's CPU path (legacy formats, Q4_K, Q6_K, F32, BF16),
+//!   compared with the portable ones by the same tests run under Node (`scripts/test`).
+
+/// Runs `$e` with `$F` naming the [`BlockFormat`] of `$ty` (a [`GgmlType`]): how the type-level queries
+/// (block sizes, decoding, activation format) reach the per-format impls.
+macro_rules! with_format {
+    ($ty:expr, $F:ident => $e:expr) => {
+        match $ty {
+            $crate::ggml::GgmlType::F32 => {
+                type $F = $crate::ggml::float::F32;
+                $e
+            }
+            $crate::ggml::GgmlType::F16 => {
+                type $F = $crate::ggml::float::F16;
+                $e
+            }
+            $crate::ggml::GgmlType::BF16 => {
+                type $F = $crate::ggml::float::BF16;
+                $e
+            }
+            $crate::ggml::GgmlType::Q4_0 => {
+                type $F = $crate::ggml::legacy::Q4_0;
+                $e
+            }
+            $crate::ggml::GgmlType::Q4_1 => {
+                type $F = $crate::ggml::legacy::Q4_1;
+                $e
+            }
+            $crate::ggml::GgmlType::Q5_0 => {
+                type $F = $crate::ggml::legacy::Q5_0;
+                $e
+            }
+            $crate::ggml::GgmlType::Q5_1 => {
+                type $F = $crate::ggml::legacy::Q5_1;
+                $e
+            }
+            $crate::ggml::GgmlType::Q8_0 => {
+                type $F = $crate::ggml::legacy::Q8_0;
+                $e
+            }
+            $crate::ggml::GgmlType::Q2_K => {
+                type $F = $crate::ggml::kquants::Q2_K;
+                $e
+            }
+            $crate::ggml::GgmlType::Q3_K => {
+                type $F = $crate::ggml::kquants::Q3_K;
+                $e
+            }
+            $crate::ggml::GgmlType::Q4_K => {
+                type $F = $crate::ggml::kquants::Q4_K;
+                $e
+            }
+            $crate::ggml::GgmlType::Q5_K => {
+                type $F = $crate::ggml::kquants::Q5_K;
+                $e
+            }
+            $crate::ggml::GgmlType::Q6_K => {
+                type $F = $crate::ggml::kquants::Q6_K;
+                $e
+            }
+        }
+    };
+}
 
 mod act;
 mod float;
@@ -21,14 +86,45 @@ mod legacy;
 mod panel;
 #[cfg(test)]
 mod tests;
+mod types;
+#[cfg(target_arch = "wasm32")]
+mod wasm;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use crate::quant::GgmlType;
 pub use act::Acts;
 pub use panel::{GemmKernel, PANEL_ROWS, Panels, sub_block};
+pub use types::{GgmlType, QK, QK_K, dequantize, dequantize_block, dequantize_into};
 
-use crate::quant::{QK, QK_K, dequantize_block};
+/// One GGML storage format, as ggml-cpu's type traits and candle's `GgmlType` describe one: its block
+/// layout, its decoding, and its portable dot product with the activation row it wants. Each format is
+/// a zero-sized type in the file of its family (`float`, `legacy`, `kquants`), with its ISA variants
+/// beside it (`x86`, `x86::avx512`, `wasm`); [`GgmlType`]'s layout queries, [`dequantize_block`],
+/// [`act_format`] and [`Kernel::portable`] all dispatch to it, so a format is one impl and one arm of
+/// `with_format!`.
+pub(crate) trait BlockFormat {
+    /// Values per block (1 for the float types).
+    const BLOCK_ELEMS: usize;
+    /// Bytes per block.
+    const BLOCK_BYTES: usize;
+    /// How its dot product wants the activations.
+    const ACT: ActFormat;
+    /// The activation row its dot product reads (`[f32]`, [`Q8Act`] or [`Q8KAct`]).
+    type Act<'a>: ?Sized;
+
+    /// Decodes one block (`BLOCK_BYTES` bytes) into `y` (`BLOCK_ELEMS` values).
+    fn dequantize(b: &[u8], y: &mut [f32]);
+
+    /// The portable dot product of one stored row with one activation row of as many values: the
+    /// reference every ISA variant is tested against.
+    fn dot(w: &[u8], a: &Self::Act<'_>) -> f32;
+}
+
+/// The little-endian f16 at `b[at..at + 2]`, as f32 (every block format's scale fields).
+#[inline]
+fn h(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
 
 /// How a weight type's dot product wants its activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -64,11 +160,7 @@ impl ActFormat {
 
 /// F32/F16/BF16 -> F32; Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 -> Q8_0; Q2_K..Q6_K -> Q8K.
 pub fn act_format(ty: GgmlType) -> ActFormat {
-    match ty {
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => ActFormat::F32,
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => ActFormat::Q8_0,
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => ActFormat::Q8K,
-    }
+    with_format!(ty, F => F::ACT)
 }
 
 /// Bytes of one stored row of `cols` values; None when cols is not a multiple of the block size.
@@ -226,25 +318,29 @@ impl Kernel {
                 return k;
             }
         }
+        #[cfg(target_arch = "wasm32")]
+        if let Some(k) = Self::simd128(ty) {
+            return k;
+        }
         Self::portable(ty)
     }
 
     /// The plain-Rust reference kernel; every type has one.
     pub fn portable(ty: GgmlType) -> Kernel {
         let row = match ty {
-            GgmlType::F32 => RowFn::F32(float::f32_dot),
-            GgmlType::F16 => RowFn::F32(float::f16_dot),
-            GgmlType::BF16 => RowFn::F32(float::bf16_dot),
-            GgmlType::Q4_0 => RowFn::Q8_0(legacy::q4_0_dot),
-            GgmlType::Q4_1 => RowFn::Q8_0(legacy::q4_1_dot),
-            GgmlType::Q5_0 => RowFn::Q8_0(legacy::q5_0_dot),
-            GgmlType::Q5_1 => RowFn::Q8_0(legacy::q5_1_dot),
-            GgmlType::Q8_0 => RowFn::Q8_0(legacy::q8_0_dot),
-            GgmlType::Q2_K => RowFn::Q8K(kquants::q2_k_dot),
-            GgmlType::Q3_K => RowFn::Q8K(kquants::q3_k_dot),
-            GgmlType::Q4_K => RowFn::Q8K(kquants::q4_k_dot),
-            GgmlType::Q5_K => RowFn::Q8K(kquants::q5_k_dot),
-            GgmlType::Q6_K => RowFn::Q8K(kquants::q6_k_dot),
+            GgmlType::F32 => RowFn::F32(float::F32::dot),
+            GgmlType::F16 => RowFn::F32(float::F16::dot),
+            GgmlType::BF16 => RowFn::F32(float::BF16::dot),
+            GgmlType::Q4_0 => RowFn::Q8_0(legacy::Q4_0::dot),
+            GgmlType::Q4_1 => RowFn::Q8_0(legacy::Q4_1::dot),
+            GgmlType::Q5_0 => RowFn::Q8_0(legacy::Q5_0::dot),
+            GgmlType::Q5_1 => RowFn::Q8_0(legacy::Q5_1::dot),
+            GgmlType::Q8_0 => RowFn::Q8_0(legacy::Q8_0::dot),
+            GgmlType::Q2_K => RowFn::Q8K(kquants::Q2_K::dot),
+            GgmlType::Q3_K => RowFn::Q8K(kquants::Q3_K::dot),
+            GgmlType::Q4_K => RowFn::Q8K(kquants::Q4_K::dot),
+            GgmlType::Q5_K => RowFn::Q8K(kquants::Q5_K::dot),
+            GgmlType::Q6_K => RowFn::Q8K(kquants::Q6_K::dot),
         };
         Kernel { ty, name: "portable", row }
     }
@@ -293,14 +389,34 @@ impl Kernel {
         Some(Kernel { ty, name: "avx512", row })
     }
 
+    /// The wasm simd128 variant, where `ty` has one (the legacy formats, Q4_K, Q6_K, F32 and BF16).
+    #[cfg(target_arch = "wasm32")]
+    fn simd128(ty: GgmlType) -> Option<Kernel> {
+        let row = match ty {
+            GgmlType::F32 => RowFn::F32(wasm::f32_dot),
+            GgmlType::BF16 => RowFn::F32(wasm::bf16_dot),
+            GgmlType::Q4_0 => RowFn::Q8_0(wasm::q4_0_dot),
+            GgmlType::Q4_1 => RowFn::Q8_0(wasm::q4_1_dot),
+            GgmlType::Q5_0 => RowFn::Q8_0(wasm::q5_0_dot),
+            GgmlType::Q5_1 => RowFn::Q8_0(wasm::q5_1_dot),
+            GgmlType::Q8_0 => RowFn::Q8_0(wasm::q8_0_dot),
+            GgmlType::Q4_K => RowFn::Q8K(wasm::q4_k_dot),
+            GgmlType::Q6_K => RowFn::Q8K(wasm::q6_k_dot),
+            _ => return None,
+        };
+        Some(Kernel { ty, name: "simd128", row })
+    }
+
     /// Every variant usable on this CPU for ty, (name, kernel), portable first, then from the narrowest
     /// instruction set up — for tests and benches (`CHORUS_ISA` does not apply here).
     pub fn variants(ty: GgmlType) -> Vec<(&'static str, Kernel)> {
-        // Only x86_64 has variants to add.
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        // Only x86_64 and wasm32 have variants to add.
+        #[cfg_attr(not(any(target_arch = "x86_64", target_arch = "wasm32")), allow(unused_mut))]
         let mut v = vec![("portable", Self::portable(ty))];
         #[cfg(target_arch = "x86_64")]
         v.extend(Self::avx2(ty).into_iter().chain(Self::avx512(ty)).map(|k| (k.name, k)));
+        #[cfg(target_arch = "wasm32")]
+        v.extend(Self::simd128(ty).map(|k| (k.name, k)));
         v
     }
 
@@ -312,7 +428,7 @@ impl Kernel {
         false
     }
 
-    /// The variant's name: "portable", "avx2" or "avx512".
+    /// The variant's name: "portable", "avx2", "avx512" or "simd128".
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -429,4 +545,36 @@ impl Kernel {
         self.dot_rows_pair(w, acts, i, [o0, o1]);
         self.dot_rows_pair(w, acts, i + 2, [o2, o3]);
     }
+}
+
+/// Test support, shared by the SIMD kernel tests here and in `fusion`: whether this
+/// processor runs the AVX2 (with `fma`: AVX2+FMA) kernels, i.e. whether a test comparing them with the
+/// portable loops can mean anything here. Without them such a test would compare the portable loop with
+/// itself and pass, so this makes the skip visible instead of silent:
+/// - it writes `SKIPPED: no avx2 …` with the test's name straight to the process's stderr. libtest captures
+///   only what `print!`/`eprint!` write, so under `cargo test` the line appears in the run's log next to the
+///   test's `ok` even though the test passed (under `cargo nextest`, which captures whole processes, add
+///   `--success-output immediate` or `--no-capture` to see it);
+/// - with `CHORUS_REQUIRE_SIMD=1` it panics instead (like `CHORUS_REQUIRE_GPU` for the GPU tests), so a CI
+///   machine that must test the kernels cannot turn them into passes.
+///
+/// A compile-time `#[ignore]` cannot express this: the kernels are chosen at run time
+/// (`is_x86_feature_detected!`), and the test binary is built for the baseline x86-64 target.
+#[cfg(test)]
+pub(crate) fn simd_or_skip(test: &str, fma: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let has = std::arch::is_x86_feature_detected!("avx2") && (!fma || std::arch::is_x86_feature_detected!("fma"));
+    #[cfg(not(target_arch = "x86_64"))]
+    let has = false;
+    if has {
+        return true;
+    }
+    let what = if fma { "avx2+fma" } else { "avx2" };
+    if std::env::var("CHORUS_REQUIRE_SIMD").is_ok_and(|v| v == "1") {
+        panic!("{test}: CHORUS_REQUIRE_SIMD=1 but this processor lacks {what}: its AVX2 kernels cannot be tested");
+    }
+    let line =
+        format!("SKIPPED: no {what}: {test}: its AVX2 kernel comparison did not run (CHORUS_REQUIRE_SIMD=1 fails)\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
 }

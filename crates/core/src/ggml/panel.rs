@@ -21,9 +21,10 @@
 //! which prefill's hundreds of rows amortise; decode keeps the row kernels. [`GemmKernel::Portable`] is the
 //! reference (same operations in the same order, so the AVX-512 kernel equals it bit for bit).
 
-use super::{ActFormat, Acts, act_format, kquants::q45k_codes, legacy::q4_codes, row_bytes};
+use super::kquants::{q2k_quants, q3k_quants, q3k_scales, q6k_quants, q45k_codes, scale_min_k4};
+use super::legacy::{q4_codes, q5_codes};
+use super::{ActFormat, Acts, GgmlType, QK, QK_K, act_format, h, row_bytes};
 use crate::error::{Error, Result};
-use crate::quant::{GgmlType, QK, QK_K, q2k_quants, q3k_quants, q3k_scales, q5_codes, q6k_quants, scale_min_k4};
 
 /// Weight rows per panel: one 512-bit register of i32 sums.
 pub const PANEL_ROWS: usize = 16;
@@ -277,10 +278,6 @@ pub(super) fn panel_portable<const N: usize>(p: &PanelRef, a: &[ActRow; N]) -> [
         }
     }
     acc
-}
-
-fn h(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// One stored block as u8 codes `c` (its values in order) and per sub-block a scale and offset with

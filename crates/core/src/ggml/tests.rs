@@ -2,9 +2,13 @@
 //! f64 reference over the dequantized operands (which checks the integer algebra, mins and offsets
 //! included), and activation quantization.
 
+use super::types::dequantize;
 use super::*;
-use crate::quant::dequantize;
 use crate::sampling::Rng;
+// Under wasm32 these tests run in Node through wasm-bindgen-test-runner (`scripts/test`), where
+// `Kernel::variants` holds the simd128 kernels.
+#[cfg(target_family = "wasm")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 const ALL: [GgmlType; 13] = [
     GgmlType::F32,
@@ -138,7 +142,7 @@ fn act_formats_and_row_bytes() {
 
 #[test]
 fn every_variant_matches_portable() {
-    let simd = crate::qmatrix::simd_or_skip("ggml::every_variant_matches_portable", true);
+    let simd = crate::ggml::simd_or_skip("ggml::every_variant_matches_portable", true);
     let mut rng = Rng::new(11);
     let mut acts = Acts::new();
     // The AVX-512 kernels are compared only on a CPU that has the set; say so where it does not (the
@@ -157,6 +161,10 @@ fn every_variant_matches_portable() {
         }
         if avx512 && (ty.block_elems() == QK || matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K)) {
             assert!(variants.iter().any(|(n, _)| *n == "avx512"), "{} has no avx512 variant", ty.name());
+        }
+        #[cfg(target_arch = "wasm32")]
+        if ty.block_elems() == QK || matches!(ty, GgmlType::F32 | GgmlType::BF16 | GgmlType::Q4_K | GgmlType::Q6_K) {
+            assert!(variants.iter().any(|(n, _)| *n == "simd128"), "{} has no simd128 variant", ty.name());
         }
         for cols in col_sizes(ty) {
             let rows = 5;
@@ -521,7 +529,7 @@ fn panels_hold_the_dequantized_values_exactly() {
 /// counts with partial panels, and the portable one agrees with the row kernels up to summation order.
 #[test]
 fn panel_kernels_match_portable_exactly_and_the_row_kernels_closely() {
-    let simd = crate::qmatrix::simd_or_skip("ggml::panel_kernels_match_portable", true);
+    let simd = crate::ggml::simd_or_skip("ggml::panel_kernels_match_portable", true);
     let kernels = GemmKernel::variants();
     if simd && Kernel::cpu_has_avx512() {
         assert!(kernels.len() > 1, "no AVX-512 panel kernel on an AVX-512 CPU");

@@ -21,7 +21,7 @@
 use std::arch::x86_64::*;
 
 use super::{Q8Act, Q8KAct};
-use crate::quant::{QK, QK_K};
+use crate::ggml::{QK, QK_K};
 
 /// Defines the safe entry point `$name` over the `#[target_feature]` body `$body`.
 macro_rules! entry {

@@ -114,7 +114,7 @@ fn vector(files: &ModelFiles, hf_name: &str, len: usize) -> Result<Vec<f32>> {
             found: raw.shape,
         });
     }
-    chorus_core::quant::dequantize(raw.ty, raw.data(), len, &raw.name)
+    chorus_core::ggml::dequantize(raw.ty, raw.data(), len, &raw.name)
         .map_err(|err| Error::Core { file: files.path.clone(), err })
 }
 

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::ggml::panel::{ActRow, PanelRef};
 use crate::ggml::{Q8Act, Q8KAct};
-use crate::quant::{QK, QK_K};
+use crate::ggml::{QK, QK_K};
 
 rows_entry!(q4_0_rows, q4_0_rows2, legacy_q4_0, Q8Act, 18, q8_ok, crate::ggml::has_avx512(), 8, 1);
 rows_entry!(q4_1_rows, q4_1_rows2, legacy_q4_1, Q8Act, 20, q8_ok, crate::ggml::has_avx512(), 8, 1);
