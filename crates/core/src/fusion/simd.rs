@@ -1,58 +1,77 @@
 //! The fast evaluator's kernels: per-piece max and exp-dot reductions (one α or a grid of them), their
-//! AVX2+FMA builds, `exp_fast`.
+//! AVX2+FMA and AVX-512 builds, `exp_fast`.
 
-pub(super) fn max_shift_piece(base: &[f32], d: &[f32], a: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features this function is compiled for were just detected.
-        return unsafe { max_shift_avx2(base, d, a) };
-    }
-    max_shift_impl(base, d, a)
-}
-
-pub(super) fn exp_dot_shift_piece(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features this function is compiled for were just detected.
-        return unsafe { exp_dot_shift_avx2(base, d, a, m) };
-    }
-    exp_dot_shift_impl(base, d, a, m)
-}
-
-/// [`exp_dot_shift_piece`] for every `alphas[j] = alphas[0] + j·h` at its shift `m[j]`, with one exp per
-/// element for every [`ANCHOR`] candidates instead of one per candidate (see [`exp_dot_grid_impl`]).
-pub(super) fn exp_dot_grid_piece(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32]) -> Vec<(f64, f64)> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the features this function is compiled for were just detected.
-        return unsafe { exp_dot_grid_avx2(base, d, alphas, h, m) };
-    }
-    exp_dot_grid_impl(base, d, alphas, h, m)
-}
-
+/// Which build of the reductions this CPU runs (detected once, capped by `CHORUS_ISA` as the GGML kernels
+/// are): 2 = AVX-512 (F/BW/DQ/VL), 1 = AVX2+FMA, 0 = the portable loops.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_dot_grid_avx2(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32]) -> Vec<(f64, f64)> {
-    exp_dot_grid_impl(base, d, alphas, h, m)
+fn isa() -> u8 {
+    static ISA: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        use std::arch::is_x86_feature_detected as has;
+        let cap = crate::ggml::isa_cap();
+        if cap >= 2 && has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("fma") {
+            2
+        } else if cap >= 1 && has!("avx2") && has!("fma") {
+            1
+        } else {
+            0
+        }
+    })
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn max_shift_avx2(base: &[f32], d: &[f32], a: f32) -> f32 {
-    max_shift_impl(base, d, a)
+/// Defines `$name`, which runs the inline body `$body` compiled for the widest instruction set [`isa`]
+/// allows: the same element-wise code (`exp_fast`) and the same lane sums over a fixed [`LANES`] (the
+/// [`Sums`] impls) give the same bits at any vector width, so the choice changes speed only (tested).
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident, $body:ident, $avx2:ident, $avx512:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        $(#[$doc])*
+        pub(super) fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            match isa() {
+                // SAFETY: `isa()` detected the features each build is compiled for.
+                2 => return unsafe { $avx512($($arg),*) },
+                // SAFETY: as above.
+                1 => return unsafe { $avx2($($arg),*) },
+                _ => {}
+            }
+            $body::<Portable>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2($($arg: $ty),*) -> $ret {
+            $body::<Avx>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+        unsafe fn $avx512($($arg: $ty),*) -> $ret {
+            $body::<Avx>($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_dot_shift_avx2(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
-    exp_dot_shift_impl(base, d, a, m)
-}
+dispatch!(
+    /// max over the piece of `base + a·d`.
+    max_shift_piece, max_shift_impl, max_shift_avx2, max_shift_avx512, (base: &[f32], d: &[f32], a: f32) -> f32
+);
+dispatch!(
+    /// (Σ e, Σ e·d) over the piece with e = exp(base + a·d − m).
+    exp_dot_shift_piece, exp_dot_shift_impl, exp_dot_shift_avx2, exp_dot_shift_avx512,
+    (base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64)
+);
+dispatch!(
+    /// [`exp_dot_shift_piece`] for every `alphas[j] = alphas[0] + j·h` at its shift `m[j]`, with one exp per
+    /// element for every [`ANCHOR`] candidates instead of one per candidate (see [`exp_dot_grid_impl`]).
+    exp_dot_grid_piece, exp_dot_grid_impl, exp_dot_grid_avx2, exp_dot_grid_avx512,
+    (base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32]) -> Vec<(f64, f64)>
+);
 
 const LANES: usize = 8;
 pub(super) const CHUNK: usize = 1024;
 
 #[inline(always)]
-fn max_shift_impl(base: &[f32], d: &[f32], a: f32) -> f32 {
+fn max_shift_impl<S: Sums>(base: &[f32], d: &[f32], a: f32) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let (bc, dc) = (base.chunks_exact(LANES), d.chunks_exact(LANES));
     let (br, dr) = (bc.remainder(), dc.remainder());
@@ -66,7 +85,7 @@ fn max_shift_impl(base: &[f32], d: &[f32], a: f32) -> f32 {
 }
 
 #[inline(always)]
-fn exp_dot_shift_impl(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
+fn exp_dot_shift_impl<S: Sums>(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
     let (mut s, mut sd) = (0f64, 0f64);
     let mut e = [0f32; CHUNK];
     for (bch, dch) in base.chunks(CHUNK).zip(d.chunks(CHUNK)) {
@@ -76,7 +95,8 @@ fn exp_dot_shift_impl(base: &[f32], d: &[f32], a: f32, m: f32) -> (f64, f64) {
         for ((e, &b), &d) in e.iter_mut().zip(bch).zip(dch) {
             *e = exp_fast(b + a * d - m);
         }
-        let (cs, csd) = lane_sums(e, dch);
+        // SAFETY: `S` is `Avx` only inside the AVX builds (see `Sums`).
+        let (cs, csd) = unsafe { S::lane_sums(e, dch) };
         s += cs;
         sd += csd;
     }
@@ -94,7 +114,7 @@ pub(super) const ANCHOR: usize = 4;
 /// below e^(−87 + 3·h·d), negligible against the maximum's 1 while |d| < 100. Relative error per term
 /// ≤ ~8e-7 (three products and exp(h·d)'s own error), against 1e-7 for the exact exp.
 #[inline(always)]
-fn exp_dot_grid_impl(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32]) -> Vec<(f64, f64)> {
+fn exp_dot_grid_impl<S: Sums>(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32]) -> Vec<(f64, f64)> {
     let k = alphas.len().min(m.len());
     let mut out = vec![(0f64, 0f64); k];
     // exp(m_{j−1} − m_j), a scalar per candidate (|Δm| ≤ h·max|d|, so it is finite).
@@ -107,18 +127,17 @@ fn exp_dot_grid_impl(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32])
             *r = exp_fast(h * d);
         }
         for j in 0..k {
-            if j % ANCHOR == 0 {
+            let (cs, csd) = if j % ANCHOR == 0 {
                 let (a, mj) = (alphas[j], m[j]);
                 for ((e, &b), &d) in e.iter_mut().zip(bch).zip(dch) {
                     *e = exp_fast(b + a * d - mj);
                 }
+                // SAFETY: as in `exp_dot_shift_impl`.
+                unsafe { S::lane_sums(e, dch) }
             } else {
-                let cj = c[j];
-                for (e, &r) in e.iter_mut().zip(&*r) {
-                    *e *= r * cj;
-                }
-            }
-            let (cs, csd) = lane_sums(e, dch);
+                // SAFETY: as above.
+                unsafe { S::step_lane_sums(e, r, dch, c[j]) }
+            };
             out[j].0 += cs;
             out[j].1 += csd;
         }
@@ -126,23 +145,119 @@ fn exp_dot_grid_impl(base: &[f32], d: &[f32], alphas: &[f32], h: f32, m: &[f32])
     out
 }
 
-/// (Σ e_i, Σ e_i·d_i) of one chunk: f32 sums per lane (no reassociation needed to vectorise), added in f64.
-#[inline(always)]
-fn lane_sums(e: &[f32], d: &[f32]) -> (f64, f64) {
-    let n = e.len().min(d.len());
-    let (mut es, mut eds) = ([0f32; LANES], [0f32; LANES]);
-    for (ec, dc) in e[..n].chunks_exact(LANES).zip(d[..n].chunks_exact(LANES)) {
-        for k in 0..LANES {
-            es[k] += ec[k];
-            eds[k] += ec[k] * dc[k];
+/// The chunk reductions of the search: (Σ e_i, Σ e_i·d_i) in f32 per lane ([`LANES`] lanes, lane
+/// `i % LANES`, a remainder into lane 0 after the rest), the lanes added in f64 in order; and the grid's
+/// step between anchors, e_i ← e_i·(r_i·c), with those sums of the new e in the same pass. [`Portable`]
+/// writes them as lane arrays, which LLVM's SLP vectoriser only half vectorises (lanes built one insert
+/// at a time); [`Avx`] is the same operations in one 256-bit register, so the same bits.
+///
+/// Safety: `Avx`'s functions may run only on a CPU with AVX (they are reached only from the AVX builds,
+/// whose features `isa()` detected); `Portable`'s have no requirement.
+trait Sums {
+    unsafe fn lane_sums(e: &[f32], d: &[f32]) -> (f64, f64);
+    unsafe fn step_lane_sums(e: &mut [f32], r: &[f32], d: &[f32], c: f32) -> (f64, f64);
+}
+
+/// The reference lane sums.
+struct Portable;
+
+impl Sums for Portable {
+    #[inline(always)]
+    unsafe fn lane_sums(e: &[f32], d: &[f32]) -> (f64, f64) {
+        let n = e.len().min(d.len());
+        let (mut es, mut eds) = ([0f32; LANES], [0f32; LANES]);
+        for (ec, dc) in e[..n].chunks_exact(LANES).zip(d[..n].chunks_exact(LANES)) {
+            for k in 0..LANES {
+                es[k] += ec[k];
+                eds[k] += ec[k] * dc[k];
+            }
         }
+        let tail = n - n % LANES;
+        for (&ev, &dv) in e[tail..n].iter().zip(&d[tail..n]) {
+            es[0] += ev;
+            eds[0] += ev * dv;
+        }
+        (es.iter().map(|&v| v as f64).sum::<f64>(), eds.iter().map(|&v| v as f64).sum::<f64>())
     }
-    let tail = n - n % LANES;
-    for (&ev, &dv) in e[tail..n].iter().zip(&d[tail..n]) {
-        es[0] += ev;
-        eds[0] += ev * dv;
+
+    #[inline(always)]
+    unsafe fn step_lane_sums(e: &mut [f32], r: &[f32], d: &[f32], c: f32) -> (f64, f64) {
+        let n = e.len().min(r.len());
+        for (e, &r) in e[..n].iter_mut().zip(&r[..n]) {
+            *e *= r * c;
+        }
+        // SAFETY: the portable sums have no requirement.
+        unsafe { Self::lane_sums(&e[..n], d) }
     }
-    (es.iter().map(|&v| v as f64).sum::<f64>(), eds.iter().map(|&v| v as f64).sum::<f64>())
+}
+
+/// The lane sums in `__m256` registers (x86_64 with AVX).
+#[cfg(target_arch = "x86_64")]
+struct Avx;
+
+#[cfg(target_arch = "x86_64")]
+impl Sums for Avx {
+    #[inline(always)]
+    unsafe fn lane_sums(e: &[f32], d: &[f32]) -> (f64, f64) {
+        use std::arch::x86_64::*;
+        let n = e.len().min(d.len());
+        let tail = n - n % LANES;
+        // SAFETY (the loads): `i + LANES <= tail <= n`, within both slices; the caller guarantees AVX.
+        let (mut es, mut eds) = unsafe { (_mm256_setzero_ps(), _mm256_setzero_ps()) };
+        for i in (0..tail).step_by(LANES) {
+            unsafe {
+                let ev = _mm256_loadu_ps(e.as_ptr().add(i));
+                let dv = _mm256_loadu_ps(d.as_ptr().add(i));
+                es = _mm256_add_ps(es, ev);
+                eds = _mm256_add_ps(eds, _mm256_mul_ps(ev, dv));
+            }
+        }
+        Self::finish(es, eds, &e[tail..n], &d[tail..n])
+    }
+
+    #[inline(always)]
+    unsafe fn step_lane_sums(e: &mut [f32], r: &[f32], d: &[f32], c: f32) -> (f64, f64) {
+        use std::arch::x86_64::*;
+        let n = e.len().min(r.len()).min(d.len());
+        let tail = n - n % LANES;
+        // SAFETY (the loads and stores): `i + LANES <= tail <= n`, within all three slices; AVX as above.
+        let (mut es, mut eds, cv) = unsafe { (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_set1_ps(c)) };
+        for i in (0..tail).step_by(LANES) {
+            unsafe {
+                let ev = _mm256_mul_ps(
+                    _mm256_loadu_ps(e.as_ptr().add(i)),
+                    _mm256_mul_ps(_mm256_loadu_ps(r.as_ptr().add(i)), cv),
+                );
+                _mm256_storeu_ps(e.as_mut_ptr().add(i), ev);
+                let dv = _mm256_loadu_ps(d.as_ptr().add(i));
+                es = _mm256_add_ps(es, ev);
+                eds = _mm256_add_ps(eds, _mm256_mul_ps(ev, dv));
+            }
+        }
+        for (e, &r) in e[tail..n].iter_mut().zip(&r[tail..n]) {
+            *e *= r * c;
+        }
+        Self::finish(es, eds, &e[tail..n], &d[tail..n])
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Avx {
+    /// The lanes out of the registers, the remainder into lane 0, the lanes added in f64 in order.
+    #[inline(always)]
+    fn finish(es: std::arch::x86_64::__m256, eds: std::arch::x86_64::__m256, e: &[f32], d: &[f32]) -> (f64, f64) {
+        let (mut a, mut b) = ([0f32; LANES], [0f32; LANES]);
+        // SAFETY: both arrays hold LANES = 8 f32; `storeu` has no alignment requirement. AVX as above.
+        unsafe {
+            std::arch::x86_64::_mm256_storeu_ps(a.as_mut_ptr(), es);
+            std::arch::x86_64::_mm256_storeu_ps(b.as_mut_ptr(), eds);
+        }
+        for (&ev, &dv) in e.iter().zip(d) {
+            a[0] += ev;
+            b[0] += ev * dv;
+        }
+        (a.iter().map(|&v| v as f64).sum::<f64>(), b.iter().map(|&v| v as f64).sum::<f64>())
+    }
 }
 
 /// e^x for x ≤ 88 with relative error ≈ 1e-7; exactly 0 below −87 (where f32 e^x is subnormal).
@@ -192,15 +307,15 @@ mod tests {
         (l[17], d[17]) = (l.iter().copied().fold(f32::MIN, f32::max) - 95.0, 60.0);
         for (a0, h, k) in [(0.1f32, 0.1f32, 20usize), (0.0, 0.25, 9), (0.5, 0.05, 3)] {
             let alphas: Vec<f32> = (0..k).map(|j| a0 + j as f32 * h).collect();
-            let m: Vec<f32> = alphas.iter().map(|&a| max_shift_impl(&l, &d, a)).collect();
-            let got = exp_dot_grid_impl(&l, &d, &alphas, h, &m);
+            let m: Vec<f32> = alphas.iter().map(|&a| max_shift_impl::<Portable>(&l, &d, a)).collect();
+            let got = exp_dot_grid_impl::<Portable>(&l, &d, &alphas, h, &m);
             for j in 0..k {
                 // Against f64 arithmetic at the same α and shift, next to the f32 exact-exp kernel
                 // (whose own error is the rounding of b + α·d in f32: ~2e-6 for an exponent near 25).
                 let (a, mj) = (alphas[j] as f64, m[j] as f64);
                 let terms = l.iter().zip(&d).map(|(&b, &d)| ((b as f64 + a * d as f64 - mj).exp(), d as f64));
                 let (s64, sd64) = terms.fold((0.0, 0.0), |(s, sd), (e, d)| (s + e, sd + e * d));
-                let one = exp_dot_shift_impl(&l, &d, alphas[j], m[j]);
+                let one = exp_dot_shift_impl::<Portable>(&l, &d, alphas[j], m[j]);
                 // Σe·d against Σe·max|d| (the terms' size): it may cancel to near 0.
                 let scale = s64 * d.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
                 for (name, (s, sd)) in [("grid", got[j]), ("exact exp", one)] {
@@ -211,8 +326,8 @@ mod tests {
         }
     }
 
-    /// The AVX2+FMA builds of the reductions equal the portable loops bit for bit: they are the same
-    /// inline code compiled for 256-bit vectors, and Rust never contracts `b + a·d` into an FMA, so no
+    /// The AVX2+FMA and AVX-512 builds of the reductions equal the portable loops bit for bit: they are the
+    /// same inline code compiled for 256- and 512-bit vectors, and Rust never contracts `b + a·d` into an FMA, so no
     /// value may differ. Lengths cover partial lanes and chunks; banned tokens (−1e30) are included.
     #[test]
     // Off x86_64 the kernel block below is compiled out and the early return is the whole body.
@@ -223,31 +338,53 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         {
+            use std::arch::is_x86_feature_detected as has;
+            let avx512 = has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl");
+            if !avx512 {
+                eprintln!("NOTE: no AVX-512 F/BW/DQ/VL here: the fusion reductions' avx512 builds are not compared");
+            }
             let (mut l, s, e) = crate::fusion::synthetic_logits(7, 3000, 1);
             let d: Vec<f32> = e[0].iter().zip(&s).map(|(e, s)| e - s).collect();
             (l[5], l[2049]) = (-1.0e30, -1.0e30);
             for n in [1, 7, 8, 9, 1023, 1024, 1025, 3000] {
                 let (b, d) = (&l[..n], &d[..n]);
                 for a in [0.0f32, 0.35, 1.0, 2.0] {
-                    let m = max_shift_impl(b, d, a);
+                    let m = max_shift_impl::<Portable>(b, d, a);
                     // SAFETY: `simd_or_skip` just detected AVX2 and FMA.
                     let got = unsafe { max_shift_avx2(b, d, a) };
                     assert_eq!(got.to_bits(), m.to_bits(), "max, n = {n}, a = {a}");
+                    if avx512 {
+                        // SAFETY: `avx512` is the detection of the features this build needs.
+                        let got = unsafe { max_shift_avx512(b, d, a) };
+                        assert_eq!(got.to_bits(), m.to_bits(), "avx512 max, n = {n}, a = {a}");
+                    }
                     assert_eq!(max_shift_piece(b, d, a).to_bits(), m.to_bits(), "dispatch, n = {n}");
-                    let want = exp_dot_shift_impl(b, d, a, m);
+                    let want = exp_dot_shift_impl::<Portable>(b, d, a, m);
                     // SAFETY: as above.
                     let got = unsafe { exp_dot_shift_avx2(b, d, a, m) };
                     assert_eq!((got.0.to_bits(), got.1.to_bits()), (want.0.to_bits(), want.1.to_bits()), "n = {n}");
+                    if avx512 {
+                        // SAFETY: as above.
+                        let got = unsafe { exp_dot_shift_avx512(b, d, a, m) };
+                        assert_eq!((got.0.to_bits(), got.1.to_bits()), (want.0.to_bits(), want.1.to_bits()), "avx512");
+                    }
                     let via = exp_dot_shift_piece(b, d, a, m);
                     assert_eq!((via.0.to_bits(), via.1.to_bits()), (want.0.to_bits(), want.1.to_bits()), "dispatch");
                 }
                 let alphas: Vec<f32> = (1..=20).map(|j| j as f32 * 0.1).collect();
-                let m: Vec<f32> = alphas.iter().map(|&a| max_shift_impl(b, d, a)).collect();
-                let want = exp_dot_grid_impl(b, d, &alphas, 0.1, &m);
+                let m: Vec<f32> = alphas.iter().map(|&a| max_shift_impl::<Portable>(b, d, a)).collect();
+                let want = exp_dot_grid_impl::<Portable>(b, d, &alphas, 0.1, &m);
                 // SAFETY: as above.
                 let got = unsafe { exp_dot_grid_avx2(b, d, &alphas, 0.1, &m) };
                 for (g, w) in got.iter().zip(&want) {
                     assert_eq!((g.0.to_bits(), g.1.to_bits()), (w.0.to_bits(), w.1.to_bits()), "grid, n = {n}");
+                }
+                if avx512 {
+                    // SAFETY: as above.
+                    let got = unsafe { exp_dot_grid_avx512(b, d, &alphas, 0.1, &m) };
+                    for (g, w) in got.iter().zip(&want) {
+                        assert_eq!((g.0.to_bits(), g.1.to_bits()), (w.0.to_bits(), w.1.to_bits()), "avx512 grid");
+                    }
                 }
             }
         }

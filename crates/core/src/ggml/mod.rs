@@ -292,7 +292,7 @@ fn has_avx512() -> bool {
 /// lower one (`portable`, `avx2`), which lets a benchmark compare variants in one build and one run. An
 /// unknown value is ignored with a warning on stderr (once).
 #[cfg(target_arch = "x86_64")]
-fn isa_cap() -> u8 {
+pub(crate) fn isa_cap() -> u8 {
     static CAP: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
     *CAP.get_or_init(|| match std::env::var("CHORUS_ISA").as_deref() {
         Err(_) | Ok("" | "avx512" | "native") => 2,
