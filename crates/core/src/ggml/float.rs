@@ -4,33 +4,6 @@ use half::{bf16, f16};
 
 use super::{ActFormat, BlockFormat};
 
-/// Σ w·x over an F32 row.
-pub(super) fn f32_dot(w: &[u8], x: &[f32]) -> f32 {
-    // Eight partial sums, so the compiler can keep them in vector lanes (a single running sum is a serial
-    // dependency chain it may not reassociate).
-    let mut acc = [0f32; 8];
-    let (wc, xc) = (w.chunks_exact(32), x.chunks_exact(8));
-    let (wt, xt) = (wc.remainder(), xc.remainder());
-    for (wb, xb) in wc.zip(xc) {
-        for k in 0..8 {
-            let c = &wb[4 * k..4 * k + 4];
-            acc[k] += f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * xb[k];
-        }
-    }
-    let tail: f32 = wt.chunks_exact(4).zip(xt).map(|(c, &x)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * x).sum();
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Σ w·x over an F16 row.
-pub(super) fn f16_dot(w: &[u8], x: &[f32]) -> f32 {
-    halves(w, x, |c| f16::from_le_bytes([c[0], c[1]]).to_f32())
-}
-
-/// Σ w·x over a BF16 row.
-pub(super) fn bf16_dot(w: &[u8], x: &[f32]) -> f32 {
-    halves(w, x, |c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
-}
-
 fn halves(w: &[u8], x: &[f32], dec: impl Fn(&[u8]) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let (wc, xc) = (w.chunks_exact(16), x.chunks_exact(8));
@@ -57,8 +30,21 @@ impl BlockFormat for F32 {
         y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     }
 
-    fn dot(w: &[u8], a: &[f32]) -> f32 {
-        f32_dot(w, a)
+    fn dot(w: &[u8], x: &[f32]) -> f32 {
+        // Eight partial sums, so the compiler can keep them in vector lanes (a single running sum is a serial
+        // dependency chain it may not reassociate).
+        let mut acc = [0f32; 8];
+        let (wc, xc) = (w.chunks_exact(32), x.chunks_exact(8));
+        let (wt, xt) = (wc.remainder(), xc.remainder());
+        for (wb, xb) in wc.zip(xc) {
+            for k in 0..8 {
+                let c = &wb[4 * k..4 * k + 4];
+                acc[k] += f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * xb[k];
+            }
+        }
+        let tail: f32 =
+            wt.chunks_exact(4).zip(xt).map(|(c, &x)| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * x).sum();
+        acc.iter().sum::<f32>() + tail
     }
 }
 
@@ -75,8 +61,8 @@ impl BlockFormat for F16 {
         y[0] = f16::from_le_bytes([b[0], b[1]]).to_f32();
     }
 
-    fn dot(w: &[u8], a: &[f32]) -> f32 {
-        f16_dot(w, a)
+    fn dot(w: &[u8], x: &[f32]) -> f32 {
+        halves(w, x, |c| f16::from_le_bytes([c[0], c[1]]).to_f32())
     }
 }
 
@@ -93,7 +79,7 @@ impl BlockFormat for BF16 {
         y[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32();
     }
 
-    fn dot(w: &[u8], a: &[f32]) -> f32 {
-        bf16_dot(w, a)
+    fn dot(w: &[u8], x: &[f32]) -> f32 {
+        halves(w, x, |c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
     }
 }

@@ -28,37 +28,6 @@ fn blocks<'a>(w: &'a [u8], bb: usize, a: &Q8KAct<'a>) -> impl Iterator<Item = (&
         .map(|((b, q), (&d, bs))| (b, q, d, bs))
 }
 
-/// Q2_K: value = d·(sc & 15)·c − dmin·(sc >> 4), codes 0..3, one scale byte per 16.
-pub(super) fn q2_k_dot(w: &[u8], a: &Q8KAct) -> f32 {
-    let mut acc = 0f32;
-    let mut c = [0u8; QK_K];
-    for (b, q, da, bs) in blocks(w, 84, a) {
-        q2k_quants(b, &mut c);
-        let dots = sub16(&c, q);
-        let (mut sumi, mut summ) = (0i32, 0i32);
-        for j in 0..16 {
-            sumi += (b[j] & 0x0f) as i32 * dots[j];
-            summ += (b[j] >> 4) as i32 * bs[j] as i32;
-        }
-        acc += da * (h(b, 80) * sumi as f32 - h(b, 82) * summ as f32);
-    }
-    acc
-}
-
-/// Q3_K: value = d·sc·c with signed 6-bit scales and codes −4..3, one scale per 16.
-pub(super) fn q3_k_dot(w: &[u8], a: &Q8KAct) -> f32 {
-    let mut acc = 0f32;
-    let mut c = [0i8; QK_K];
-    for (b, q, da, _) in blocks(w, 110, a) {
-        q3k_quants(b, &mut c);
-        let sc = q3k_scales(b);
-        let dots = sub16(&c, q);
-        let sumi: i32 = (0..16).map(|j| sc[j] as i32 * dots[j]).sum();
-        acc += da * h(b, 108) * sumi as f32;
-    }
-    acc
-}
-
 /// The unsigned codes of a Q4_K (`qh` = None, codes 0..15) or Q5_K (codes 0..31) block, in element order.
 pub(super) fn q45k_codes(ql: &[u8], qh: Option<&[u8]>) -> [u8; QK_K] {
     let mut c = [0u8; QK_K];
@@ -88,35 +57,6 @@ fn q45k_dot(w: &[u8], a: &Q8KAct, five: bool) -> f32 {
             summ += m as i32 * (bs[2 * j] as i32 + bs[2 * j + 1] as i32);
         }
         acc += da * (h(b, 0) * sumi as f32 - h(b, 2) * summ as f32);
-    }
-    acc
-}
-
-/// Q4_K.
-pub(super) fn q4_k_dot(w: &[u8], a: &Q8KAct) -> f32 {
-    q45k_dot(w, a, false)
-}
-
-/// Q5_K.
-pub(super) fn q5_k_dot(w: &[u8], a: &Q8KAct) -> f32 {
-    q45k_dot(w, a, true)
-}
-
-/// Q6_K: value = d·sc·(u − 32) with unsigned 6-bit codes u and signed 8-bit scales per 16.
-pub(super) fn q6_k_dot(w: &[u8], a: &Q8KAct) -> f32 {
-    let mut acc = 0f32;
-    let mut c = [0i8; QK_K];
-    for (b, q, da, bs) in blocks(w, 210, a) {
-        q6k_quants(b, &mut c);
-        let u: [u8; QK_K] = std::array::from_fn(|v| (c[v] as i32 + 32) as u8);
-        let dots = sub16(&u, q);
-        let (mut sumi, mut corr) = (0i32, 0i32);
-        for j in 0..16 {
-            let sc = (b[192 + j] as i8) as i32;
-            sumi += sc * dots[j];
-            corr += sc * bs[j] as i32;
-        }
-        acc += da * h(b, 208) * (sumi - 32 * corr) as f32;
     }
     acc
 }
@@ -216,7 +156,19 @@ impl BlockFormat for Q2_K {
     }
 
     fn dot(w: &[u8], a: &Q8KAct<'_>) -> f32 {
-        q2_k_dot(w, a)
+        let mut acc = 0f32;
+        let mut c = [0u8; QK_K];
+        for (b, q, da, bs) in blocks(w, 84, a) {
+            q2k_quants(b, &mut c);
+            let dots = sub16(&c, q);
+            let (mut sumi, mut summ) = (0i32, 0i32);
+            for j in 0..16 {
+                sumi += (b[j] & 0x0f) as i32 * dots[j];
+                summ += (b[j] >> 4) as i32 * bs[j] as i32;
+            }
+            acc += da * (h(b, 80) * sumi as f32 - h(b, 82) * summ as f32);
+        }
+        acc
     }
 }
 
@@ -240,7 +192,16 @@ impl BlockFormat for Q3_K {
     }
 
     fn dot(w: &[u8], a: &Q8KAct<'_>) -> f32 {
-        q3_k_dot(w, a)
+        let mut acc = 0f32;
+        let mut c = [0i8; QK_K];
+        for (b, q, da, _) in blocks(w, 110, a) {
+            q3k_quants(b, &mut c);
+            let sc = q3k_scales(b);
+            let dots = sub16(&c, q);
+            let sumi: i32 = (0..16).map(|j| sc[j] as i32 * dots[j]).sum();
+            acc += da * h(b, 108) * sumi as f32;
+        }
+        acc
     }
 }
 
@@ -273,7 +234,7 @@ impl BlockFormat for Q4_K {
     }
 
     fn dot(w: &[u8], a: &Q8KAct<'_>) -> f32 {
-        q4_k_dot(w, a)
+        q45k_dot(w, a, false)
     }
 }
 
@@ -312,7 +273,7 @@ impl BlockFormat for Q5_K {
     }
 
     fn dot(w: &[u8], a: &Q8KAct<'_>) -> f32 {
-        q5_k_dot(w, a)
+        q45k_dot(w, a, true)
     }
 }
 
@@ -336,6 +297,20 @@ impl BlockFormat for Q6_K {
     }
 
     fn dot(w: &[u8], a: &Q8KAct<'_>) -> f32 {
-        q6_k_dot(w, a)
+        let mut acc = 0f32;
+        let mut c = [0i8; QK_K];
+        for (b, q, da, bs) in blocks(w, 210, a) {
+            q6k_quants(b, &mut c);
+            let u: [u8; QK_K] = std::array::from_fn(|v| (c[v] as i32 + 32) as u8);
+            let dots = sub16(&u, q);
+            let (mut sumi, mut corr) = (0i32, 0i32);
+            for j in 0..16 {
+                let sc = (b[192 + j] as i8) as i32;
+                sumi += sc * dots[j];
+                corr += sc * bs[j] as i32;
+            }
+            acc += da * h(b, 208) * (sumi - 32 * corr) as f32;
+        }
+        acc
     }
 }

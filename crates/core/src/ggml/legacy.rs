@@ -20,52 +20,6 @@ pub(super) fn q4_codes(qs: &[u8], bias: i8) -> [i8; QK] {
     c
 }
 
-/// Q4_0: value = d·(c − 8).
-pub(super) fn q4_0_dot(w: &[u8], a: &Q8Act) -> f32 {
-    let mut acc = 0f32;
-    for ((b, q), &da) in w.chunks_exact(18).zip(a.q.chunks_exact(QK)).zip(a.d) {
-        acc += h(b, 0) * da * idot(&q4_codes(&b[2..18], 8), q) as f32;
-    }
-    acc
-}
-
-/// Q4_1: value = d·c + m.
-pub(super) fn q4_1_dot(w: &[u8], a: &Q8Act) -> f32 {
-    let mut acc = 0f32;
-    for ((b, q), (&da, &s)) in w.chunks_exact(20).zip(a.q.chunks_exact(QK)).zip(a.d.iter().zip(a.s)) {
-        acc += h(b, 0) * da * idot(&q4_codes(&b[4..20], 0), q) as f32 + h(b, 2) * s;
-    }
-    acc
-}
-
-/// Q5_0: value = d·(c − 16), the fifth bit from `qh`.
-pub(super) fn q5_0_dot(w: &[u8], a: &Q8Act) -> f32 {
-    let mut acc = 0f32;
-    for ((b, q), &da) in w.chunks_exact(22).zip(a.q.chunks_exact(QK)).zip(a.d) {
-        acc += h(b, 0) * da * idot(&q5_codes(GgmlType::Q5_0, b), q) as f32;
-    }
-    acc
-}
-
-/// Q5_1: value = d·c + m.
-pub(super) fn q5_1_dot(w: &[u8], a: &Q8Act) -> f32 {
-    let mut acc = 0f32;
-    for ((b, q), (&da, &s)) in w.chunks_exact(24).zip(a.q.chunks_exact(QK)).zip(a.d.iter().zip(a.s)) {
-        acc += h(b, 0) * da * idot(&q5_codes(GgmlType::Q5_1, b), q) as f32 + h(b, 2) * s;
-    }
-    acc
-}
-
-/// Q8_0: value = d·c.
-pub(super) fn q8_0_dot(w: &[u8], a: &Q8Act) -> f32 {
-    let mut acc = 0f32;
-    for ((b, q), &da) in w.chunks_exact(34).zip(a.q.chunks_exact(QK)).zip(a.d) {
-        let sum: i32 = b[2..34].iter().zip(q).map(|(&c, &q)| (c as i8) as i32 * q as i32).sum();
-        acc += h(b, 0) * da * sum as f32;
-    }
-    acc
-}
-
 /// Scale, min (0 for the `_0` formats) and offset of the packed values of a Q4_0/Q4_1/Q5_0/Q5_1 block.
 pub(super) fn legacy_header(ty: GgmlType, b: &[u8]) -> (f32, f32, usize) {
     match ty {
@@ -109,7 +63,11 @@ impl BlockFormat for Q4_0 {
     }
 
     fn dot(w: &[u8], a: &Q8Act<'_>) -> f32 {
-        q4_0_dot(w, a)
+        let mut acc = 0f32;
+        for ((b, q), &da) in w.chunks_exact(18).zip(a.q.chunks_exact(QK)).zip(a.d) {
+            acc += h(b, 0) * da * idot(&q4_codes(&b[2..18], 8), q) as f32;
+        }
+        acc
     }
 }
 
@@ -132,7 +90,19 @@ impl BlockFormat for Q4_1 {
     }
 
     fn dot(w: &[u8], a: &Q8Act<'_>) -> f32 {
-        q4_1_dot(w, a)
+        let mut acc = 0f32;
+        for ((b, q), (&da, &s)) in w.chunks_exact(20).zip(a.q.chunks_exact(QK)).zip(a.d.iter().zip(a.s)) {
+            acc += h(b, 0) * da * idot(&q4_codes(&b[4..20], 0), q) as f32 + h(b, 2) * s;
+        }
+        acc
+    }
+}
+
+/// Decodes a Q5_0 or Q5_1 block: value = d·c + m (m = 0 for Q5_0, whose codes carry the −16).
+fn q5_dequantize(ty: GgmlType, b: &[u8], y: &mut [f32]) {
+    let (d, m, _) = legacy_header(ty, b);
+    for (yj, x) in y.iter_mut().zip(q5_codes(ty, b)) {
+        *yj = x as f32 * d + m;
     }
 }
 
@@ -146,14 +116,15 @@ impl BlockFormat for Q5_0 {
     type Act<'a> = Q8Act<'a>;
 
     fn dequantize(b: &[u8], y: &mut [f32]) {
-        let (d, m, _) = legacy_header(GgmlType::Q5_0, b);
-        for (yj, x) in y.iter_mut().zip(q5_codes(GgmlType::Q5_0, b)) {
-            *yj = x as f32 * d + m;
-        }
+        q5_dequantize(GgmlType::Q5_0, b, y)
     }
 
     fn dot(w: &[u8], a: &Q8Act<'_>) -> f32 {
-        q5_0_dot(w, a)
+        let mut acc = 0f32;
+        for ((b, q), &da) in w.chunks_exact(22).zip(a.q.chunks_exact(QK)).zip(a.d) {
+            acc += h(b, 0) * da * idot(&q5_codes(GgmlType::Q5_0, b), q) as f32;
+        }
+        acc
     }
 }
 
@@ -167,14 +138,15 @@ impl BlockFormat for Q5_1 {
     type Act<'a> = Q8Act<'a>;
 
     fn dequantize(b: &[u8], y: &mut [f32]) {
-        let (d, m, _) = legacy_header(GgmlType::Q5_1, b);
-        for (yj, x) in y.iter_mut().zip(q5_codes(GgmlType::Q5_1, b)) {
-            *yj = x as f32 * d + m;
-        }
+        q5_dequantize(GgmlType::Q5_1, b, y)
     }
 
     fn dot(w: &[u8], a: &Q8Act<'_>) -> f32 {
-        q5_1_dot(w, a)
+        let mut acc = 0f32;
+        for ((b, q), (&da, &s)) in w.chunks_exact(24).zip(a.q.chunks_exact(QK)).zip(a.d.iter().zip(a.s)) {
+            acc += h(b, 0) * da * idot(&q5_codes(GgmlType::Q5_1, b), q) as f32 + h(b, 2) * s;
+        }
+        acc
     }
 }
 
@@ -195,6 +167,11 @@ impl BlockFormat for Q8_0 {
     }
 
     fn dot(w: &[u8], a: &Q8Act<'_>) -> f32 {
-        q8_0_dot(w, a)
+        let mut acc = 0f32;
+        for ((b, q), &da) in w.chunks_exact(34).zip(a.q.chunks_exact(QK)).zip(a.d) {
+            let sum: i32 = b[2..34].iter().zip(q).map(|(&c, &q)| (c as i8) as i32 * q as i32).sum();
+            acc += h(b, 0) * da * sum as f32;
+        }
+        acc
     }
 }

@@ -19,30 +19,12 @@ use super::kquants::scale_min_k4;
 use super::legacy::q5_codes;
 use super::{GgmlType, Q8Act, Q8KAct, QK, QK_K, h};
 
-/// 16 bytes of `b` from `at`.
+/// The 16 bytes of `x` from element `at` on (16 `u8`/`i8` or 4 `f32`).
 #[inline]
 #[target_feature(enable = "simd128")]
-fn ld(b: &[u8], at: usize) -> v128 {
-    let s = &b[at..at + 16];
-    // SAFETY: `s` has exactly 16 readable bytes; `v128_load` has no alignment requirement.
-    unsafe { v128_load(s.as_ptr().cast()) }
-}
-
-/// 16 activation codes of `q` from `at`.
-#[inline]
-#[target_feature(enable = "simd128")]
-fn ldq(q: &[i8], at: usize) -> v128 {
-    let s = &q[at..at + 16];
-    // SAFETY: as in `ld`.
-    unsafe { v128_load(s.as_ptr().cast()) }
-}
-
-/// 4 f32 of `x` from `at`.
-#[inline]
-#[target_feature(enable = "simd128")]
-fn ldf(x: &[f32], at: usize) -> v128 {
-    let s = &x[at..at + 4];
-    // SAFETY: `s` has exactly 4 readable f32.
+fn load<T: Copy>(x: &[T], at: usize) -> v128 {
+    let s = &x[at..at + 16 / size_of::<T>()];
+    // SAFETY: `s` spans exactly 16 readable bytes; `v128_load` has no alignment requirement.
     unsafe { v128_load(s.as_ptr().cast()) }
 }
 
@@ -82,19 +64,19 @@ unsafe fn legacy_body(ty: GgmlType, w: &[u8], a: &Q8Act) -> f32 {
     let bb = ty.block_bytes();
     let mut acc = 0f32;
     for (i, (b, q)) in w.chunks_exact(bb).zip(a.q.chunks_exact(QK)).enumerate() {
-        let (q0, q1) = (ldq(q, 0), ldq(q, 16));
+        let (q0, q1) = (load(q, 0), load(q, 16));
         let (sum, min) = match ty {
             GgmlType::Q4_0 | GgmlType::Q4_1 => {
                 let off = if ty == GgmlType::Q4_0 { 2 } else { 4 };
-                let (lo, hi) = nibbles(ld(b, off), if ty == GgmlType::Q4_0 { 8 } else { 0 });
+                let (lo, hi) = nibbles(load(b, off), if ty == GgmlType::Q4_0 { 8 } else { 0 });
                 (i32x4_add(dot16(lo, q0), dot16(hi, q1)), ty == GgmlType::Q4_1)
             }
-            GgmlType::Q8_0 => (i32x4_add(dot16(ld(b, 2), q0), dot16(ld(b, 18), q1)), false),
+            GgmlType::Q8_0 => (i32x4_add(dot16(load(b, 2), q0), dot16(load(b, 18), q1)), false),
             _ => {
                 // Q5_0 / Q5_1: the portable unpacking, then the vector dot product.
                 let c = q5_codes(ty, b);
                 let cb: [u8; QK] = c.map(|v| v as u8);
-                (i32x4_add(dot16(ld(&cb, 0), q0), dot16(ld(&cb, 16), q1)), ty == GgmlType::Q5_1)
+                (i32x4_add(dot16(load(&cb, 0), q0), dot16(load(&cb, 16), q1)), ty == GgmlType::Q5_1)
             }
         };
         acc += h(b, 0) * a.d[i] * hsum_i32(sum) as f32;
@@ -115,10 +97,10 @@ unsafe fn q4_k_body(w: &[u8], a: &Q8KAct) -> f32 {
         let mut summ = 0i32;
         for j in 0..4 {
             // 32 code bytes: their low nibbles are sub-block 2j, their high nibbles sub-block 2j + 1.
-            let (l0, h0) = nibbles(ld(b, 16 + 32 * j), 0);
-            let (l1, h1) = nibbles(ld(b, 32 + 32 * j), 0);
-            let lo = i32x4_add(dot16(l0, ldq(q, 64 * j)), dot16(l1, ldq(q, 64 * j + 16)));
-            let hi = i32x4_add(dot16(h0, ldq(q, 64 * j + 32)), dot16(h1, ldq(q, 64 * j + 48)));
+            let (l0, h0) = nibbles(load(b, 16 + 32 * j), 0);
+            let (l1, h1) = nibbles(load(b, 32 + 32 * j), 0);
+            let lo = i32x4_add(dot16(l0, load(q, 64 * j)), dot16(l1, load(q, 64 * j + 16)));
+            let hi = i32x4_add(dot16(h0, load(q, 64 * j + 32)), dot16(h1, load(q, 64 * j + 48)));
             let (sc0, m0) = scale_min_k4(2 * j, &b[4..16]);
             let (sc1, m1) = scale_min_k4(2 * j + 1, &b[4..16]);
             sumi = i32x4_add(sumi, i32x4_mul(lo, i32x4_splat(sc0 as i32)));
@@ -149,9 +131,9 @@ unsafe fn q6_k_body(w: &[u8], a: &Q8KAct) -> f32 {
         for n in 0..2 {
             // Values 128n + l (+32, +64, +96) for l in l0..l0 + 16 share ql[l], ql[l + 32] and qh[l].
             for l0 in [0, 16] {
-                let qa = ld(b, 64 * n + l0);
-                let qb = ld(b, 64 * n + l0 + 32);
-                let qh = ld(b, 128 + 32 * n + l0);
+                let qa = load(b, 64 * n + l0);
+                let qb = load(b, 64 * n + l0 + 32);
+                let qh = load(b, 128 + 32 * n + l0);
                 let codes = [
                     v128_or(v128_and(qa, m4), high2(qh, 0, m2)),
                     v128_or(v128_and(qb, m4), high2(qh, 2, m2)),
@@ -161,7 +143,7 @@ unsafe fn q6_k_body(w: &[u8], a: &Q8KAct) -> f32 {
                 for (k, c) in codes.into_iter().enumerate() {
                     let v = 128 * n + 32 * k + l0;
                     let sc = (b[192 + v / 16] as i8) as i32;
-                    let d = dot16(i8x16_sub(c, k32), ldq(q, v));
+                    let d = dot16(i8x16_sub(c, k32), load(q, v));
                     sumi = i32x4_add(sumi, i32x4_mul(d, i32x4_splat(sc)));
                 }
             }
@@ -178,8 +160,8 @@ unsafe fn f32_body(w: &[u8], x: &[f32]) -> f32 {
     let (mut s0, mut s1) = (f32x4_splat(0.0), f32x4_splat(0.0));
     let mut j = 0;
     while j + 8 <= n {
-        s0 = f32x4_add(s0, f32x4_mul(ld(w, 4 * j), ldf(x, j)));
-        s1 = f32x4_add(s1, f32x4_mul(ld(w, 4 * j + 16), ldf(x, j + 4)));
+        s0 = f32x4_add(s0, f32x4_mul(load(w, 4 * j), load(x, j)));
+        s1 = f32x4_add(s1, f32x4_mul(load(w, 4 * j + 16), load(x, j + 4)));
         j += 8;
     }
     let mut acc = hsum_f32(f32x4_add(s0, s1));
@@ -196,11 +178,11 @@ unsafe fn bf16_body(w: &[u8], x: &[f32]) -> f32 {
     let (mut s0, mut s1) = (f32x4_splat(0.0), f32x4_splat(0.0));
     let mut j = 0;
     while j + 8 <= n {
-        let v = ld(w, 2 * j);
+        let v = load(w, 2 * j);
         let lo = i32x4_shl(u32x4_extend_low_u16x8(v), 16);
         let hi = i32x4_shl(u32x4_extend_high_u16x8(v), 16);
-        s0 = f32x4_add(s0, f32x4_mul(lo, ldf(x, j)));
-        s1 = f32x4_add(s1, f32x4_mul(hi, ldf(x, j + 4)));
+        s0 = f32x4_add(s0, f32x4_mul(lo, load(x, j)));
+        s1 = f32x4_add(s1, f32x4_mul(hi, load(x, j + 4)));
         j += 8;
     }
     let mut acc = hsum_f32(f32x4_add(s0, s1));

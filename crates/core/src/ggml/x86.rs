@@ -162,7 +162,7 @@ fn f32_avx2(w: &[u8], x: &[f32]) -> f32 {
         }
     }
     let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    hsum_ps(v) + super::float::f32_dot(wt, xt)
+    hsum_ps(v) + <super::float::F32 as super::BlockFormat>::dot(wt, xt)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -177,7 +177,7 @@ fn f16_avx2(w: &[u8], x: &[f32]) -> f32 {
         }
     }
     let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    hsum_ps(v) + super::float::f16_dot(wt, xt)
+    hsum_ps(v) + <super::float::F16 as super::BlockFormat>::dot(wt, xt)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -193,7 +193,7 @@ fn bf16_avx2(w: &[u8], x: &[f32]) -> f32 {
         }
     }
     let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    hsum_ps(v) + super::float::bf16_dot(wt, xt)
+    hsum_ps(v) + <super::float::BF16 as super::BlockFormat>::dot(wt, xt)
 }
 
 // ---- the multi-row driver ----
