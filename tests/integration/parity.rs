@@ -262,3 +262,36 @@ fn lowrank_mix_gpu_matches_reference() {
     let e = pollster::block_on(chorus_gpu::lowrank::lowrank_mix(&ctx, &bad)).unwrap_err();
     assert!(e.to_string().contains("lowrank_mix"), "{e}");
 }
+
+/// The block-decoding matrix product equals the f64 reference over the dequantized weights, for every
+/// format it decodes, decode (1 token), prefill (tokens not a multiple of the kernel's 4) and activations
+/// too large for the uniform-buffer variant, a type it expands to F32 on upload (Q3_K), in both layouts
+/// (the CPU adapter's rows per invocation and the GPU's lanes per row, forced here on the same adapter).
+#[test]
+fn qmatmul_gpu_matches_reference_for_every_format() {
+    use chorus_core::GgmlType as G;
+    let Some(ctx) = crate::common::gpu_or_skip("qmatmul_gpu_matches_reference_for_every_format") else { return };
+    let mut rng = Rng::new(23);
+    for software in [true, false] {
+        let mut ctx = ctx.clone();
+        ctx.software = software;
+        for ty in
+            [G::F32, G::F16, G::BF16, G::Q4_0, G::Q4_1, G::Q5_0, G::Q5_1, G::Q8_0, G::Q4_K, G::Q5_K, G::Q6_K, G::Q3_K]
+        {
+            for (rows, cols, n) in [(7, 256, 1), (13, 512, 6), (70, 768, 4), (5, 2048, 9)] {
+                let w = chorus_core::ggml::random_weights(ty, rows, cols, &mut rng);
+                let x = random_matrix(&mut rng, n, cols);
+                let want = chorus_core::reference::qmatmul(ty, &w, rows, cols, &x, n);
+                let got = pollster::block_on(chorus_gpu::qmatmul::qmatmul(&ctx, ty, &w, rows, cols, &x, n)).unwrap();
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - e).abs() <= 2e-5 * scale * (cols as f32).sqrt(),
+                        "{} {rows}x{cols} n={n} software={software}: y[{i}] = {g}, reference {e}",
+                        ty.name()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -41,6 +41,25 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     x.iter().zip(w).map(|(&v, &g)| (v as f64 * r) as f32 * g).collect()
 }
 
+/// `y[t][r] = Σ_c W[r][c] · x[t][c]` in f64 for `n` tokens of `x` (`[n, cols]`), with `W` the `[rows, cols]`
+/// matrix stored as `ty` in `w` decoded by [`crate::ggml::dequantize_row`]: the oracle of the device's
+/// block-decoding matrix product (`shaders/qmatmul.wgsl`). Returns `[n, rows]`.
+pub fn qmatmul(ty: crate::GgmlType, w: &[u8], rows: usize, cols: usize, x: &[f32], n: usize) -> Vec<f32> {
+    let rb = crate::ggml::row_bytes(ty, cols).expect("qmatmul reference: rows of whole blocks");
+    assert_eq!(w.len(), rows * rb, "qmatmul reference: {rows} rows of {rb} bytes");
+    assert_eq!(x.len(), n * cols, "qmatmul reference: {n} x {cols} activations");
+    let mut wf = vec![0f32; cols];
+    let mut y = vec![0f32; n * rows];
+    for r in 0..rows {
+        crate::ggml::dequantize_row(ty, &w[r * rb..(r + 1) * rb], &mut wf);
+        for t in 0..n {
+            let xs = &x[t * cols..(t + 1) * cols];
+            y[t * rows + r] = wf.iter().zip(xs).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() as f32;
+        }
+    }
+    y
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -121,6 +121,22 @@ pub async fn gpu_context_async() -> Result<GpuContext> {
     }
 }
 
+/// The [`GpuContext`] sharing burn's wgpu device, from a synchronous caller: natively [`gpu_context`]; in
+/// the browser the one [`device_async`] initialised (an error before it has).
+pub fn shared_gpu_context() -> Result<GpuContext> {
+    #[cfg(target_family = "wasm")]
+    {
+        WGPU.with(|c| c.borrow().as_ref().map(|p| p.1.clone())).ok_or_else(|| Error::Backend {
+            backend: "wgpu".into(),
+            reason: "the WebGPU device is not initialised yet (await device_async first)".into(),
+        })
+    }
+    #[cfg(not(target_family = "wasm"))]
+    {
+        gpu_context()
+    }
+}
+
 /// Whether the wgpu adapter is a software rasteriser (SwiftShader, lavapipe): "auto" backend choices then
 /// take the CPU backend, which runs small models faster than an emulated GPU.
 pub async fn wgpu_is_software() -> Result<bool> {
@@ -145,12 +161,13 @@ pub fn device(backend: Backend) -> Result<Device> {
     }
 }
 
-/// The weight storage a backend runs best with: on the CPU (native and the browser's CPU fallback), the
-/// CPU engine ([`chorus_models::WeightMode::Native`]: the file's blocks in place, activations quantized per
-/// matmul as llama.cpp does, its own decode loop; simd128 kernels in wasm); f32 tensors on the GPU.
+/// The weight storage a backend runs best with: the file's blocks as stored
+/// ([`chorus_models::WeightMode::Native`]): on the CPU (native and the browser's CPU fallback) the CPU
+/// engine (activations quantized per matmul as llama.cpp does; simd128 kernels in wasm), on wgpu the
+/// device decoder (`chorus_gpu::decoder`: blocks decoded inside the WGSL matrix products).
 pub fn default_weight_mode(backend: Backend) -> chorus_models::WeightMode {
     match backend {
         Backend::Cpu => chorus_models::WeightMode::Native,
-        Backend::Wgpu => chorus_models::WeightMode::F32,
+        Backend::Wgpu => chorus_models::WeightMode::Native,
     }
 }

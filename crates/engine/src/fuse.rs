@@ -11,7 +11,7 @@ use burn::tensor::Tensor;
 use chorus_core::GenerateOptions;
 use chorus_core::Sampler;
 use chorus_core::fusion::{self, Choice, FastEvaluator, FusionConfig, RowLogits, Solver};
-use chorus_models::decoder::KvCache;
+use chorus_models::decoder::{KvCache, Output};
 use web_time::Instant;
 
 use crate::error::{Error, Result};
@@ -258,7 +258,7 @@ impl Fusion {
 
         // Prompt pass of every group: rows are member-major blocks of the batch.
         let t0 = Instant::now();
-        let (mut caches, mut tensors) = self.prefill(&ids, b)?;
+        let (mut caches, mut tensors) = self.prefill(&ids, b).await?;
         let gpu = self.device_kernel(&opts.fusion, b).await?;
         let all_gpu = self.members.iter().all(|m| m.model.backend == crate::Backend::Wgpu);
         let host_reason = (all_gpu && gpu.is_none()).then(|| host_path_reason(&opts.fusion, self.experts()));
@@ -342,7 +342,7 @@ impl Fusion {
                 break;
             }
             let live: Vec<bool> = rows.iter().map(|r| r.done.is_none()).collect();
-            tensors = self.forward_groups(&next, &live, &mut caches)?;
+            tensors = self.forward_groups(&next, &live, &mut caches).await?;
             steps += 1;
         }
         let decode_ms = ms(t1);
@@ -369,7 +369,7 @@ impl Fusion {
 
     /// Prompt pass of every group (rows are member-major blocks of `b` rows): caches and last-position
     /// logits per group.
-    fn prefill(&self, ids: &[Vec<Vec<u32>>], b: usize) -> Result<(Vec<KvCache>, Vec<Tensor<2>>)> {
+    async fn prefill(&self, ids: &[Vec<Vec<u32>>], b: usize) -> Result<(Vec<KvCache>, Vec<Tensor<2>>)> {
         let mut caches: Vec<KvCache> = Vec::with_capacity(self.groups.len());
         let mut logits: Vec<Tensor<2>> = Vec::with_capacity(self.groups.len());
         for g in &self.groups {
@@ -391,7 +391,7 @@ impl Fusion {
                 })
                 .collect();
             let mut cache = g.model.decoder.new_cache(prompts.len());
-            logits.push(g.model.decoder.forward(&toks, &valid, &mut cache, false)?);
+            logits.push(g.model.decoder.forward_mixed_async(&toks, &valid, &mut cache, Output::Last, None).await?);
             caches.push(cache);
         }
         Ok((caches, logits))
@@ -402,7 +402,7 @@ impl Fusion {
     pub async fn prompt_logits_async(&self, prompt: &str, chat: bool) -> Result<Vec<Vec<f32>>> {
         let ids: Vec<Vec<Vec<u32>>> =
             (0..self.members.len()).map(|i| Ok(vec![self.encode(i, prompt, chat)?])).collect::<Result<_>>()?;
-        let (_, tensors) = self.prefill(&ids, 1)?;
+        let (_, tensors) = self.prefill(&ids, 1).await?;
         let mut logits = Vec::with_capacity(tensors.len());
         for t in tensors {
             logits.push(read_rows(t).await?);
@@ -423,18 +423,16 @@ impl Fusion {
 
     /// One decode step of every group. (Running the groups on concurrent threads was measured: no gain on
     /// 2 cores, the step is memory-bound.)
-    fn forward_groups(&self, next: &[u32], live: &[bool], caches: &mut [KvCache]) -> Result<Vec<Tensor<2>>> {
+    async fn forward_groups(&self, next: &[u32], live: &[bool], caches: &mut [KvCache]) -> Result<Vec<Tensor<2>>> {
         let b = next.len();
-        self.groups
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(g, cache)| {
-                let n = g.members.len() * b;
-                let step: Vec<Vec<u32>> = (0..n).map(|k| vec![next[k % b]]).collect();
-                let valid: Vec<Vec<bool>> = (0..n).map(|k| vec![live[k % b]]).collect();
-                Ok(g.model.decoder.forward(&step, &valid, cache, false)?)
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.groups.len());
+        for (g, cache) in self.groups.iter().zip(caches.iter_mut()) {
+            let n = g.members.len() * b;
+            let step: Vec<Vec<u32>> = (0..n).map(|k| vec![next[k % b]]).collect();
+            let valid: Vec<Vec<bool>> = (0..n).map(|k| vec![live[k % b]]).collect();
+            out.push(g.model.decoder.forward_mixed_async(&step, &valid, cache, Output::Last, None).await?);
+        }
+        Ok(out)
     }
 
     /// α, fused logits and records for every live row from host logits (`host[group][block·b + row]`).

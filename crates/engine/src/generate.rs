@@ -146,16 +146,12 @@ impl LoadedModel {
     ) -> Result<Self> {
         let t0 = Instant::now();
         let mode = mode.unwrap_or(crate::backend::default_weight_mode(backend));
-        if backend == Backend::Wgpu && mode == WeightMode::Native {
-            // The CPU engine reads the file's blocks on the host: on wgpu it would silently run the whole
-            // model on the CPU. Refuse instead of pretending.
-            return Err(Error::Request(
-                "weights native run the CPU engine; the wgpu backend runs f32 weights (use --weights f32 or auto, \
-                 or --backend cpu)"
-                    .into(),
-            ));
-        }
-        let decoder = Decoder::load(&files, device, mode, progress)?;
+        let decoder = if backend == Backend::Wgpu && mode == WeightMode::Native {
+            // On wgpu, native weights are the device decoder's: the file's blocks on the GPU.
+            Decoder::load_gpu(&files, &crate::backend::shared_gpu_context()?, device, progress)?
+        } else {
+            Decoder::load(&files, device, mode, progress)?
+        };
         Ok(Self { files, decoder, backend, load_ms: ms(t0) })
     }
 
@@ -258,7 +254,8 @@ impl LoadedModel {
         let mut cache = decoder.new_cache(prompts.len());
         let t0 = Instant::now();
         let mut logits =
-            read_rows(decoder.forward_mixed(&toks, &valid, &mut cache, decoder::Output::Last, mix)?).await?;
+            read_rows(decoder.forward_mixed_async(&toks, &valid, &mut cache, decoder::Output::Last, mix).await?)
+                .await?;
         let prefill_ms = ms(t0);
         let t1 = Instant::now();
         let mut steps = 0usize;
@@ -291,7 +288,9 @@ impl LoadedModel {
             }
             let step: Vec<Vec<u32>> = next.iter().map(|&i| vec![i]).collect();
             let live: Vec<Vec<bool>> = rows.iter().map(|r| vec![r.done.is_none()]).collect();
-            logits = read_rows(decoder.forward_mixed(&step, &live, &mut cache, decoder::Output::Last, mix)?).await?;
+            logits =
+                read_rows(decoder.forward_mixed_async(&step, &live, &mut cache, decoder::Output::Last, mix).await?)
+                    .await?;
             steps += 1;
         }
         let decode_ms = ms(t1);
@@ -318,13 +317,16 @@ impl LoadedModel {
         for p in prompts {
             self.check_prompt(p)?;
             let mut cache = self.decoder.new_cache(1);
-            let h = self.decoder.forward_mixed(
-                std::slice::from_ref(p),
-                &[vec![true; p.len()]],
-                &mut cache,
-                decoder::Output::Hidden,
-                None,
-            )?;
+            let h = self
+                .decoder
+                .forward_mixed_async(
+                    std::slice::from_ref(p),
+                    &[vec![true; p.len()]],
+                    &mut cache,
+                    decoder::Output::Hidden,
+                    None,
+                )
+                .await?;
             let rows = read_rows(h).await?;
             let n = rows.len().max(1) as f32;
             let mut mean = vec![0f32; rows.first().map_or(0, Vec::len)];
@@ -358,7 +360,10 @@ impl LoadedModel {
                 break;
             }
             let valid = vec![vec![true; input.len()]];
-            let logits = read_rows(self.decoder.forward(&[input], &valid, &mut cache, false)?).await?;
+            let logits = read_rows(
+                self.decoder.forward_mixed_async(&[input], &valid, &mut cache, decoder::Output::Last, None).await?,
+            )
+            .await?;
             let row = &logits[0];
             let token = chorus_core::sampling::argmax(row) as u32;
             let mut idx: Vec<u32> = (0..row.len() as u32).collect();

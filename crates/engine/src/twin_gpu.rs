@@ -83,7 +83,7 @@ impl LowRankKernel for WgpuLowRank {
         let scratch = k
             .record(&self.ctx, &mut enc, m, (&xb.0, xb.1), (&wb.0, wb.1), (&bb.0, bb.1), (&yb.0, yb.1))
             .map_err(dev_err)?;
-        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.submit_encoder(enc);
         drop(scratch);
         drop(guards);
         Ok(y)

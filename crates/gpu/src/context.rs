@@ -1,6 +1,7 @@
 //! The GPU context: device, queue and a pipeline cache keyed by [`ShaderId`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -29,7 +30,17 @@ pub struct GpuContext {
     /// Whether the adapter is a software rasteriser on the CPU (lavapipe, SwiftShader): there burn's own
     /// CPU backend is usually faster, so "auto" backend choices avoid it.
     pub software: bool,
-    pipelines: Arc<Mutex<HashMap<ShaderId, wgpu::ComputePipeline>>>,
+    /// Keyed by entry point and adapter kind (`software` picks override constants).
+    pipelines: Arc<Mutex<HashMap<(ShaderId, bool), wgpu::ComputePipeline>>>,
+    counters: Arc<Counters>,
+}
+
+/// What a context has done so far, for `chorus bench --json` and the tests that hold decoding to fixed
+/// pipelines: a pipeline created after warm-up means a shader compile inside the decode loop.
+#[derive(Default)]
+struct Counters {
+    pipelines: AtomicUsize,
+    submits: AtomicUsize,
 }
 
 impl GpuContext {
@@ -57,15 +68,24 @@ impl GpuContext {
 
     /// Wraps a device and queue opened elsewhere (burn's wgpu runtime), so kernels share that GPU.
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
-        Self { device, queue, adapter: "shared device".into(), software: false, pipelines: Arc::default() }
+        Self {
+            device,
+            queue,
+            adapter: "shared device".into(),
+            software: false,
+            pipelines: Arc::default(),
+            counters: Arc::default(),
+        }
     }
 
     /// The compute pipeline of a shader, compiled on first use.
     pub fn pipeline(&self, id: ShaderId) -> wgpu::ComputePipeline {
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         cache
-            .entry(id)
+            .entry((id, self.software))
             .or_insert_with(|| {
+                self.counters.pipelines.fetch_add(1, Ordering::Relaxed);
+                let constants = id.constants(self.software);
                 let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(id.file_name()),
                     source: wgpu::ShaderSource::Wgsl(id.source().into()),
@@ -75,11 +95,30 @@ impl GpuContext {
                     layout: None,
                     module: &module,
                     entry_point: Some(id.entry_point()),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        ..Default::default()
+                    },
                     cache: None,
                 })
             })
             .clone()
+    }
+
+    /// Compute pipelines this context (and its clones) have created: one per [`ShaderId`] used.
+    pub fn pipelines_created(&self) -> usize {
+        self.counters.pipelines.load(Ordering::Relaxed)
+    }
+
+    /// Queue submissions made through this context (kernel passes and read-backs).
+    pub fn submits(&self) -> usize {
+        self.counters.submits.load(Ordering::Relaxed)
+    }
+
+    /// Submits finished command buffers, counted in [`Self::submits`].
+    pub fn submit_encoder(&self, enc: wgpu::CommandEncoder) {
+        self.counters.submits.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit([enc.finish()]);
     }
 
     /// A storage buffer initialised from `data`.
@@ -117,6 +156,20 @@ impl GpuContext {
         })
     }
 
+    /// An uninitialised buffer of `bytes` bytes that kernels write and read back, and that the matrix
+    /// products may bind as a uniform buffer (at least [`crate::qmatmul::UX_BYTES`]).
+    pub fn activations(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.next_multiple_of(16).max(crate::qmatmul::UX_BYTES),
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
     /// An uninitialised storage buffer of `bytes` bytes that kernels write.
     pub fn output(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -139,7 +192,7 @@ impl GpuContext {
     pub fn submit(&self, passes: &[Pass]) {
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("chorus") });
         self.record(&mut enc, passes);
-        self.queue.submit([enc.finish()]);
+        self.submit_encoder(enc);
     }
 
     /// Records `passes` into `enc` (callers that also copy buffers in the same submission).
@@ -178,7 +231,7 @@ impl GpuContext {
         });
         let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(src, 0, &staging, 0, bytes);
-        self.queue.submit([enc.finish()]);
+        self.submit_encoder(enc);
         let slice = staging.slice(..bytes);
         let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {

@@ -260,7 +260,7 @@ impl FusionKernel {
 
     /// Submits `enc` and reads back the per-row results (a few floats per candidate).
     pub async fn finish(&self, enc: wgpu::CommandEncoder, pending: Pending) -> Result<Vec<RowResult>> {
-        self.ctx.queue.submit([enc.finish()]);
+        self.ctx.submit_encoder(enc);
         let (b, t, c) = (self.rows, self.experts, pending.cands);
         let choice: Vec<u32> = self.ctx.read(&self.choice, b * 4).await?;
         let losses: Vec<f32> = self.ctx.read(&pending.losses, b * c * 4).await?;

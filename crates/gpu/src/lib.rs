@@ -7,12 +7,14 @@
 //! Every kernel has a plain-Rust reference in `chorus_core::reference` and a parity test.
 
 pub mod context;
+pub mod decoder;
 pub mod error;
 pub mod fusion;
 pub mod lowrank;
+pub mod qmatmul;
 pub mod row_stats;
 pub mod shaders;
 
 pub use context::{GpuContext, Pass};
 pub use error::{Error, Result};
-pub use shaders::ShaderId;
+pub use shaders::{QFormat, ShaderId};

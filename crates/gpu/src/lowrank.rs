@@ -211,7 +211,7 @@ pub async fn lowrank_mix(ctx: &GpuContext, op: &LowRankMix<'_>) -> Result<Vec<f3
     let y = ctx.scratch("lowrank.y_out", (rows * out * 4) as u64);
     let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lowrank") });
     let scratch = k.record(ctx, &mut enc, rows, (&x, 0), (&w, 0), (&base, 0), (&y, 0))?;
-    ctx.queue.submit([enc.finish()]);
+    ctx.submit_encoder(enc);
     drop(scratch);
     ctx.read(&y, rows * out).await
 }

@@ -12,6 +12,7 @@ use chorus_core::ModelConfig;
 
 use crate::cpu::{CpuCache, CpuModel, CpuOutput};
 use crate::error::{Error, Result};
+use crate::gpu::{GpuModel, GpuModelCache};
 use crate::lowrank::{Delta, DeltaSource, EmbedDeltas, LowRankAdd, LowRankKernel, vector_deltas};
 use crate::source::ModelFiles;
 
@@ -188,6 +189,8 @@ pub struct Decoder {
     embed_d: Option<EmbedDeltas>,
     /// The CPU engine's model when loaded with [`WeightMode::Native`]; the burn fields are then empty.
     cpu: Option<CpuModel>,
+    /// The device decoder when loaded by [`Decoder::load_gpu`]; the burn fields are then empty.
+    gpu: Option<GpuModel>,
 }
 
 /// Keys and values of every layer for the rows of one batch, plus which key positions are real tokens.
@@ -197,6 +200,8 @@ pub struct KvCache {
     valid: Vec<Vec<bool>>,
     /// The CPU engine's cache, for a [`WeightMode::Native`] decoder.
     cpu: Option<CpuCache>,
+    /// The device decoder's cache, for a [`Decoder::load_gpu`] decoder.
+    gpu: Option<GpuModelCache>,
 }
 
 impl KvCache {
@@ -266,6 +271,7 @@ impl Decoder {
                 norm_d: None,
                 embed_d: None,
                 cpu: Some(cpu),
+                gpu: None,
             });
         }
         let (h, q, kv, f) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
@@ -333,6 +339,7 @@ impl Decoder {
             norm_d: None,
             embed_d: None,
             cpu: None,
+            gpu: None,
         })
     }
 
@@ -341,10 +348,42 @@ impl Decoder {
         self.cpu.as_ref()
     }
 
+    /// Uploads `files`' matrices to a GPU in their stored form ([`WeightMode::Native`] on wgpu): the device
+    /// decoder of [`crate::gpu`], on `ctx` (the context sharing `device`, burn's wgpu device, whose tensors
+    /// the logits are returned as).
+    pub fn load_gpu(
+        files: &ModelFiles,
+        ctx: &chorus_gpu::GpuContext,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let gpu = GpuModel::load(files, ctx, progress)?;
+        Ok(Self {
+            config: files.config.clone(),
+            embed: Vec::new(),
+            layers: Vec::new(),
+            norm: tensor1(Vec::new(), device),
+            lm_head: Linear { w: Vec::new(), b: None, lr: None },
+            inv_freq: Vec::new(),
+            device: device.clone(),
+            tasks: 0,
+            kernel: None,
+            norm_d: None,
+            embed_d: None,
+            cpu: None,
+            gpu: Some(gpu),
+        })
+    }
+
+    /// The device decoder, when loaded by [`Decoder::load_gpu`].
+    pub fn gpu(&self) -> Option<&GpuModel> {
+        self.gpu.as_ref()
+    }
+
     /// Attaches `tasks` tasks' deltas of every weight (`get(task, HF name)`), to be mixed per input row by
     /// [`Decoder::forward_mixed`]; the shared weights stay as loaded. Replaces earlier attachments.
     pub fn attach_deltas(&mut self, tasks: usize, get: &mut DeltaSource) -> Result<()> {
-        if self.cpu.is_some() {
+        if self.cpu.is_some() || self.gpu.is_some() {
             return Err(Error::Device(
                 "task deltas are mixed by the burn decoder; load the shared model with --weights f32".into(),
             ));
@@ -403,7 +442,7 @@ impl Decoder {
         if w.len() != self.tasks || w.iter().any(|x| !x.is_finite()) {
             return Err(Error::Device(format!("merged: {} weights for {} attached tasks", w.len(), self.tasks)));
         }
-        if self.cpu.is_some() {
+        if self.cpu.is_some() || self.gpu.is_some() {
             return Err(Error::Device(
                 "merged: the CPU engine's in-place weights cannot absorb dense deltas; load with --weights f32".into(),
             ));
@@ -448,6 +487,7 @@ impl Decoder {
             norm_d: None,
             embed_d: None,
             cpu: None,
+            gpu: None,
         })
     }
 
@@ -468,6 +508,10 @@ impl Decoder {
         if let Some(cpu) = &self.cpu {
             return (cpu.projections(), cpu.projections());
         }
+        if self.gpu.is_some() {
+            let all = 4 * self.config.num_layers + 1;
+            return (all, all);
+        }
         (0, 4 * self.layers.len() + 1)
     }
 
@@ -482,6 +526,7 @@ impl Decoder {
             layers: (0..self.config.num_layers).map(|_| None).collect(),
             valid: vec![Vec::new(); batch],
             cpu: self.cpu.as_ref().map(|m| m.new_cache(batch)),
+            gpu: self.gpu.as_ref().map(|m| m.new_cache(batch)),
         }
     }
 
@@ -496,6 +541,49 @@ impl Decoder {
         all: bool,
     ) -> Result<Tensor<2>> {
         self.forward_mixed(tokens, valid, cache, if all { Output::All } else { Output::Last }, None)
+    }
+
+    /// [`Decoder::forward_mixed`] for callers that can await (the generation loops): the device decoder
+    /// awaits its read-back (the only way in the browser); the other forms are synchronous anyway.
+    pub async fn forward_mixed_async(
+        &self,
+        tokens: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        cache: &mut KvCache,
+        output: Output,
+        mix: Option<&[Vec<f32>]>,
+    ) -> Result<Tensor<2>> {
+        match &self.gpu {
+            Some(gpu) => self.forward_gpu(gpu, tokens, valid, cache, output).await,
+            None => self.forward_mixed(tokens, valid, cache, output, mix),
+        }
+    }
+
+    async fn forward_gpu(
+        &self,
+        gpu: &GpuModel,
+        tokens: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        cache: &mut KvCache,
+        output: Output,
+    ) -> Result<Tensor<2>> {
+        let c = &self.config;
+        let (b, t) = (tokens.len(), tokens.first().map_or(0, Vec::len));
+        let gc = cache
+            .gpu
+            .as_mut()
+            .ok_or_else(|| Error::Device("forward: another decoder's cache given to the device decoder".into()))?;
+        let out = match output {
+            Output::Last => CpuOutput::Last,
+            Output::All => CpuOutput::All,
+            Output::Hidden => CpuOutput::Hidden,
+        };
+        let v = gpu.forward(tokens, valid, gc, out).await?;
+        for (cv, v) in cache.valid.iter_mut().zip(valid) {
+            cv.extend_from_slice(v);
+        }
+        let rows = if output == Output::Last { b } else { b * t };
+        Ok(tensor2(v, [rows, if output == Output::Hidden { c.hidden_size } else { c.vocab_size }], &self.device))
     }
 
     /// [`Decoder::forward`] with each row's task weights `mix[b]` (one per attached task) applied to the
@@ -518,6 +606,16 @@ impl Decoder {
                 "forward: batch {b} x {t} does not match a cache of {} rows",
                 cache.batch()
             )));
+        }
+        if let Some(gpu) = &self.gpu {
+            // The device decoder's read-back must be awaited in the browser: use the async forward there.
+            #[cfg(target_family = "wasm")]
+            {
+                let _ = gpu;
+                return Err(Error::Device("the device decoder runs through forward_mixed_async in the browser".into()));
+            }
+            #[cfg(not(target_family = "wasm"))]
+            return pollster::block_on(self.forward_gpu(gpu, tokens, valid, cache, output));
         }
         if let Some(cpu) = &self.cpu {
             let cc = cache

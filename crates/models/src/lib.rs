@@ -14,6 +14,7 @@ pub mod export;
 pub mod fit5;
 pub mod gguf;
 pub mod gguf_write;
+pub mod gpu;
 pub mod lowrank;
 pub mod source;
 pub mod t5;

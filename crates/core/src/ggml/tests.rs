@@ -43,33 +43,6 @@ fn uniform(rng: &mut Rng) -> f32 {
     rng.next_f64() as f32 * 2.0 - 1.0
 }
 
-/// `rows` rows of random `ty` weights: random code bytes (every bit pattern is a valid code), with the f16
-/// scale fields replaced by finite, moderate values; float types get random values.
-fn random_weights(ty: GgmlType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
-    let n = rows * cols;
-    match ty {
-        GgmlType::F32 => return (0..n).flat_map(|_| uniform(rng).to_le_bytes()).collect(),
-        GgmlType::F16 => return (0..n).flat_map(|_| half::f16::from_f32(uniform(rng)).to_le_bytes()).collect(),
-        GgmlType::BF16 => return (0..n).flat_map(|_| half::bf16::from_f32(uniform(rng)).to_le_bytes()).collect(),
-        _ => {}
-    }
-    let mut data: Vec<u8> = (0..ty.bytes_for(n).unwrap()).map(|_| rng.next_u64() as u8).collect();
-    let fields: &[usize] = match ty {
-        GgmlType::Q2_K => &[80, 82],
-        GgmlType::Q3_K => &[108],
-        GgmlType::Q6_K => &[208],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
-        _ => &[0],
-    };
-    for blk in data.chunks_exact_mut(ty.block_bytes()) {
-        for &at in fields {
-            let v = uniform(rng) * 0.05;
-            blk[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-        }
-    }
-    data
-}
-
 /// Three activation rows: Gaussian-ish values; the same with all-zero blocks (a whole 256 and a 32); and
 /// a row of small values with outliers of ±1e4.
 fn activations(cols: usize, rng: &mut Rng) -> Vec<f32> {

@@ -29,7 +29,7 @@ use pool::Pool;
 /// One weight matrix in its stored form with the dot-product kernel for its type.
 #[derive(Clone)]
 pub struct Weight {
-    raw: RawTensor,
+    pub(crate) raw: RawTensor,
     rows: usize,
     cols: usize,
     row_bytes: usize,
@@ -75,7 +75,7 @@ impl Weight {
         Ok(Self { raw, rows, cols, row_bytes, kernel })
     }
 
-    fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         self.raw.data()
     }
 
@@ -95,7 +95,7 @@ impl Weight {
     }
 
     /// Decodes row `r` into `out` (embedding lookups).
-    fn row_into(&self, r: usize, out: &mut [f32]) {
+    pub(crate) fn row_into(&self, r: usize, out: &mut [f32]) {
         let b = &self.data()[r * self.row_bytes..(r + 1) * self.row_bytes];
         ggml::dequantize_row(self.raw.ty, b, out);
     }
@@ -118,30 +118,30 @@ fn vector(files: &ModelFiles, hf_name: &str, len: usize) -> Result<Vec<f32>> {
         .map_err(|err| Error::Core { file: files.path.clone(), err })
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    mlp_norm: Vec<f32>,
-    q: Weight,
-    k: Weight,
-    v: Weight,
-    bias: Option<[Vec<f32>; 3]>,
-    o: Weight,
-    gate: Weight,
-    up: Weight,
-    down: Weight,
+pub(crate) struct Layer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) mlp_norm: Vec<f32>,
+    pub(crate) q: Weight,
+    pub(crate) k: Weight,
+    pub(crate) v: Weight,
+    pub(crate) bias: Option<[Vec<f32>; 3]>,
+    pub(crate) o: Weight,
+    pub(crate) gate: Weight,
+    pub(crate) up: Weight,
+    pub(crate) down: Weight,
 }
 
 /// A decoder held in its file's stored form, run by the CPU engine.
 pub struct CpuModel {
     /// Hyper-parameters.
     pub config: ModelConfig,
-    layers: Vec<Layer>,
-    embed: Weight,
-    lm_head: Weight,
-    norm: Vec<f32>,
-    inv_freq: Vec<f32>,
+    pub(crate) layers: Vec<Layer>,
+    pub(crate) embed: Weight,
+    pub(crate) lm_head: Weight,
+    pub(crate) norm: Vec<f32>,
+    pub(crate) inv_freq: Vec<f32>,
     /// RoPE on adjacent pairs (Llama GGUF rows) instead of HF's half-split pairs.
-    interleaved: bool,
+    pub(crate) interleaved: bool,
     pool: Arc<Pool>,
 }
 
