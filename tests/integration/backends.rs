@@ -41,20 +41,68 @@ fn tiny_model_agrees_across_backends() {
     }
 }
 
-/// The CPU engine is a host engine: asking wgpu for `native` weights is an error naming the way out, not
-/// a silent run of every projection on the CPU.
+/// `native` weights on wgpu are the device decoder (`chorus_gpu::decoder`): every projection in its GGML
+/// block format on the device, decoded inside the WGSL matrix products with f32 activations, so its
+/// logits equal burn's f32 forward on the dequantized weights up to summation order (|Δ| ≤ 1e-4 of the
+/// logit range, every position of the prompt), on the tiny Llama whose projections cover every block type
+/// of both layers ([`chorus_models::gguf_write::TINY_QUANT_TYPES`]), with the same greedy tokens; its
+/// device weight bytes are at most 1.15 × the file's matrix bytes.
 #[test]
-fn wgpu_refuses_native_weights() {
-    let Some(gpu) = crate::common::wgpu_or_skip("wgpu_refuses_native_weights") else { return };
+fn wgpu_native_weights_run_the_device_decoder() {
+    let Some(gpu) = crate::common::wgpu_or_skip("wgpu_native_weights_run_the_device_decoder") else { return };
+    let cpu = chorus_engine::device(Backend::Cpu).unwrap();
     let bytes = chorus_models::gguf_write::tiny_llama_quantized(3);
-    let files =
-        || ModelFiles::from_gguf(GgufFile::parse("tiny.gguf", FileBytes::from_vec(bytes.clone())).unwrap()).unwrap();
-    let Err(e) = LoadedModel::load(files(), Backend::Wgpu, &gpu, Some(WeightMode::Native), &mut |_, _| {}) else {
-        panic!("native weights loaded on wgpu");
-    };
-    let e = e.to_string();
-    assert!(e.contains("native") && e.contains("--weights f32"), "{e}");
-    assert!(LoadedModel::load(files(), Backend::Wgpu, &gpu, Some(WeightMode::F32), &mut |_, _| {}).is_ok());
+    let want = load_bytes(bytes.clone(), Backend::Cpu, &cpu, WeightMode::F32);
+    let got = load_bytes(bytes.clone(), Backend::Wgpu, &gpu, WeightMode::Native);
+    assert_eq!(chorus_engine::backend::default_weight_mode(Backend::Wgpu), WeightMode::Native);
+    let dec = got.decoder.gpu().expect("native weights on wgpu load the device decoder").device_decoder();
+    assert_eq!(got.decoder.quantized_projections(), (9, 9));
+    let g = GgufFile::parse("q.gguf", FileBytes::from_vec(bytes)).unwrap();
+    // Every matrix of the file (the tied LM head is the embedding's bytes).
+    let file_bytes: u64 =
+        g.tensors.iter().filter(|t| t.dims.len() == 2).map(|t| g.tensor_bytes(t).unwrap().len() as u64).sum();
+    assert!(
+        dec.device_weight_bytes() as f64 <= 1.15 * file_bytes as f64,
+        "device {} bytes vs file {file_bytes}",
+        dec.device_weight_bytes()
+    );
+    let ids = want.encode(&Prompt::Text("Hello, tiny world!".into())).unwrap();
+    let (a, b) = (all_logits(&want, &ids), all_logits(&got, &ids));
+    let range = a.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        for (j, (p, q)) in x.iter().zip(y).enumerate() {
+            assert!((p - q).abs() <= 1e-4 * range, "position {i} logit {j}: {q} vs f32 {p} (range {range})");
+        }
+    }
+    let (t1, t2) = (want.greedy_trace(&ids, 12, 1).unwrap(), got.greedy_trace(&ids, 12, 1).unwrap());
+    assert_eq!(t1.iter().map(|s| s.token).collect::<Vec<_>>(), t2.iter().map(|s| s.token).collect::<Vec<_>>());
+}
+
+/// Decoding never compiles: after the first tokens, 64 more greedy tokens of SmolLM2 on the device
+/// decoder create no pipeline (the cache grows past its first 256 positions on the way: a copy, not a
+/// new shape), and each token is one command buffer plus its read-back.
+#[test]
+fn device_decoding_creates_no_pipelines_after_warm_up() {
+    let Some(m) = crate::common::loaded("smollm2", Backend::Wgpu) else { return };
+    // Counted by the decoder: other tests share the device and compile their own kernels meanwhile.
+    let dec = m.decoder.gpu().expect("device decoder").device_decoder();
+    let prompt: Vec<u32> = m.encode(&Prompt::Text("Once upon a time".into())).unwrap();
+    // A long prompt so the 64 tokens cross the cache's first capacity (256 positions).
+    let ids: Vec<u32> = prompt.iter().copied().cycle().take(220).collect();
+    let opts = chorus_core::GenerateOptions { max_new_tokens: 68, stop_at_eos: false, ..Default::default() };
+    let mut marks = Vec::new();
+    let out = m
+        .generate(&ids, &opts, &mut |_, _| {
+            let (_, pipelines, submits) = dec.counters();
+            marks.push((pipelines, submits))
+        })
+        .expect("generate");
+    assert_eq!(out.tokens.len(), 68);
+    let (p4, s4) = marks[3];
+    let (p_end, s_end) = *marks.last().unwrap();
+    assert_eq!(p_end, p4, "pipelines created while decoding: {:?}", marks.iter().map(|m| m.0).collect::<Vec<_>>());
+    let per_token = (s_end - s4) as f64 / (marks.len() - 4) as f64;
+    assert!(per_token <= 2.0, "{per_token} submissions per token");
 }
 
 /// The CPU engine (`WeightMode::Native`: the file's blocks dotted in place with activations quantized to

@@ -118,7 +118,7 @@ fn check_row(what: &str, i: usize, row: &[f32], want: &GoldenStep) -> f32 {
 /// Teacher forcing on the reference's tokens sees the same contexts as greedy decoding wherever the
 /// greedy tokens agree, which `check_row` asserts at every step.
 fn check_goldens_chunked(key: &str, backend: Backend, max_cases: usize, greedy_steps: usize) {
-    let Some(m) = crate::common::loaded(key, backend) else { return };
+    let Some(m) = crate::common::loaded_with(key, backend, Some(WeightMode::F32)) else { return };
     let g = crate::common::golden(key);
     let mut worst = 0f32;
     for c in g.cases.iter().take(max_cases) {
@@ -145,15 +145,34 @@ fn check_goldens_chunked(key: &str, backend: Backend, max_cases: usize, greedy_s
     eprintln!("{key}/{backend:?}: largest top-5 logit difference {worst:.2e}");
 }
 
+/// The device decoder (wgpu's default: the GGUF's blocks on the device, f32 activations) greedily to
+/// the end of every golden case, as the CPU's f32 path does: the same tokens, top-5 logits within [`TOL`].
+fn check_goldens_wgpu(key: &str) {
+    let Some(m) = crate::common::loaded(key, Backend::Wgpu) else { return };
+    assert!(m.decoder.gpu().is_some(), "{key}: wgpu's default runs the device decoder");
+    let worst = crate::common::golden(key)
+        .cases
+        .iter()
+        .map(|c| check_greedy(&format!("{key}/Wgpu"), &m, c, c.steps.len()))
+        .fold(0f32, f32::max);
+    eprintln!("{key}/Wgpu: largest top-5 logit difference {worst:.2e}");
+}
+
 #[test]
 fn smollm2_wgpu_matches_transformers() {
-    check_goldens_chunked("smollm2", Backend::Wgpu, usize::MAX, 3);
+    check_goldens_wgpu("smollm2");
 }
 
 #[test]
 fn qwen_wgpu_matches_transformers() {
-    // One prompt on lavapipe keeps CI time down (a 0.5B model in f32 there); the CPU test covers the others.
-    check_goldens_chunked("qwen0.5b", Backend::Wgpu, 1, 1);
+    check_goldens_wgpu("qwen0.5b");
+}
+
+/// burn's wgpu path (`--weights f32`: dequantized tensors, kernels compiled per shape, kept for task
+/// deltas) on one case, chunked so that few shapes occur.
+#[test]
+fn smollm2_wgpu_f32_weights_match_transformers() {
+    check_goldens_chunked("smollm2", Backend::Wgpu, 1, 1);
 }
 
 #[test]

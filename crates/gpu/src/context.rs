@@ -80,10 +80,17 @@ impl GpuContext {
 
     /// The compute pipeline of a shader, compiled on first use.
     pub fn pipeline(&self, id: ShaderId) -> wgpu::ComputePipeline {
+        self.pipeline_counted(id).0
+    }
+
+    /// [`Self::pipeline`] and whether this call created it.
+    fn pipeline_counted(&self, id: ShaderId) -> (wgpu::ComputePipeline, bool) {
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
-        cache
+        let mut created = false;
+        let p = cache
             .entry((id, self.software))
             .or_insert_with(|| {
+                created = true;
                 self.counters.pipelines.fetch_add(1, Ordering::Relaxed);
                 let constants = id.constants(self.software);
                 let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -102,7 +109,8 @@ impl GpuContext {
                     cache: None,
                 })
             })
-            .clone()
+            .clone();
+        (p, created)
     }
 
     /// Compute pipelines this context (and its clones) have created: one per [`ShaderId`] used.
@@ -195,15 +203,30 @@ impl GpuContext {
         self.submit_encoder(enc);
     }
 
-    /// Records `passes` into `enc` (callers that also copy buffers in the same submission).
-    pub fn record(&self, enc: &mut wgpu::CommandEncoder, passes: &[Pass]) {
+    /// Records `passes` into `enc` (callers that also copy buffers in the same submission); returns how
+    /// many pipelines this created (0 once every entry point used is compiled).
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder, passes: &[Pass]) -> usize {
+        let mut created = 0;
         for p in passes {
-            let pipeline = self.pipeline(p.id);
+            let (pipeline, new) = self.pipeline_counted(p.id);
+            created += usize::from(new);
             let layout = pipeline.get_bind_group_layout(0);
             let entries: Vec<wgpu::BindGroupEntry> = p
                 .bindings
                 .iter()
-                .map(|(i, b)| wgpu::BindGroupEntry { binding: *i, resource: b.as_entire_binding() })
+                .map(|(i, b)| {
+                    // qmatmul_ux's activations are a 64 KB uniform array: a larger buffer is bound by its head.
+                    let resource = if matches!(p.id, ShaderId::QMatmulUx(_)) && *i == crate::qmatmul::UX_BINDING {
+                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: b,
+                            offset: 0,
+                            size: std::num::NonZeroU64::new(crate::qmatmul::UX_BYTES),
+                        })
+                    } else {
+                        b.as_entire_binding()
+                    };
+                    wgpu::BindGroupEntry { binding: *i, resource }
+                })
                 .collect();
             let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some(p.id.entry_point()),
@@ -218,6 +241,7 @@ impl GpuContext {
             pass.set_bind_group(0, &bind, &[]);
             pass.dispatch_workgroups(p.groups.0, p.groups.1, p.groups.2);
         }
+        created
     }
 
     /// Copies a buffer back to the host and reinterprets it as `T`s.

@@ -9,6 +9,8 @@
 //! The host side (token embeddings, RoPE angles, which tokens' outputs to return) is the caller's:
 //! `chorus_models::gpu` builds a [`HostDecoder`] from a model file and drives [`GpuDecoder::forward`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use chorus_core::{GgmlType, ModelConfig};
 
 use crate::context::{GpuContext, Pass};
@@ -110,6 +112,17 @@ pub struct GpuDecoder {
     interleaved: bool,
     zero: wgpu::Buffer,
     weight_bytes: u64,
+    counters: DecoderCounters,
+}
+
+/// What this decoder's forward passes have cost the device (for `chorus bench --json` and the test that
+/// holds decoding to fixed pipelines): counted per decoder, so concurrent users of the same context do
+/// not show up in it.
+#[derive(Default)]
+struct DecoderCounters {
+    forwards: AtomicUsize,
+    pipelines: AtomicUsize,
+    submits: AtomicUsize,
 }
 
 /// What [`GpuDecoder::forward`] returns for the selected tokens.
@@ -250,12 +263,20 @@ impl GpuDecoder {
             interleaved: host.interleaved,
             zero: ctx.storage("zero", &[0f32; 4]),
             weight_bytes,
+            counters: DecoderCounters::default(),
         })
     }
 
     /// The context the decoder runs on.
     pub fn context(&self) -> &GpuContext {
         &self.ctx
+    }
+
+    /// Forward passes run, pipelines their recording created, and queue submissions they made (the pass
+    /// and its read-back).
+    pub fn counters(&self) -> (usize, usize, usize) {
+        let c = &self.counters;
+        (c.forwards.load(Ordering::Relaxed), c.pipelines.load(Ordering::Relaxed), c.submits.load(Ordering::Relaxed))
     }
 
     /// Bytes of weight matrices on the device (norms excluded: a few KB).
@@ -482,10 +503,13 @@ impl GpuDecoder {
             l.down.passes(&l.calls[6], ca, &sc.gate, &sc.x, zero, n, &mut passes);
         }
         let recorded: Vec<Pass> = passes.iter().map(PassBuf::pass).collect();
-        self.ctx.record(&mut enc, &recorded);
+        let counters = &self.counters;
+        counters.forwards.fetch_add(1, Ordering::Relaxed);
+        counters.pipelines.fetch_add(self.ctx.record(&mut enc, &recorded), Ordering::Relaxed);
         if s == 0 {
             // Only the cache wanted these tokens (a row's padding-final pass).
             self.ctx.submit_encoder(enc);
+            counters.submits.fetch_add(1, Ordering::Relaxed);
             return Ok(Vec::new());
         }
         // The selected tokens' hidden states, gathered on the device.
@@ -505,8 +529,10 @@ impl GpuDecoder {
             &sc.seln
         };
         let recorded: Vec<Pass> = tail.iter().map(PassBuf::pass).collect();
-        self.ctx.record(&mut enc, &recorded);
+        counters.pipelines.fetch_add(self.ctx.record(&mut enc, &recorded), Ordering::Relaxed);
         self.ctx.submit_encoder(enc);
+        // This pass and the read-back's copy.
+        counters.submits.fetch_add(2, Ordering::Relaxed);
         self.ctx.read(result, s * out_w).await
     }
 }

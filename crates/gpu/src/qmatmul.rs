@@ -32,6 +32,8 @@ struct Params {
 
 /// Bytes of `qmatmul_ux`'s uniform activation array (WebGPU's guaranteed uniform binding size).
 pub const UX_BYTES: u64 = 65536;
+/// The binding number of `qmatmul_ux`'s uniform activations.
+pub const UX_BINDING: u32 = 6;
 
 /// Add the product into `y` instead of overwriting it (a residual connection).
 pub const ADD: u32 = 1;
@@ -254,7 +256,8 @@ impl GpuMatrix {
             && x.size() >= UX_BYTES
             && n * call.x_stride * 4 <= UX_BYTES as usize;
         for (p, params) in self.parts.iter().zip(&call.params) {
-            let (id, xb) = if ux { (ShaderId::QMatmulUx(self.fmt), 6) } else { (ShaderId::QMatmul(self.fmt), 3) };
+            let (id, xb) =
+                if ux { (ShaderId::QMatmulUx(self.fmt), UX_BINDING) } else { (ShaderId::QMatmul(self.fmt), 3) };
             out.push(PassBuf {
                 id,
                 bindings: [
