@@ -294,6 +294,9 @@ fn generate(a: BenchGenerateArgs) -> Result<()> {
     let opts = GenerateOptions { max_new_tokens: a.new_tokens, stop_at_eos: false, ..Default::default() };
     let batch = vec![ids.clone(); a.batch.max(1)];
     model.generate_batch(&batch, &GenerateOptions { max_new_tokens: 2, ..opts.clone() })?;
+    // The device decoder's counters after the warm-up run: what the timed runs add to them.
+    let gpu = model.decoder.gpu().map(|g| g.device_decoder());
+    let warm = gpu.map(|g| g.counters());
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     for i in 0..a.runs.max(1) {
@@ -312,6 +315,19 @@ fn generate(a: BenchGenerateArgs) -> Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    // Per generated token of the timed runs (the prefill pass of each run included).
+    let device = gpu.zip(warm).map(|(g, (f0, p0, s0))| {
+        let (f, p, s) = g.counters();
+        let tokens = (a.runs.max(1) * a.new_tokens).max(1) as f64;
+        serde_json::json!({
+            "pipelines_created_after_warmup": p - p0,
+            "submits_per_token": (s - s0) as f64 / tokens,
+            "forwards": f - f0,
+            "device_weight_bytes": g.device_weight_bytes(),
+            "formats": g.formats().iter().map(|f| format!("{f:?}")).collect::<Vec<_>>(),
+            "adapter": g.context().adapter,
+        })
+    });
     let j = serde_json::json!({
         "bench": "generate",
         "model": a.model.display().to_string(),
@@ -325,9 +341,19 @@ fn generate(a: BenchGenerateArgs) -> Result<()> {
         "prefill_tokens_per_s": median(&mut prefill),
         "decode_tokens_per_s": median(&mut decode),
         "peak_rss_bytes": chorus_merge::run::peak_rss_bytes(),
-        "engine": if model.decoder.cpu().is_some() { "chorus-cpu" } else { "burn" },
+        "engine": if model.decoder.cpu().is_some() {
+            "chorus-cpu"
+        } else if gpu.is_some() {
+            "chorus-gpu"
+        } else {
+            "burn"
+        },
         "threads": model.decoder.cpu().map(|_| chorus_models::cpu::pool::global().threads()),
         "weight_bytes_per_token": model.decoder.cpu().map(|c| c.weight_bytes_per_token()),
+        "pipelines_created_after_warmup": device.as_ref().map(|d| d["pipelines_created_after_warmup"].clone()),
+        "submits_per_token": device.as_ref().map(|d| d["submits_per_token"].clone()),
+        "device_weight_bytes": device.as_ref().map(|d| d["device_weight_bytes"].clone()),
+        "device": device,
     });
     println!("{j}");
     Ok(())
