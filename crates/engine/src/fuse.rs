@@ -529,7 +529,9 @@ impl Fusion {
                     e => Input::Expert(e - 2),
                 })
                 .collect();
-            crate::fuse_gpu::copy_logits(&k.kernel, &mut enc, t, &inputs, &mut guards)?;
+            k.kernel
+                .copy_tensor(&mut enc, t, &inputs, &mut guards)
+                .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: e.to_string() })?;
         }
         let pending = k
             .kernel

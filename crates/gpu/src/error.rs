@@ -18,6 +18,9 @@ pub enum Error {
         /// What does not fit.
         reason: String,
     },
+    /// A burn tensor's device buffer could not be borrowed ([`crate::bridge`]).
+    #[error("borrowing a burn tensor on wgpu: {0}")]
+    Borrow(String),
     /// Reading results back failed.
     #[error("GPU read-back failed: {0}")]
     Readback(String),

@@ -7,6 +7,9 @@ use crate::context::{GpuContext, Pass};
 use crate::error::{Error, Result};
 use crate::shaders::ShaderId;
 
+/// The command encoder a step is recorded into (so callers name it without depending on wgpu).
+pub type Encoder = wgpu::CommandEncoder;
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -169,6 +172,27 @@ impl FusionKernel {
                 (self.vocab * 4) as u64,
             );
         }
+        Ok(())
+    }
+
+    /// [`Self::copy_in`] from a burn tensor on wgpu: `logits` (`[blocks·rows, cols]`, block `k` feeding
+    /// `inputs[k]`) copied on the device; the borrow goes into `guards`, to be dropped after submission.
+    pub fn copy_tensor(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        logits: burn::tensor::Tensor<2>,
+        inputs: &[Input],
+        guards: &mut Vec<crate::bridge::Borrowed>,
+    ) -> Result<()> {
+        let [n, cols] = logits.dims();
+        if n != inputs.len() * self.rows {
+            return Err(shape_err(format!("{n} logit rows for {} inputs of {} rows", inputs.len(), self.rows)));
+        }
+        let b = crate::bridge::borrow(logits)?;
+        for (k, &input) in inputs.iter().enumerate() {
+            self.copy_in(enc, &b.buffer, b.offset + (k * self.rows * cols * 4) as u64, cols, input)?;
+        }
+        guards.push(b);
         Ok(())
     }
 

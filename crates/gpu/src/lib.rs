@@ -6,6 +6,7 @@
 //! async because browser read-backs must be awaited; native callers wrap them in `pollster::block_on`.
 //! Every kernel has a plain-Rust reference in `chorus_core::reference` and a parity test.
 
+pub mod bridge;
 pub mod context;
 pub mod decoder;
 pub mod error;

@@ -128,6 +128,35 @@ impl LowRankDevice {
         })
     }
 
+    /// `y = base + mix(x, w)` on burn's wgpu tensors (`x` `[m, inp]`, `w` `[m, tasks]`, `base` `[m, out]`):
+    /// borrows their buffers, records the copies and passes into one command buffer, submits it and returns
+    /// `y` as a new burn tensor, all on the device.
+    pub fn apply_tensors(
+        &self,
+        ctx: &GpuContext,
+        x: burn::tensor::Tensor<2>,
+        w: &burn::tensor::Tensor<2>,
+        base: burn::tensor::Tensor<2>,
+    ) -> Result<burn::tensor::Tensor<2>> {
+        let ([m, _], [_, out]) = (x.dims(), base.dims());
+        let y = burn::tensor::Tensor::<2>::zeros([m, out], &x.device());
+        let (xb, wb) = (crate::bridge::borrow(x)?, crate::bridge::borrow(w.clone())?);
+        let (bb, yb) = (crate::bridge::borrow(base)?, crate::bridge::borrow(y.clone())?);
+        let mut enc = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("lowrank") });
+        let scratch = self.record(
+            ctx,
+            &mut enc,
+            m,
+            (&xb.buffer, xb.offset),
+            (&wb.buffer, wb.offset),
+            (&bb.buffer, bb.offset),
+            (&yb.buffer, yb.offset),
+        )?;
+        ctx.submit_encoder(enc);
+        drop((scratch, xb, wb, bb, yb));
+        Ok(y)
+    }
+
     /// Records into `enc`: copies of `rows` rows of x, w and base from `(buffer, byte offset)` sources, the
     /// two passes, and the copy of y into `y`. Keep the returned scratch until `enc` is submitted.
     pub fn record(
