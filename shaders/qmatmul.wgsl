@@ -9,8 +9,8 @@
 // Layout: a workgroup of WG invocations computes WG · RPI / LANES output rows for TOKS = 4 tokens; each
 // row's LANES invocations stride over its 32-value chunks and reduce in workgroup memory. On GPUs LANES
 // is 16 and RPI 1 (the lanes of a row read neighbouring blocks). On CPU adapters (lavapipe, SwiftShader)
-// LANES is 1, RPI 4 and WG 16: an invocation owns four rows, so its activation loads are the same for every
-// SIMD lane (one scalar load, not a gather) and each serves four rows; with the activations in a uniform
+// LANES is 1, RPI 8 and WG 16: an invocation owns eight rows, so its activation loads are the same for
+// every SIMD lane (one scalar load, not a gather) and each serves eight rows; with the activations in a uniform
 // buffer (`qmatmul_ux`) lavapipe also skips its per-lane loop for storage loads. Everything per chunk
 // is written out (no arrays indexed in loops), because lavapipe keeps such arrays in memory.
 // Grid: (ceil(rows · LANES / (WG · RPI)), 1, ceil(n / 4)). FMT, LANES, RPI and WG are pipeline-overridable
@@ -19,7 +19,7 @@
 
 override FMT: u32 = 0u;
 override LANES: u32 = 16u;
-// Output rows per invocation (4 on CPU adapters: each activation load serves four rows).
+// Output rows per invocation (1, 4 or 8; 8 on CPU adapters: each activation load serves eight rows).
 override RPI: u32 = 1u;
 
 const F_F32: u32 = 0u;
@@ -309,90 +309,125 @@ fn store(r: u32, t: u32, v: f32) {
     }
 }
 
-// Sums per (token, row of the invocation): acc[t][i] for up to TOKS tokens and RPI rows.
-struct Acc {
-    t0: vec4<f32>,
-    t1: vec4<f32>,
-    t2: vec4<f32>,
-    t3: vec4<f32>,
-};
-
-// The dots of one chunk of the invocation's rows with token activations `xa` into `s` (a vec4 over rows).
-fn rows_dot(w0: Chunk, w1: Chunk, w2: Chunk, w3: Chunk, xa: Chunk) -> vec4<f32> {
-    var s = vec4<f32>(dotc(w0, xa), 0.0, 0.0, 0.0);
-    if (RPI > 1u) {
-        s = vec4<f32>(s.x, dotc(w1, xa), dotc(w2, xa), dotc(w3, xa));
+// The dots of one row's chunk with up to four tokens' activations (components: tokens).
+fn dots(w: Chunk, x0: Chunk, x1: Chunk, x2: Chunk, x3: Chunk, nt: u32) -> vec4<f32> {
+    var s = vec4<f32>(dotc(w, x0), 0.0, 0.0, 0.0);
+    if (nt > 1u) {
+        s.y = dotc(w, x1);
+    }
+    if (nt > 2u) {
+        s.z = dotc(w, x2);
+    }
+    if (nt > 3u) {
+        s.w = dotc(w, x3);
     }
     return s;
+}
+
+// Per row of the invocation (up to 8), the sums of up to four tokens.
+struct Acc {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    a2: vec4<f32>,
+    a3: vec4<f32>,
+    a4: vec4<f32>,
+    a5: vec4<f32>,
+    a6: vec4<f32>,
+    a7: vec4<f32>,
+};
+
+// The invocation's row i (rows past the end compute row rows − 1 and store nothing: control flow stays
+// uniform, so loads whose address is the same for every invocation stay scalar on CPU adapters).
+fn row_of(wg: vec3<u32>, lid: vec3<u32>, i: u32) -> u32 {
+    return min((wg.x * (WG / LANES) + lid.x / LANES) * RPI + i, p.rows - 1u);
+}
+
+// One chunk of every row of the invocation: each row decoded and dotted right away (so only one row's
+// values and the activations are live), each activation load shared by the RPI rows.
+fn step(wg: vec3<u32>, lid: vec3<u32>, c: u32, x0: Chunk, x1: Chunk, x2: Chunk, x3: Chunk, nt: u32, acc: ptr<function, Acc>) {
+    (*acc).a0 += dots(chunk(row_of(wg, lid, 0u), c), x0, x1, x2, x3, nt);
+    if (RPI > 1u) {
+        (*acc).a1 += dots(chunk(row_of(wg, lid, 1u), c), x0, x1, x2, x3, nt);
+        (*acc).a2 += dots(chunk(row_of(wg, lid, 2u), c), x0, x1, x2, x3, nt);
+        (*acc).a3 += dots(chunk(row_of(wg, lid, 3u), c), x0, x1, x2, x3, nt);
+    }
+    if (RPI > 4u) {
+        (*acc).a4 += dots(chunk(row_of(wg, lid, 4u), c), x0, x1, x2, x3, nt);
+        (*acc).a5 += dots(chunk(row_of(wg, lid, 5u), c), x0, x1, x2, x3, nt);
+        (*acc).a6 += dots(chunk(row_of(wg, lid, 6u), c), x0, x1, x2, x3, nt);
+        (*acc).a7 += dots(chunk(row_of(wg, lid, 7u), c), x0, x1, x2, x3, nt);
+    }
+}
+
+fn store_row(wg: vec3<u32>, lid: vec3<u32>, i: u32, a: vec4<f32>, nt: u32) {
+    let r = (wg.x * (WG / LANES) + lid.x / LANES) * RPI + i;
+    let t0 = wg.z * TOKS;
+    if (r < p.rows) {
+        store(r, t0, a.x);
+        if (nt > 1u) { store(r, t0 + 1u, a.y); }
+        if (nt > 2u) { store(r, t0 + 2u, a.z); }
+        if (nt > 3u) { store(r, t0 + 3u, a.w); }
+    }
 }
 
 fn finish(wg: vec3<u32>, lid: vec3<u32>, acc_in: Acc, nt: u32) {
     var acc = acc_in;
     let lane = lid.x % LANES;
-    let slot = lid.x / LANES;
-    let t0 = wg.z * TOKS;
     if (LANES > 1u) {
-        // RPI is 1 here: one row per slot, lanes summed in workgroup memory.
-        partial[lid.x] = acc.t0.x;
-        partial[WG + lid.x] = acc.t1.x;
-        partial[2u * WG + lid.x] = acc.t2.x;
-        partial[3u * WG + lid.x] = acc.t3.x;
+        // RPI is 1 here: one row per LANES invocations, summed in workgroup memory.
+        partial[lid.x] = acc.a0.x;
+        partial[WG + lid.x] = acc.a0.y;
+        partial[2u * WG + lid.x] = acc.a0.z;
+        partial[3u * WG + lid.x] = acc.a0.w;
         workgroupBarrier();
         if (lane == 0u) {
             var s = vec4<f32>(0.0);
             for (var l = 0u; l < LANES; l++) {
-                let i = slot * LANES + l;
+                let i = lid.x + l;
                 s += vec4<f32>(partial[i], partial[WG + i], partial[2u * WG + i], partial[3u * WG + i]);
             }
-            acc = Acc(vec4<f32>(s.x), vec4<f32>(s.y), vec4<f32>(s.z), vec4<f32>(s.w));
+            acc.a0 = s;
         }
     }
     if (lane != 0u) {
         return;
     }
-    for (var i = 0u; i < RPI; i++) {
-        let r = (wg.x * (WG / LANES) + slot) * RPI + i;
-        if (r < p.rows) {
-            store(r, t0, acc.t0[i]);
-            if (nt > 1u) { store(r, t0 + 1u, acc.t1[i]); }
-            if (nt > 2u) { store(r, t0 + 2u, acc.t2[i]); }
-            if (nt > 3u) { store(r, t0 + 3u, acc.t3[i]); }
-        }
+    store_row(wg, lid, 0u, acc.a0, nt);
+    if (RPI > 1u) {
+        store_row(wg, lid, 1u, acc.a1, nt);
+        store_row(wg, lid, 2u, acc.a2, nt);
+        store_row(wg, lid, 3u, acc.a3, nt);
+    }
+    if (RPI > 4u) {
+        store_row(wg, lid, 4u, acc.a4, nt);
+        store_row(wg, lid, 5u, acc.a5, nt);
+        store_row(wg, lid, 6u, acc.a6, nt);
+        store_row(wg, lid, 7u, acc.a7, nt);
     }
 }
 
-// The invocation's first row (rows past the end compute row rows − 1 and store nothing: control flow
-// stays uniform, so loads whose address is the same for every invocation stay scalar on CPU adapters).
-fn row_of(wg: vec3<u32>, lid: vec3<u32>, i: u32) -> u32 {
-    return min((wg.x * (WG / LANES) + lid.x / LANES) * RPI + i, p.rows - 1u);
+fn zero_acc() -> Acc {
+    let z = vec4<f32>(0.0);
+    return Acc(z, z, z, z, z, z, z, z);
 }
 
 @compute @workgroup_size(WG)
 fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r0 = row_of(wg, lid, 0u);
-    let r1 = row_of(wg, lid, 1u);
-    let r2 = row_of(wg, lid, 2u);
-    let r3 = row_of(wg, lid, 3u);
     let t0 = wg.z * TOKS;
     let nt = min(TOKS, count.n - min(count.n, t0));
     let xs = p.x_stride / 4u;
     let xb = t0 * xs;
-    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc = zero_acc();
     for (var c = lid.x % LANES; c < p.cols / 32u; c += LANES) {
-        let w0 = chunk(r0, c);
-        var w1 = w0;
-        var w2 = w0;
-        var w3 = w0;
-        if (RPI > 1u) {
-            w1 = chunk(r1, c);
-            w2 = chunk(r2, c);
-            w3 = chunk(r3, c);
-        }
         let xi = xb + 8u * c;
-        acc.t0 += rows_dot(w0, w1, w2, w3, xs_at(xi));
-        if (nt > 1u) { acc.t1 += rows_dot(w0, w1, w2, w3, xs_at(xi + xs)); }
-        if (nt > 2u) { acc.t2 += rows_dot(w0, w1, w2, w3, xs_at(xi + 2u * xs)); }
-        if (nt > 3u) { acc.t3 += rows_dot(w0, w1, w2, w3, xs_at(xi + 3u * xs)); }
+        let x0 = xs_at(xi);
+        var x1 = x0;
+        var x2 = x0;
+        var x3 = x0;
+        if (nt > 1u) { x1 = xs_at(xi + xs); }
+        if (nt > 2u) { x2 = xs_at(xi + 2u * xs); }
+        if (nt > 3u) { x3 = xs_at(xi + 3u * xs); }
+        step(wg, lid, c, x0, x1, x2, x3, nt, &acc);
     }
     finish(wg, lid, acc, nt);
 }
@@ -400,30 +435,21 @@ fn qmatmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l
 // The same with the activations read from `xu` (CPU adapters, when they fit in 64 KB).
 @compute @workgroup_size(WG)
 fn qmatmul_ux(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r0 = row_of(wg, lid, 0u);
-    let r1 = row_of(wg, lid, 1u);
-    let r2 = row_of(wg, lid, 2u);
-    let r3 = row_of(wg, lid, 3u);
     let t0 = wg.z * TOKS;
     let nt = min(TOKS, count.n - min(count.n, t0));
     let xs = p.x_stride / 4u;
     let xb = t0 * xs;
-    var acc = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    for (var c = lid.x % LANES; c < p.cols / 32u; c += LANES) {
-        let w0 = chunk(r0, c);
-        var w1 = w0;
-        var w2 = w0;
-        var w3 = w0;
-        if (RPI > 1u) {
-            w1 = chunk(r1, c);
-            w2 = chunk(r2, c);
-            w3 = chunk(r3, c);
-        }
+    var acc = zero_acc();
+    for (var c = 0u; c < p.cols / 32u; c++) {
         let xi = xb + 8u * c;
-        acc.t0 += rows_dot(w0, w1, w2, w3, xu_at(xi));
-        if (nt > 1u) { acc.t1 += rows_dot(w0, w1, w2, w3, xu_at(xi + xs)); }
-        if (nt > 2u) { acc.t2 += rows_dot(w0, w1, w2, w3, xu_at(xi + 2u * xs)); }
-        if (nt > 3u) { acc.t3 += rows_dot(w0, w1, w2, w3, xu_at(xi + 3u * xs)); }
+        let x0 = xu_at(xi);
+        var x1 = x0;
+        var x2 = x0;
+        var x3 = x0;
+        if (nt > 1u) { x1 = xu_at(xi + xs); }
+        if (nt > 2u) { x2 = xu_at(xi + 2u * xs); }
+        if (nt > 3u) { x3 = xu_at(xi + 3u * xs); }
+        step(wg, lid, c, x0, x1, x2, x3, nt, &acc);
     }
     finish(wg, lid, acc, nt);
 }
