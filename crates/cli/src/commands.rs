@@ -127,8 +127,9 @@ pub fn finite_f32(s: &str) -> std::result::Result<f32, String> {
 /// `--weights`, parsed once: the form the model's weights take (`None`: `auto`, the backend's default).
 #[derive(clap::Args, Clone, Copy, Debug)]
 pub struct WeightArgs {
-    /// Weight form: auto (cpu: native, wgpu: f32), native (the CPU engine: the file's blocks in place,
-    /// activations quantized per matmul) or f32 (dequantized burn tensors; any backend, task deltas).
+    /// Weight form: auto (native), native (the file's blocks as stored: on cpu the CPU engine, activations
+    /// quantized per matmul; on wgpu the device decoder, blocks decoded in the GPU kernels) or f32
+    /// (dequantized burn tensors; any backend, task deltas).
     #[arg(long = "weights", default_value = "auto", value_parser = parse_weights)]
     pub mode: Weights,
 }
