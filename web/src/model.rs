@@ -149,7 +149,12 @@ pub(crate) async fn pick_device(backend: Option<Backend>) -> Result<(Backend, bu
 
 /// Reads a [`ModelSource`] into model files.
 pub(crate) async fn read_source(source: &JsValue, opts: &mut LoadOptions) -> Result<ModelFiles, WebError> {
-    if source.is_instance_of::<js_sys::ArrayBuffer>() || source.is_instance_of::<Uint8Array>() || source.is_string() {
+    // A file reference on its own (bytes, a URL, or `{url, sha256}` as documented) is a GGUF.
+    let file_ref = source.is_instance_of::<js_sys::ArrayBuffer>()
+        || source.is_instance_of::<Uint8Array>()
+        || source.is_string()
+        || field(source, "url").is_some();
+    if file_ref {
         let f = FileRef::parse(source, "source")?;
         let name = f.name("model.gguf");
         let bytes = f.bytes(opts.cache, &mut opts.progress).await?;

@@ -37,6 +37,30 @@ async fn webgpu_and_cpu_agree_in_the_browser() {
     }
 }
 
+/// The browser's CPU default is the CPU engine (the file's blocks, activations quantized to Q8_0/Q8_K as
+/// natively): on the tiny Llama with every block type its logits differ from the f32 path by the
+/// rounding of 8-bit activations (not 0: the f32 path did not run), within the native test's bound.
+#[wasm_bindgen_test]
+async fn browser_cpu_default_is_the_cpu_engine() {
+    use chorus_models::WeightMode;
+    let bytes = chorus_models::gguf_write::tiny_llama_quantized(11);
+    let q = engine_from(bytes.clone(), Backend::Cpu, None).await;
+    let f = engine_from(bytes, Backend::Cpu, Some(WeightMode::F32)).await;
+    assert!(q.decoder.cpu().is_some(), "the CPU default loads the CPU engine");
+    let ids = q.encode(&Prompt::Text("Hello, tiny world!".into())).unwrap();
+    let all = |m: &LoadedModel| {
+        let mut cache = m.decoder.new_cache(1);
+        let x = m.decoder.forward(std::slice::from_ref(&ids), &[vec![true; ids.len()]], &mut cache, true).unwrap();
+        chorus_models::decoder::to_rows(x).unwrap()
+    };
+    let (a, b) = (all(&q), all(&f));
+    let range = b.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = a.iter().flatten().zip(b.iter().flatten()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    wasm_bindgen_test::console_log!("wasm CPU engine vs f32: {:.3e} of the range", worst / range);
+    assert!(worst > 1e-6 * range, "8-bit activations gave f32-exact logits ({worst})");
+    assert!(worst <= 5e-3 * range, "{worst} vs range {range}");
+}
+
 #[wasm_bindgen_test]
 async fn public_api_streams_tokens() {
     let bytes = chorus_models::gguf_write::tiny_llama(3);

@@ -197,6 +197,50 @@ try {
   await page.screenshot({ path: path.join(artifacts, "twin.png"), fullPage: true });
 
   check(problems.length === 0, `no page errors or CSP violations${problems.length ? ": " + problems.join(" | ") : ""}`);
+  // 5. A real model by URL: SmolLM2-135M-Instruct Q4_1 (the GGUF the native tests use, linked into the
+  //    served folder), greedy, on WebGPU (the device decoder: f32 activations, so its reference is native
+  //    `chorus generate --weights f32`: the same tokens) and on the CPU fallback (the CPU engine in wasm,
+  //    8-bit activations: the native default; at a step whose top-2 margin is inside the 8-bit rounding,
+  //    0.15 here at step 5, it may take the f32 path's token instead, so it must equal one of the two
+  //    native runs, and which one is printed). Tokens/s are reported.
+  const gguf = path.join(process.env.CHORUS_HOME ?? path.join(process.env.HOME, ".cache/chorus"), "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  check(fs.existsSync(gguf), `real model present (${gguf}; scripts/fetch-models smollm2)`);
+  if (fs.existsSync(gguf)) {
+    const local = path.join(dist, "local-models");
+    fs.mkdirSync(local, { recursive: true });
+    const link = path.join(local, path.basename(gguf));
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(gguf, link);
+    const RPROMPT = "The capital of France is", RMAX = 8;
+    const nativeGen = (weights) => JSON.parse(execFileSync(bin, ["generate", "--model", gguf, "--prompt", RPROMPT, "--max-new-tokens", String(RMAX), "--weights", weights, "--json"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim().split("\n").pop());
+    const exact = nativeGen("f32"), engine = nativeGen("native");
+    const rpage = await context.newPage();
+    await rpage.goto(`${site.url}docs-example.html`);
+    for (const [backend, refs] of [["webgpu", { f32: exact }], ["cpu", { native: engine, f32: exact }]]) {
+      const t0 = Date.now();
+      const got = await rpage.evaluate(async ({ url, prompt, max, backend }) => {
+        const { client } = await import("./js/client.js");
+        let progress = 0;
+        try {
+          const r = await client().generate(url, { prompt, backend, options: { max_new_tokens: max } }, (ev) => {
+            if (ev.type === "progress") progress++;
+          });
+          return { ok: true, tokens: r.tokens, text: r.text, backend: r.backend, rate: r.decode_tokens_per_s, loadMs: r.loadMs, firstTokenMs: r.firstTokenMs, progress };
+        } catch (e) {
+          return { ok: false, error: String(e?.message ?? e) };
+        }
+      }, { url: `local-models/${path.basename(gguf)}`, prompt: RPROMPT, max: RMAX, backend });
+      check(got.ok, `SmolLM2 by URL on ${backend} generated${got.ok ? "" : ": " + got.error}`);
+      if (got.ok) {
+        const same = Object.entries(refs).filter(([, r]) => JSON.stringify(r.tokens) === JSON.stringify(got.tokens)).map(([w]) => w);
+        check(same.length > 0, `SmolLM2 on ${backend}: tokens ${JSON.stringify(got.tokens)} = native ${Object.entries(refs).map(([w, r]) => `--weights ${w} ${JSON.stringify(r.tokens)}`).join(" or ")} (equal: ${same.join(", ") || "none"})`);
+        check(got.progress > 0, `SmolLM2 on ${backend}: progress events reached the page (${got.progress})`);
+        report.runs[`smollm2_${backend}`] = { wall_ms: Date.now() - t0, load_ms: got.loadMs, first_token_ms: got.firstTokenMs, tokens_per_s: got.rate, native_cpu_tokens_per_s: engine.decode_tokens_per_s, equal_to: same };
+      }
+    }
+    await rpage.close();
+  }
+  check(problems.length === 0, `no CSP violations or page errors after the real-model runs${problems.length ? ": " + problems.join(" | ") : ""}`);
 } finally {
   await browser.close();
 }

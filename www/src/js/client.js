@@ -46,6 +46,12 @@ export class ChorusClient {
     return this.request("fuse", { url: absolute(url), prompt, experts, options, backend, sha256 }, onEvent);
   }
 
+  /** Plain generation with one model file (a GGUF URL, loaded once per backend); `onEvent` sees
+   *  progress events and one `token` event per token. */
+  generate(url, { prompt, chat = false, options, backend = "auto", sha256 } = {}, onEvent) {
+    return this.request("generate", { url: absolute(url), prompt, chat, options, backend, sha256 }, onEvent);
+  }
+
   /** Twin-Merging: route `prompt` and generate (or only route, with `routeOnly`). */
   twin(url, { prompt, options, backend = "auto", sha256, routeOnly = false } = {}, onEvent) {
     return this.request("twin", { url: absolute(url), prompt, options, backend, sha256, routeOnly }, onEvent);

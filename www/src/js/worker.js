@@ -7,6 +7,7 @@ import init, { ChorusFusion, loadModel, loadTwin, sha256Hex } from "../pkg/choru
 const ready = init({ module_or_path: new URL("../pkg/chorus_web_bg.wasm", import.meta.url) });
 const families = new Map();
 const twins = new Map();
+const models = new Map();
 
 // The site's model indexes are small JSON files that list every model file with its SHA-256; the index
 // itself is checked against the digest the page gives (a widget's `sha256` attribute).
@@ -98,7 +99,28 @@ function loadTwinPack(req, post) {
   });
 }
 
+// One model file (a GGUF) by URL, loaded once per (URL, backend); its SHA-256, when given, is checked by
+// loadModel (downloaded or cached bytes alike) and then pins the entry.
+function loadOne(req, post) {
+  return once(models, req, async () => {
+    const t0 = performance.now();
+    const onProgress = (ev) => post("progress", { ...ev, url: ev.url ?? req.url });
+    const model = await loadModel({ url: req.url, sha256: req.sha256 }, { backend: req.backend, onProgress });
+    return { model, digest: req.sha256?.toLowerCase() ?? null, loadMs: performance.now() - t0 };
+  });
+}
+
 const ops = {
+  async generate(req, post) {
+    const m = await loadOne(req, post);
+    const t0 = performance.now();
+    let first = null;
+    const result = await m.model.generate(req.prompt, req.chat ?? false, req.options ?? {}, (id, text) => {
+      first ??= performance.now() - t0;
+      post("token", { token: id, text });
+    });
+    return { ...result, backend: m.model.backend, loadMs: m.loadMs, firstTokenMs: first, totalMs: performance.now() - t0 };
+  },
   async family(req, post) {
     const f = await loadFamily(req, post);
     return { tasks: Object.keys(f.experts), examples: f.index.examples, backend: f.large.backend, loadMs: f.loadMs };
