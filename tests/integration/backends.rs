@@ -75,7 +75,15 @@ fn wgpu_native_weights_run_the_device_decoder() {
         }
     }
     let (t1, t2) = (want.greedy_trace(&ids, 12, 1).unwrap(), got.greedy_trace(&ids, 12, 1).unwrap());
-    assert_eq!(t1.iter().map(|s| s.token).collect::<Vec<_>>(), t2.iter().map(|s| s.token).collect::<Vec<_>>());
+    let greedy: Vec<u32> = t1.iter().map(|s| s.token).collect();
+    assert_eq!(greedy, t2.iter().map(|s| s.token).collect::<Vec<_>>());
+    // Greedy generation takes its tokens from the device (argmax there, ids read back): the same tokens,
+    // alone and in a left-padded batch with a shorter prompt.
+    let opts = chorus_core::GenerateOptions { max_new_tokens: 12, stop_at_eos: false, ..Default::default() };
+    let short = ids[..5].to_vec();
+    let batch = got.generate_batch(&[ids.clone(), short.clone()], &opts).unwrap();
+    assert_eq!(batch[0].tokens, greedy, "device greedy, batch row 0");
+    assert_eq!(batch[1].tokens, got.generate_batch(&[short], &opts).unwrap()[0].tokens, "batch row 1 alone");
 }
 
 /// Decoding never compiles: after the first tokens, 64 more greedy tokens of SmolLM2 on the device

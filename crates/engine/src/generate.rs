@@ -252,10 +252,10 @@ impl LoadedModel {
             valid.push(std::iter::repeat_n(false, n_pad).chain(std::iter::repeat_n(true, p.len())).collect::<Vec<_>>());
         }
         let mut cache = decoder.new_cache(prompts.len());
+        // Greedy rows on the device decoder take their token from the device (only ids come back).
+        let on_device = decoder.gpu().is_some() && mix.is_none() && rows.iter().all(|r| r.sampler.is_greedy());
         let t0 = Instant::now();
-        let mut logits =
-            read_rows(decoder.forward_mixed_async(&toks, &valid, &mut cache, decoder::Output::Last, mix).await?)
-                .await?;
+        let mut out = step_output(decoder, &toks, &valid, &mut cache, mix, on_device).await?;
         let prefill_ms = ms(t0);
         let t1 = Instant::now();
         let mut steps = 0usize;
@@ -271,7 +271,10 @@ impl LoadedModel {
                     next.push(*row.tokens.last().unwrap_or(&pad));
                     continue;
                 }
-                let id = row.sampler.sample(&logits[r]) as u32;
+                let id = match &out {
+                    StepOutput::Logits(l) => row.sampler.sample(&l[r]) as u32,
+                    StepOutput::Ids(ids) => ids[r].ok_or_else(|| Error::Request(format!("row {r}: no token")))?,
+                };
                 next.push(id);
                 if let Some(delta) = row.accept(id, tk, &tk.eos_ids, opts)? {
                     on_token(r, id, &delta);
@@ -288,9 +291,7 @@ impl LoadedModel {
             }
             let step: Vec<Vec<u32>> = next.iter().map(|&i| vec![i]).collect();
             let live: Vec<Vec<bool>> = rows.iter().map(|r| vec![r.done.is_none()]).collect();
-            logits =
-                read_rows(decoder.forward_mixed_async(&step, &live, &mut cache, decoder::Output::Last, mix).await?)
-                    .await?;
+            out = step_output(decoder, &step, &live, &mut cache, mix, on_device).await?;
             steps += 1;
         }
         let decode_ms = ms(t1);
@@ -430,6 +431,29 @@ impl LoadedModel {
     pub fn greedy_trace(&self, prompt: &[u32], steps: usize, k: usize) -> Result<Vec<StepTrace>> {
         pollster::block_on(self.greedy_trace_async(prompt, steps, k))
     }
+}
+
+/// What one forward pass of the generation loop gives: each row's last logits, or its greedy token.
+enum StepOutput {
+    Logits(Vec<Vec<f32>>),
+    Ids(Vec<Option<u32>>),
+}
+
+/// One forward pass of the generation loop: the greedy tokens chosen on the device when `on_device`
+/// (the device decoder with greedy rows), else the logits read back.
+async fn step_output(
+    decoder: &Decoder,
+    toks: &[Vec<u32>],
+    valid: &[Vec<bool>],
+    cache: &mut chorus_models::KvCache,
+    mix: Option<&[Vec<f32>]>,
+    on_device: bool,
+) -> Result<StepOutput> {
+    if on_device && let Some(ids) = decoder.greedy_next_async(toks, valid, cache).await? {
+        return Ok(StepOutput::Ids(ids));
+    }
+    let x = decoder.forward_mixed_async(toks, valid, cache, decoder::Output::Last, mix).await?;
+    Ok(StepOutput::Logits(read_rows(x).await?))
 }
 
 pub(crate) async fn read_rows(x: Tensor<2>) -> Result<Vec<Vec<f32>>> {

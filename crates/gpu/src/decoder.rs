@@ -132,6 +132,9 @@ pub enum GpuOutput {
     Logits,
     /// Final-normed hidden states, `[selected, hidden]`.
     Hidden,
+    /// The greedy token of each selected position (argmax of its logits, lowest index on ties, NaN
+    /// skipped: `shaders/row_stats.wgsl`), as f32 values: only these come back from the device.
+    Argmax,
 }
 
 /// The inputs of one forward pass over `n` tokens.
@@ -166,6 +169,8 @@ struct Scratch {
     sel: wgpu::Buffer,
     seln: wgpu::Buffer,
     out: wgpu::Buffer,
+    /// Per selected token: max, argmax, log-sum-exp and a pad word (`row_stats.wgsl`'s output).
+    stats: wgpu::Buffer,
 }
 
 /// The KV cache of a batch (per layer one key and one value buffer of `rows × cap` positions) and the
@@ -179,6 +184,8 @@ pub struct GpuCache {
     dims: wgpu::Buffer,
     count_all: wgpu::Buffer,
     count_sel: wgpu::Buffer,
+    /// `row_stats.wgsl`'s parameters (rows = the selected tokens, cols = the vocabulary).
+    stats_params: wgpu::Buffer,
     /// Times the cache grew (each a device copy).
     pub grows: usize,
 }
@@ -313,6 +320,7 @@ impl GpuDecoder {
             dims: self.ctx.uniform("dims", &self.dims(0, cap)),
             count_all: self.ctx.uniform("count", &Count::new(0)),
             count_sel: self.ctx.uniform("count.sel", &Count::new(0)),
+            stats_params: self.ctx.uniform("row_stats.params", &[0u32; 4]),
             grows: 0,
         }
     }
@@ -400,6 +408,7 @@ impl GpuDecoder {
             sel: fl("sel", s * h),
             seln: fa("seln", s * h),
             out: fl("out", s * out_w),
+            stats: fl("stats", s * 4),
         });
     }
 
@@ -426,7 +435,11 @@ impl GpuDecoder {
             return Err(bad(format!("selected token {i} of {n}")));
         }
         let s = step.select.len();
-        let out_w = if step.output == GpuOutput::Hidden { h } else { c.vocab_size };
+        let out_w = match step.output {
+            GpuOutput::Hidden => h,
+            GpuOutput::Logits => c.vocab_size,
+            GpuOutput::Argmax => 1,
+        };
         if n == 0 {
             return Ok(vec![0.0; s * out_w]);
         }
@@ -439,6 +452,7 @@ impl GpuDecoder {
         q.write_buffer(&cache.dims, 0, bytemuck::bytes_of(&self.dims(n, cache.cap)));
         q.write_buffer(&cache.count_all, 0, bytemuck::bytes_of(&Count::new(n as u32)));
         q.write_buffer(&cache.count_sel, 0, bytemuck::bytes_of(&Count::new(s as u32)));
+        q.write_buffer(&cache.stats_params, 0, bytemuck::cast_slice(&[s as u32, c.vocab_size as u32, 0, 0]));
         let sc = cache.scratch.as_ref().expect("scratch sized above");
         q.write_buffer(&sc.x, 0, bytemuck::cast_slice(step.x));
         q.write_buffer(&sc.rope, 0, bytemuck::cast_slice(step.rope));
@@ -522,17 +536,30 @@ impl GpuDecoder {
             bindings: vec![(0, dims), (1, &sc.sel), (2, &self.norm), (3, &sc.seln)],
             groups: (s as u32, 1, 1),
         }];
-        let result = if step.output == GpuOutput::Logits {
-            self.lm_head.passes(&self.head_call, &cache.count_sel, &sc.seln, &sc.out, zero, s, &mut tail);
-            &sc.out
-        } else {
-            &sc.seln
+        let result = match step.output {
+            GpuOutput::Hidden => &sc.seln,
+            GpuOutput::Logits | GpuOutput::Argmax => {
+                self.lm_head.passes(&self.head_call, &cache.count_sel, &sc.seln, &sc.out, zero, s, &mut tail);
+                &sc.out
+            }
         };
+        if step.output == GpuOutput::Argmax {
+            tail.push(PassBuf {
+                id: ShaderId::RowStats,
+                bindings: vec![(0, &cache.stats_params), (1, &sc.out), (2, &sc.stats)],
+                groups: (s as u32, 1, 1),
+            });
+        }
+        let result = if step.output == GpuOutput::Argmax { &sc.stats } else { result };
         let recorded: Vec<Pass> = tail.iter().map(PassBuf::pass).collect();
         counters.pipelines.fetch_add(self.ctx.record(&mut enc, &recorded), Ordering::Relaxed);
         self.ctx.submit_encoder(enc);
         // This pass and the read-back's copy.
         counters.submits.fetch_add(2, Ordering::Relaxed);
+        if step.output == GpuOutput::Argmax {
+            let stats: Vec<[u32; 4]> = self.ctx.read(result, s).await?;
+            return Ok(stats.iter().map(|r| r[1] as f32).collect());
+        }
         self.ctx.read(result, s * out_w).await
     }
 }

@@ -559,6 +559,27 @@ impl Decoder {
         }
     }
 
+    /// The greedy next token of each row chosen on the device (`Some` only for the device decoder: the other
+    /// forms return logits and the caller samples); appends to the cache like a forward. `None` inside
+    /// marks a row whose last position is padding.
+    pub async fn greedy_next_async(
+        &self,
+        tokens: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        cache: &mut KvCache,
+    ) -> Result<Option<Vec<Option<u32>>>> {
+        let Some(gpu) = &self.gpu else { return Ok(None) };
+        let gc = cache
+            .gpu
+            .as_mut()
+            .ok_or_else(|| Error::Device("greedy: another decoder's cache given to the device decoder".into()))?;
+        let ids = gpu.greedy(tokens, valid, gc).await?;
+        for (cv, v) in cache.valid.iter_mut().zip(valid) {
+            cv.extend_from_slice(v);
+        }
+        Ok(Some(ids))
+    }
+
     async fn forward_gpu(
         &self,
         gpu: &GpuModel,

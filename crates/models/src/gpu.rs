@@ -102,6 +102,30 @@ impl GpuModel {
         cache: &mut GpuModelCache,
         output: CpuOutput,
     ) -> Result<Vec<f32>> {
+        let out = if output == CpuOutput::Hidden { GpuOutput::Hidden } else { GpuOutput::Logits };
+        self.run(tokens, valid, cache, output, out).await
+    }
+
+    /// The greedy next token of each row (argmax of its last position's logits, chosen on the device: only
+    /// the ids come back); `None` for a row whose last position is padding.
+    pub async fn greedy(
+        &self,
+        tokens: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        cache: &mut GpuModelCache,
+    ) -> Result<Vec<Option<u32>>> {
+        let ids = self.run(tokens, valid, cache, CpuOutput::Last, GpuOutput::Argmax).await?;
+        Ok(valid.iter().zip(ids).map(|(v, id)| v.last().copied().unwrap_or(false).then_some(id as u32)).collect())
+    }
+
+    async fn run(
+        &self,
+        tokens: &[Vec<u32>],
+        valid: &[Vec<bool>],
+        cache: &mut GpuModelCache,
+        output: CpuOutput,
+        device_out: GpuOutput,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let b = tokens.len();
         let t = tokens.first().map_or(0, Vec::len);
@@ -137,7 +161,11 @@ impl GpuModel {
             }
         }
         let out_rows = if output == CpuOutput::Last { b } else { b * t };
-        let out_w = if output == CpuOutput::Hidden { h } else { c.vocab_size };
+        let out_w = match device_out {
+            GpuOutput::Hidden => h,
+            GpuOutput::Logits => c.vocab_size,
+            GpuOutput::Argmax => 1,
+        };
         // Which computed token feeds each output row (None: padding, zeros).
         let mut pick: Vec<Option<usize>> = vec![None; out_rows];
         let mut i = 0;
@@ -169,9 +197,11 @@ impl GpuModel {
         let computed = if toks.is_empty() {
             Vec::new()
         } else {
-            let out = if output == CpuOutput::Hidden { GpuOutput::Hidden } else { GpuOutput::Logits };
             self.dec
-                .forward(&mut cache.cache, Step { x: &x, tokens: &toks, rope: &rope, select: &select, output: out })
+                .forward(
+                    &mut cache.cache,
+                    Step { x: &x, tokens: &toks, rope: &rope, select: &select, output: device_out },
+                )
                 .await
                 .map_err(gpu_err)?
         };
