@@ -78,7 +78,18 @@ async fn fetch(url: &str) -> Result<Response, WebError> {
         .unchecked_into();
     let r: Response = wait(p)
         .await
-        .map_err(|e| WebError::Fetch { url: url.into(), reason: crate::error::describe(&e) })?
+        .map_err(|e| {
+            let mut reason = crate::error::describe(&e);
+            // The browser gives every refused request the same TypeError; say where to look.
+            if reason.contains("Failed to fetch") || reason.contains("NetworkError") {
+                reason.push_str(
+                    " (the request was refused before any response: the server is unreachable, or it sends no CORS \
+                     header for this page, or the page's Content-Security-Policy `connect-src` does not list the \
+                     URL's origin; the browser console names which)",
+                );
+            }
+            WebError::Fetch { url: url.into(), reason }
+        })?
         .unchecked_into();
     if !r.ok() {
         return Err(WebError::Fetch { url: url.into(), reason: format!("HTTP {} {}", r.status(), r.status_text()) });

@@ -268,7 +268,9 @@ try {
     });
   };
   const forced = await run("webgpu");
-  check(forced.state === "error" && /wgpu|adapter|WebGPU/i.test(forced.status), `webgpu without an adapter is a clear error (${forced.status})`);
+  check(forced.state === "error" && /WebGPU is unavailable/.test(forced.status) && !/\{/.test(forced.status), `webgpu without an adapter is a clear error, not a debug dump (${forced.status})`);
+  const colour = await page.evaluate(() => getComputedStyle(document.getElementById("rev-demo").shadowRoot.querySelector(".status")).color);
+  check(colour === "rgb(185, 28, 28)", `the widget's error text is red (${colour})`);
   const auto = await run("auto");
   check(auto.state === "done" && auto.result?.backend === "cpu", `auto without WebGPU runs on the CPU (${auto.status})`);
   if (auto.result) compareFuse("no-WebGPU browser (CPU)", auto.result, nativeFuse("rev plant =", 16));

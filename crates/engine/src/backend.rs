@@ -99,10 +99,18 @@ async fn wgpu_shared_async() -> Result<(Device, GpuContext)> {
     if let Some(pair) = WGPU.with(|c| c.borrow().clone()) {
         return Ok(pair);
     }
-    let (device, setup) = Device::wgpu_options()
-        .init_with_setup_async()
-        .await
-        .map_err(|e| Error::Backend { backend: "wgpu".into(), reason: format!("{e:?}") })?;
+    let (device, setup) = Device::wgpu_options().init_with_setup_async().await.map_err(|e| {
+        let raw = format!("{e:?}");
+        // burn reports a missing adapter as a debug dump of its device; say what it means instead.
+        let reason = if raw.contains("AdapterUnavailable") {
+            "WebGPU is unavailable: this browser gave no adapter (navigator.gpu is missing or returned none); \
+             use backend \"cpu\", or \"auto\", which falls back to it"
+                .to_string()
+        } else {
+            raw
+        };
+        Error::Backend { backend: "wgpu".into(), reason }
+    })?;
     let pair = (device, shared_context(setup));
     WGPU.with(|c| *c.borrow_mut() = Some(pair.clone()));
     Ok(pair)
