@@ -187,10 +187,12 @@ impl Extractor {
         let (_, config) = chorus_models::t5::read_config(dir)?;
         let tok_path = dir.join("tokenizer.json");
         let mut tok = load_tokenizer(&tok_path)?;
-        // A checkpoint without an MLM head gets a fresh one from the device's generator: seeding it first makes
-        // a run reproducible from its seed (on a given backend).
+        // A checkpoint without an MLM head gets a fresh one, drawn from a host generator seeded by the run's
+        // seed (not burn's process-wide one, which other threads also draw from), so a run is reproducible
+        // from its seed.
         dev.seed(opts.seed);
         let mut bert = Bert::open(dir, dev)?;
+        bert.reseed_fresh_head(opts.seed);
         let cfg = bert.config().clone();
         let max_len = checked_max_len(&cfg, opts.max_len)?;
         let (mask_token, mask_id) = find_token(&tok, &["<mask>", "[MASK]"], "mask")?;

@@ -245,6 +245,29 @@ impl Bert {
     pub fn config(&self) -> &BertConfig {
         &self.cfg
     }
+    /// Re-draws a freshly initialised MLM head (one the checkpoint lacked) from a host generator seeded
+    /// with `seed`: N(0, 0.02) dense weights, zero dense bias. burn's device generator is process-wide, so
+    /// another thread drawing from it between a seed and the head's init made the same seed give another
+    /// head (a flaky `mvre_preparation_is_reproducible_from_its_seed`). A loaded head is left as it is.
+    pub fn reseed_fresh_head(&mut self, seed: u64) {
+        if !self.head_initialised {
+            return;
+        }
+        let h = self.cfg.hidden_size;
+        let mut rng = chorus_core::sampling::Rng::new(seed);
+        let w: Vec<f32> = (0..h * h)
+            .map(|_| {
+                // Box–Muller; 1 − u keeps the logarithm finite.
+                let (u, v) = (1.0 - rng.next_f64(), rng.next_f64());
+                ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos() * 0.02) as f32
+            })
+            .collect();
+        let dev = self.head.dense.weight.device();
+        self.head.dense.weight = Param::from_tensor(Tensor::from_data(TensorData::new(w, [h, h]), &dev));
+        if let Some(b) = &mut self.head.dense.bias {
+            *b = Param::from_tensor(Tensor::zeros([h], &dev));
+        }
+    }
 
     /// Whether the MLM head was initialised here because the checkpoint had none.
     pub fn head_initialised(&self) -> bool {
