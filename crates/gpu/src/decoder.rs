@@ -453,7 +453,7 @@ impl GpuDecoder {
         q.write_buffer(&cache.count_all, 0, bytemuck::bytes_of(&Count::new(n as u32)));
         q.write_buffer(&cache.count_sel, 0, bytemuck::bytes_of(&Count::new(s as u32)));
         q.write_buffer(&cache.stats_params, 0, bytemuck::cast_slice(&[s as u32, c.vocab_size as u32, 0, 0]));
-        let sc = cache.scratch.as_ref().expect("scratch sized above");
+        let sc = cache.scratch.as_ref().ok_or_else(|| bad("scratch buffers were not allocated".into()))?;
         q.write_buffer(&sc.x, 0, bytemuck::cast_slice(step.x));
         q.write_buffer(&sc.rope, 0, bytemuck::cast_slice(step.rope));
         let tok: Vec<[u32; 2]> = step.tokens.iter().map(|&(r, p)| [r, p]).collect();

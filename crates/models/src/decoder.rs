@@ -258,21 +258,7 @@ impl Decoder {
         let c = files.config.clone();
         if mode == WeightMode::Native {
             let cpu = CpuModel::load(files, progress)?;
-            return Ok(Self {
-                config: c,
-                embed: Vec::new(),
-                layers: Vec::new(),
-                norm: tensor1(Vec::new(), device),
-                lm_head: Linear { w: Vec::new(), b: None, lr: None },
-                inv_freq: Vec::new(),
-                device: device.clone(),
-                tasks: 0,
-                kernel: None,
-                norm_d: None,
-                embed_d: None,
-                cpu: Some(cpu),
-                gpu: None,
-            });
+            return Ok(Self::engine_only(c, device, Some(cpu), None));
         }
         let (h, q, kv, f) = (c.hidden_size, c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim, c.intermediate_size);
         let total = files.expected_tensors().len();
@@ -358,8 +344,13 @@ impl Decoder {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
         let gpu = GpuModel::load(files, ctx, progress)?;
-        Ok(Self {
-            config: files.config.clone(),
+        Ok(Self::engine_only(files.config.clone(), device, None, Some(gpu)))
+    }
+
+    /// A decoder run by one of the engines (CPU or device), its burn fields empty.
+    fn engine_only(config: ModelConfig, device: &Device, cpu: Option<CpuModel>, gpu: Option<GpuModel>) -> Self {
+        Self {
+            config,
             embed: Vec::new(),
             layers: Vec::new(),
             norm: tensor1(Vec::new(), device),
@@ -370,9 +361,9 @@ impl Decoder {
             kernel: None,
             norm_d: None,
             embed_d: None,
-            cpu: None,
-            gpu: Some(gpu),
-        })
+            cpu,
+            gpu,
+        }
     }
 
     /// The device decoder, when loaded by [`Decoder::load_gpu`].
